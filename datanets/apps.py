@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class DatanetsConfig(AppConfig):
+    name = "datanets"
+    verbose_name = "Datanets"

@@ -1,0 +1,1 @@
+"""Datanets data model (built by the Datanets issue)."""

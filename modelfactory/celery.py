@@ -1,0 +1,19 @@
+"""The Celery app: queue "default" for web-side work, queue "gpu" for long accelerator work."""
+
+import os
+
+from celery import Celery
+from kombu import Queue
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "modelfactory.settings")
+
+app = Celery("modelfactory")
+app.config_from_object("django.conf:settings", namespace="CELERY")
+app.conf.task_queues = (Queue("default"), Queue("gpu"))
+app.conf.task_default_queue = "default"
+# Tasks named "gpu.*" are the long, idempotent, resumable ones: they go to the gpu queue and are
+# declared with acks_late, so a killed worker hands them on. GPU workers run with
+# --prefetch-multiplier=1 (see modelfactory/launcher.py and docker-compose.yml) so one slow run
+# never holds a second one hostage.
+app.conf.task_routes = {"gpu.*": {"queue": "gpu"}}
+app.autodiscover_tasks()

@@ -1,0 +1,105 @@
+"""`make run`: bring up ModelFactory on one machine with embedded defaults, and stop it all on Ctrl-C.
+
+Migrates, imports the bundled base model once, creates a first admin with a generated password,
+starts an embedded Redis (unless REDIS_URL is set), one Celery worker on every queue and gunicorn on
+127.0.0.1:$PORT. A second run reuses everything that already exists.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "modelfactory.settings")
+
+
+def log(message: str) -> None:
+    print(f"[modelfactory] {message}", flush=True)
+
+
+def ensure_admin() -> None:
+    from django.contrib.auth import get_user_model
+
+    User = get_user_model()
+    if User.objects.filter(is_superuser=True).exists():
+        log("An admin already exists (reset a password with `.venv/bin/python manage.py changepassword admin`).")
+        return
+    password = secrets.token_urlsafe(12)
+    User.objects.create_superuser(username="admin", email="", password=password)
+    log("Created the first admin. Log in at /accounts/login/ with")
+    log(f"    username: admin    password: {password}")
+    log("This password is shown once; change it after logging in.")
+
+
+def main() -> int:
+    import django
+
+    django.setup()
+    from django.conf import settings
+    from django.core.management import call_command
+
+    from modelfactory import embedded_redis
+    from training import services
+
+    started: list[subprocess.Popen] = []
+
+    def stop_all(*_):
+        for process in reversed(started):
+            if process.poll() is None:
+                process.terminate()
+        deadline = time.monotonic() + 10
+        for process in reversed(started):
+            try:
+                process.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                process.kill()
+        log("Stopped.")
+
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    try:
+        log("Migrating the database")
+        call_command("migrate", interactive=False, verbosity=0)
+        ensure_admin()
+        log("Importing the bundled base model (first run only; about 30 s)")
+        model = services.base_model_import_bundled()
+        log(f"Base model ready: {model.name} ({model.parameters_display} parameters)")
+
+        if not settings.REDIS_URL:
+            redis_process = embedded_redis.start(settings.REDIS_SOCKET, settings.VAR_DIR / "redis")
+            if redis_process:
+                started.append(redis_process)
+                log(f"Embedded Redis on {settings.REDIS_SOCKET}")
+            else:
+                log(f"Reusing the Redis already answering on {settings.REDIS_SOCKET}")
+
+        python = sys.executable
+        worker = [
+            python, "-m", "celery", "-A", "modelfactory", "worker",
+            "-Q", "default,gpu", "--concurrency", "1", "--prefetch-multiplier", "1",
+            "--loglevel", "INFO", "-n", "embedded@%h",
+        ]  # fmt: skip
+        started.append(subprocess.Popen(worker))
+        port = os.environ.get("PORT", "8000")
+        web = [
+            python, "-m", "gunicorn", "modelfactory.wsgi", "--bind", f"127.0.0.1:{port}",
+            "--workers", "2", "--threads", "4", "--timeout", "120", "--access-logfile", "-",
+        ]  # fmt: skip
+        started.append(subprocess.Popen(web))
+        log(f"ModelFactory is up at http://127.0.0.1:{port}/ (health: /healthz). Ctrl-C stops everything.")
+        while all(process.poll() is None for process in started):
+            time.sleep(0.5)
+        failed = next(process for process in started if process.poll() is not None)
+        log(f"{' '.join(failed.args[:5])} exited with {failed.returncode}; stopping the rest.")
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        stop_all()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

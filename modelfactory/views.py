@@ -1,0 +1,40 @@
+"""Site-wide pages: home, dashboard, health."""
+
+from django.contrib.auth.decorators import login_required
+from django.core.paginator import Paginator
+from django.http import JsonResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.cache import never_cache
+
+from accounts import policy
+from training.models import BaseModel
+
+from . import health
+
+
+def home(request):
+    if request.user.is_authenticated:
+        return redirect("dashboard")
+    return render(request, "home.html")
+
+
+@login_required
+def dashboard(request):
+    teams = policy.teams_for_user(request.user).order_by("name")
+    invitations = request.user.invitations.filter(status="pending").select_related("team", "invited_by")
+    base_models = BaseModel.objects.filter(enabled=True, status=BaseModel.Status.READY)
+    return render(
+        request,
+        "dashboard.html",
+        {
+            "teams": Paginator(teams, 10).get_page(request.GET.get("page")),
+            "invitations": invitations,
+            "base_models": base_models,
+        },
+    )
+
+
+@never_cache
+def healthz(request):
+    healthy, results = health.run_checks()
+    return JsonResponse({"status": "ok" if healthy else "down", "checks": results}, status=200 if healthy else 503)
