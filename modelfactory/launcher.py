@@ -43,7 +43,8 @@ def main() -> int:
     from django.core.management import call_command
 
     from modelfactory import embedded_redis
-    from training import services
+    from training.model_import import BUNDLED_MODEL_NAME
+    from training.models import BaseModel
 
     started: list[subprocess.Popen] = []
 
@@ -64,9 +65,12 @@ def main() -> int:
         log("Migrating the database")
         call_command("migrate", interactive=False, verbosity=0)
         ensure_admin()
-        log("Importing the bundled base model (first run only; about 30 s)")
-        model = services.base_model_import_bundled()
-        log(f"Base model ready: {model.name} ({model.parameters_display} parameters)")
+        if not BaseModel.objects.filter(name=BUNDLED_MODEL_NAME, status=BaseModel.Status.READY).exists():
+            log("Importing the bundled base model (first run only; about 30 s)")
+            # In its own process, so the launcher does not keep the model's memory for its lifetime.
+            subprocess.run(
+                [sys.executable, str(settings.BASE_DIR / "manage.py"), "import_base_model", "--bundled"], check=True
+            )
 
         if not settings.REDIS_URL:
             redis_process = embedded_redis.start(settings.REDIS_SOCKET, settings.VAR_DIR / "redis")
@@ -97,6 +101,9 @@ def main() -> int:
         return 1
     except KeyboardInterrupt:
         return 0
+    except subprocess.CalledProcessError as error:
+        log(f"{' '.join(error.cmd)} failed with exit code {error.returncode}.")
+        return 1
     finally:
         stop_all()
 

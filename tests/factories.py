@@ -1,0 +1,53 @@
+"""factory_boy factories for the tests."""
+
+import factory
+from django.contrib.auth import get_user_model
+
+from accounts.models import Membership, Team
+from training.models import BaseModel
+
+PASSWORD = "correct-horse-battery-staple"
+
+
+class UserFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = get_user_model()
+        skip_postgeneration_save = True
+
+    username = factory.Sequence(lambda n: f"user{n}")
+    password = factory.PostGenerationMethodCall("set_password", PASSWORD)
+
+    @factory.post_generation
+    def save_password(obj, create, extracted, **kwargs):
+        if create:
+            obj.save()
+
+
+class TeamFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Team
+
+    name = factory.Sequence(lambda n: f"Team {n}")
+    slug = factory.Sequence(lambda n: f"team-{n}")
+
+
+class MembershipFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Membership
+
+    team = factory.SubFactory(TeamFactory)
+    user = factory.SubFactory(UserFactory)
+    role = Membership.Role.MEMBER
+
+
+class BaseModelFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = BaseModel
+
+    name = factory.Sequence(lambda n: f"model-{n}")
+    slug = factory.Sequence(lambda n: f"model-{n}")
+    license = "apache-2.0"
+    source = "/nonexistent"
+    status = BaseModel.Status.READY
+    parameter_count = 1000
+    context_length = 512

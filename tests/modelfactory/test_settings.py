@@ -1,0 +1,46 @@
+"""Settings come from the environment; production refuses to start without its secrets."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def start_django(tmp_path, show="DATABASES['default']['ENGINE']", **env):
+    """Start Django in a fresh process with only the given settings variables; print a setting."""
+    drop = {"SECRET_KEY", "ALLOWED_HOSTS", "DEBUG", "DATABASE_URL"}
+    clean = {k: v for k, v in os.environ.items() if k not in drop}
+    clean.update(MF_VAR_DIR=str(tmp_path / "var"), DJANGO_SETTINGS_MODULE="modelfactory.settings", **env)
+    code = f"import django; django.setup(); from django.conf import settings; print(settings.{show})"
+    return subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=clean, capture_output=True, text=True)
+
+
+def test_production_without_secret_key_or_hosts_stops_with_a_clear_message(tmp_path):
+    result = start_django(tmp_path, DEBUG="0")
+    assert result.returncode != 0
+    assert "SECRET_KEY and ALLOWED_HOSTS must be set" in result.stderr
+
+    result = start_django(tmp_path, DEBUG="0", SECRET_KEY="s" * 50)
+    assert result.returncode != 0
+    assert "ALLOWED_HOSTS must be set" in result.stderr
+
+    result = start_django(tmp_path, DEBUG="0", SECRET_KEY="s" * 50, ALLOWED_HOSTS="example.org")
+    assert result.returncode == 0, result.stderr
+
+
+def test_embedded_default_keeps_one_generated_secret_and_sqlite(tmp_path):
+    assert start_django(tmp_path).stdout.strip() == "django.db.backends.sqlite3"
+    first, second = start_django(tmp_path, show="SECRET_KEY"), start_django(tmp_path, show="SECRET_KEY")
+    assert first.returncode == 0, first.stderr
+    secret = first.stdout.strip()
+    assert len(secret) >= 50
+    assert second.stdout.strip() == secret
+    assert (tmp_path / "var" / "secret_key").read_text().strip() == secret
+
+
+def test_database_url_switches_to_postgresql(tmp_path):
+    result = start_django(tmp_path, DATABASE_URL="postgres://u@127.0.0.1:5432/modelfactory")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "django.db.backends.postgresql"
