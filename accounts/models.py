@@ -32,6 +32,9 @@ class Membership(models.Model):
         constraints = [models.UniqueConstraint(fields=["team", "user"], name="one_membership_per_team")]
         ordering = ["team__name", "user__username"]
 
+    def __str__(self) -> str:
+        return f"{self.user} in {self.team} ({self.role})"
+
 
 class Invitation(models.Model):
     class Status(models.TextChoices):
@@ -56,3 +59,6 @@ class Invitation(models.Model):
             )
         ]
         ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.user} to {self.team} ({self.status})"

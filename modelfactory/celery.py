@@ -17,3 +17,11 @@ app.conf.task_default_queue = "default"
 # never holds a second one hostage.
 app.conf.task_routes = {"gpu.*": {"queue": "gpu"}}
 app.autodiscover_tasks()
+
+
+def gpu_task(name: str, **options):
+    """Declare a long accelerator task: routed to the gpu queue, acknowledged only when done, and
+    handed to another worker if this one dies. Such a task must be idempotent and resumable."""
+    if not name.startswith("gpu."):
+        raise ValueError("GPU task names start with 'gpu.' so that task_routes sends them to the gpu queue")
+    return app.task(name=name, acks_late=True, reject_on_worker_lost=True, **options)

@@ -2,9 +2,10 @@
 
 from celery import shared_task
 
+from modelfactory.celery import gpu_task
 from modelfactory.exceptions import ApplicationError
 
-from . import services
+from . import devices, services
 from .models import BaseModel
 
 
@@ -16,3 +17,9 @@ def base_model_import_task(base_model_id: int) -> str:
     except ApplicationError as error:
         return error.message
     return base_model.status
+
+
+@gpu_task(name="gpu.device_info")
+def device_info_task() -> dict:
+    """Which accelerator a GPU-queue worker has: the wizard compares it with a job's memory estimate."""
+    return devices.device_info()

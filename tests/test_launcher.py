@@ -1,0 +1,120 @@
+"""`make run`'s launcher on embedded defaults: comes up green with the bundled model, stops on Ctrl-C."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.slow
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+class Launch:
+    def __init__(self, var_dir: Path, port: int):
+        drop = {"DATABASE_URL", "REDIS_URL", "MF_REDIS_SOCKET", "MODELS_DIR", "MEDIA_ROOT", "DJANGO_SETTINGS_MODULE"}
+        env = {k: v for k, v in os.environ.items() if k not in drop}
+        env.update(MF_VAR_DIR=str(var_dir), PORT=str(port))
+        self.log_path = var_dir.parent / f"launch-{time.monotonic_ns()}.log"
+        self.log = open(self.log_path, "w")
+        self.url = f"http://127.0.0.1:{port}"
+        # A session of its own, so Ctrl-C can be sent to the whole group the way a terminal does.
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "modelfactory.launcher"],
+            cwd=ROOT,
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    @property
+    def output(self) -> str:
+        return self.log_path.read_text()
+
+    def wait_healthy(self, timeout: float) -> dict:
+        deadline = time.monotonic() + timeout
+        body = None
+        while time.monotonic() < deadline:
+            assert self.process.poll() is None, self.output[-3000:]
+            try:
+                with urllib.request.urlopen(self.url + "/healthz", timeout=5) as response:
+                    return json.load(response)
+            except urllib.error.HTTPError as error:
+                body = error.read().decode()
+            except OSError:
+                pass
+            time.sleep(1)
+        raise AssertionError(f"not healthy in {timeout} s: {body}\n{self.output[-3000:]}")
+
+    def ctrl_c(self) -> None:
+        os.killpg(self.process.pid, signal.SIGINT)
+        self.process.wait(timeout=60)
+        deadline = time.monotonic() + 30
+        while group_alive(self.process.pid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        self.log.close()
+
+
+def test_run_comes_up_green_stops_on_ctrl_c_and_reuses_what_exists(tmp_path):
+    var_dir = tmp_path / "var"
+    first = Launch(var_dir, free_port())
+    try:
+        health = first.wait_healthy(timeout=300)
+    finally:
+        first.ctrl_c()
+    assert health["status"] == "ok"
+    assert health["checks"]["database"]["vendor"] == "sqlite"
+    assert health["checks"]["base_models"]["enabled"] == 1
+    assert not group_alive(first.process.pid), "a process outlived Ctrl-C"
+    assert "username: admin    password: " in first.output
+    assert (var_dir / "modelfactory.sqlite3").exists()
+    model_dir = var_dir / "models" / "smollm2-135m-instruct"
+    assert (model_dir / "model.safetensors").stat().st_size > 500_000_000
+
+    second = Launch(var_dir, free_port())
+    try:
+        second.wait_healthy(timeout=120)
+    finally:
+        second.ctrl_c()
+    assert "An admin already exists" in second.output
+    assert "Importing the bundled base model" not in second.output
+    assert "password: " not in second.output
+    assert not group_alive(second.process.pid)
+
+    # The imported model is the real SmolLM2: it answers a chat prompt sensibly.
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, use_safetensors=True)
+    prompt = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "What is the capital of France?"}],
+        add_generation_prompt=True,
+        return_tensors="pt",
+        return_dict=True,
+    )
+    with torch.no_grad():
+        out = model.generate(**prompt, max_new_tokens=12, do_sample=False)
+    assert "Paris" in tokenizer.decode(out[0][prompt["input_ids"].shape[1] :], skip_special_tokens=True)
