@@ -1,1 +1,225 @@
-"""Datanets data model (built by the Datanets issue)."""
+"""Datanets: curated datasets whose every record keeps its contributor, moderated, versioned, ledgered."""
+
+from django.conf import settings
+from django.db import models
+
+from accounts.models import Team
+
+LICENSES = [
+    ("CC-BY-4.0", "CC-BY-4.0"),
+    ("CC-BY-SA-4.0", "CC-BY-SA-4.0"),
+    ("CC-BY-NC-4.0", "CC-BY-NC-4.0"),
+    ("CC0-1.0", "CC0-1.0"),
+    ("MIT", "MIT"),
+    ("Apache-2.0", "Apache-2.0"),
+    ("ODbL-1.0", "ODbL-1.0"),
+    ("CDLA-Permissive-2.0", "CDLA-Permissive-2.0"),
+    ("LicenseRef-Proprietary", "Proprietary"),
+]
+
+
+class Datanet(models.Model):
+    class Schema(models.TextChoices):
+        INSTRUCTION = "instruction", "Instruction (instruction, input, output)"
+        CHAT = "chat", "Chat (messages with role and content)"
+        TEXT = "text", "Plain text"
+
+    class Visibility(models.TextChoices):
+        PUBLIC = "public", "Public: anyone may see and train on it"
+        PERMISSIONED = "permissioned", "Permissioned: training needs a granted access request"
+        PRIVATE = "private", "Private: only its team"
+
+    name = models.CharField(max_length=120)
+    slug = models.SlugField(max_length=120, unique=True)
+    description = models.TextField(blank=True)
+    domain_tags = models.CharField(max_length=300, blank=True, help_text="Comma-separated, e.g. medicine, cardiology")
+    schema = models.CharField(max_length=20, choices=Schema.choices, default=Schema.INSTRUCTION)
+    license = models.CharField(max_length=40, choices=LICENSES, default="CC-BY-4.0")
+    visibility = models.CharField(max_length=20, choices=Visibility.choices, default=Visibility.PUBLIC)
+    guidelines = models.TextField(blank=True, help_text="What good contributions look like")
+    team = models.ForeignKey(Team, on_delete=models.PROTECT, related_name="datanets")
+    curators = models.ManyToManyField(settings.AUTH_USER_MODEL, blank=True, related_name="curated_datanets")
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def tags(self) -> list[str]:
+        return [tag.strip() for tag in self.domain_tags.split(",") if tag.strip()]
+
+
+class Upload(models.Model):
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        VALIDATING = "validating", "Validating"
+        STORING = "storing", "Storing"
+        DONE = "done", "Done"
+        REJECTED = "rejected", "Rejected"
+        FAILED = "failed", "Failed"
+        CANCELLED = "cancelled", "Cancelled"
+
+    FINISHED = {Status.DONE, Status.REJECTED, Status.FAILED, Status.CANCELLED}
+
+    datanet = models.ForeignKey(Datanet, on_delete=models.CASCADE, related_name="uploads")
+    contributor = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="uploads")
+    file = models.FileField(upload_to="uploads/%Y/%m/")
+    filename = models.CharField(max_length=255)
+    format = models.CharField(max_length=10)
+    size_bytes = models.BigIntegerField(default=0)
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.QUEUED)
+    progress_bytes = models.BigIntegerField(default=0)
+    lines_read = models.PositiveIntegerField(default=0)
+    records_added = models.PositiveIntegerField(default=0)
+    duplicates = models.PositiveIntegerField(default=0)
+    flagged = models.PositiveIntegerField(default=0)
+    errors = models.JSONField(default=list, blank=True, help_text="[{line, reason}] for rejected lines")
+    error_count = models.PositiveIntegerField(default=0)
+    message = models.TextField(blank=True)
+    cancel_requested = models.BooleanField(default=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.filename} → {self.datanet}"
+
+    @property
+    def finished(self) -> bool:
+        return self.status in self.FINISHED
+
+    @property
+    def percent(self) -> int:
+        if self.finished:
+            return 100
+        return int(100 * self.progress_bytes / self.size_bytes) if self.size_bytes else 0
+
+
+class Record(models.Model):
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending review"
+        APPROVED = "approved", "Approved"
+        REJECTED = "rejected", "Rejected"
+        WITHDRAWN = "withdrawn", "Withdrawn"
+
+    datanet = models.ForeignKey(Datanet, on_delete=models.CASCADE, related_name="records")
+    contributor = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="records")
+    upload = models.ForeignKey(Upload, null=True, blank=True, on_delete=models.SET_NULL, related_name="records")
+    line_number = models.PositiveIntegerField(null=True, blank=True)
+    content = models.JSONField()
+    content_hash = models.CharField(max_length=64)
+    text = models.TextField(help_text="The record's strings joined; flag spans index into it")
+    token_count = models.PositiveIntegerField(default=0)
+    flags = models.JSONField(default=list, blank=True)
+    flag_kinds = models.CharField(max_length=200, blank=True, db_index=True)
+    near_duplicate_of = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    minhash = models.BinaryField(editable=False)
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.PENDING)
+    reviewed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    reviewed_at = models.DateTimeField(null=True, blank=True)
+    rejection_reason = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [models.UniqueConstraint(fields=["datanet", "content_hash"], name="record_once_per_datanet")]
+        indexes = [
+            models.Index(fields=["datanet", "status", "id"]),
+            models.Index(fields=["contributor", "datanet"]),
+        ]
+
+    def __str__(self) -> str:
+        return f"record {self.pk} ({self.status})"
+
+
+class RejectionReason(models.Model):
+    """A reusable reason moderators pick when rejecting."""
+
+    text = models.CharField(max_length=300, unique=True)
+
+    class Meta:
+        ordering = ["text"]
+
+    def __str__(self) -> str:
+        return self.text
+
+
+class DatanetVersion(models.Model):
+    """A frozen set of approved records. Never updated: a new version supersedes it."""
+
+    datanet = models.ForeignKey(Datanet, on_delete=models.PROTECT, related_name="versions")
+    number = models.PositiveIntegerField()
+    merkle_root = models.CharField(max_length=64)
+    record_count = models.PositiveIntegerField()
+    token_count = models.PositiveBigIntegerField()
+    contributors = models.JSONField(help_text="[{contributor_id, username, records, tokens}]")
+    changelog = models.JSONField(help_text="{added: n, removed: n, added_hashes: [...], removed_hashes: [...]}")
+    license = models.CharField(max_length=40)
+    notes = models.TextField(blank=True)
+    records = models.ManyToManyField(Record, related_name="versions")
+    published_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["datanet", "-number"]
+        constraints = [models.UniqueConstraint(fields=["datanet", "number"], name="version_number_once")]
+
+    def __str__(self) -> str:
+        return f"{self.datanet.slug} v{self.number}"
+
+
+class AccessRequest(models.Model):
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        GRANTED = "granted", "Granted"
+        DENIED = "denied", "Denied"
+
+    datanet = models.ForeignKey(Datanet, on_delete=models.CASCADE, related_name="access_requests")
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="access_requests")
+    requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    message = models.TextField(blank=True)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    decided_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    decision_message = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    decided_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["datanet", "team"], condition=models.Q(status="pending"), name="one_pending_request_per_team"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.team} → {self.datanet} ({self.status})"
+
+
+class LedgerEntry(models.Model):
+    """Append-only, hash-chained: hash = SHA-256(prev_hash || canonical JSON of the entry)."""
+
+    sequence = models.PositiveBigIntegerField(unique=True)
+    event = models.CharField(max_length=50)
+    payload = models.JSONField()
+    actor = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField()
+    prev_hash = models.CharField(max_length=64)
+    hash = models.CharField(max_length=64, unique=True)
+
+    class Meta:
+        ordering = ["sequence"]
+        verbose_name_plural = "ledger entries"
+
+    def __str__(self) -> str:
+        return f"#{self.sequence} {self.event}"

@@ -1,0 +1,91 @@
+"""Flags for moderators: likely personal data and secrets in a record's text, and near-duplicates.
+
+No Django. Each flag is {"kind", "start", "end"}: a character span of the record's text, so the
+moderation page can highlight it.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+from datasketch import MinHash, MinHashLSH
+from stdnum import iban, luhn
+
+EMAIL = re.compile(r"\b[\w.+-]+@[\w-]+(?:\.[\w-]+)*\.[A-Za-z]{2,}\b")
+PHONE = re.compile(r"(?<![\w+])\+?\(?\d{1,4}\)?(?:[ .-]?\(?\d{2,4}\)?){2,5}(?!\w)")
+CARD = re.compile(r"(?<!\d)(?:\d[ -]?){12,18}\d(?!\d)")
+IBAN = re.compile(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,4})?\b")
+SECRETS = re.compile(
+    r"\bAKIA[0-9A-Z]{16}\b"  # AWS access key id
+    r"|\bsk-[A-Za-z0-9_-]{20,}\b"  # OpenAI-style secret key
+    r"|\bgh[pousr]_[A-Za-z0-9]{36,}\b"  # GitHub token
+    r"|\bxox[abprs]-[A-Za-z0-9-]{10,}\b"  # Slack token
+    r"|-----BEGIN [A-Z ]*PRIVATE KEY-----"
+    r"|\b(?:api[_-]?key|secret|token|password)\s*[:=]\s*['\"]?[A-Za-z0-9_\-/+=]{16,}",
+    re.IGNORECASE,
+)
+
+
+def personal_data_flags(text: str) -> list[dict]:
+    flags = []
+    taken: list[tuple[int, int]] = []
+
+    def add(kind: str, match: re.Match) -> None:
+        start, end = match.span()
+        if any(start < e and s < end for s, e in taken):
+            return
+        taken.append((start, end))
+        flags.append({"kind": kind, "start": start, "end": end})
+
+    for match in SECRETS.finditer(text):
+        add("secret", match)
+    for match in EMAIL.finditer(text):
+        add("email", match)
+    for match in IBAN.finditer(text):
+        if iban.is_valid(match.group().replace(" ", "")):
+            add("iban", match)
+    for match in CARD.finditer(text):
+        digits = re.sub(r"\D", "", match.group())
+        if 13 <= len(digits) <= 19 and luhn.is_valid(digits):
+            add("card_number", match)
+    for match in PHONE.finditer(text):
+        digits = re.sub(r"\D", "", match.group())
+        if 9 <= len(digits) <= 15:
+            add("phone", match)
+    return sorted(flags, key=lambda flag: flag["start"])
+
+
+NUM_PERM = 64
+SHINGLE = 5
+_WORD = re.compile(r"\w+")
+
+
+def minhash(text: str) -> MinHash:
+    words = _WORD.findall(text.lower())
+    shingles = {" ".join(words[i : i + SHINGLE]).encode() for i in range(max(1, len(words) - SHINGLE + 1))}
+    signature = MinHash(num_perm=NUM_PERM, seed=1)
+    signature.update_batch(list(shingles))
+    return signature
+
+
+def signature_bytes(signature: MinHash) -> bytes:
+    return signature.hashvalues.astype(np.uint64).tobytes()
+
+
+def signature_from_bytes(data: bytes) -> MinHash:
+    return MinHash(num_perm=NUM_PERM, seed=1, hashvalues=np.frombuffer(data, dtype=np.uint64))
+
+
+class NearDuplicateIndex:
+    """Records whose estimated Jaccard similarity of word 5-shingles is at least ``threshold``."""
+
+    def __init__(self, threshold: float = 0.8):
+        self.lsh = MinHashLSH(threshold=threshold, num_perm=NUM_PERM)
+
+    def add(self, key: str, signature: MinHash) -> None:
+        if key not in self.lsh:
+            self.lsh.insert(key, signature)
+
+    def similar(self, signature: MinHash) -> list[str]:
+        return self.lsh.query(signature)

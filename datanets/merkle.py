@@ -1,0 +1,62 @@
+"""Merkle trees over record hashes (SHA-256). No Django.
+
+Leaves: the records' content hashes (lowercase hex SHA-256 of their canonical JSON), sorted
+ascending as hex strings, each taken as its 32 raw bytes. Leaf node = SHA-256(0x00 || leaf bytes);
+inner node = SHA-256(0x01 || left || right); a level with an odd count carries its last node up
+unchanged. The root is lowercase hex. The root of no records is SHA-256 of the empty string.
+
+To recompute a version's root from its JSONL export: for each line, take the ``content`` object,
+serialise it as JSON with sorted keys, separators "," and ":" and UTF-8 (no ASCII escaping),
+SHA-256 it, sort the hex digests, and fold them with the rule above (``merkle_root``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+
+EMPTY_ROOT = hashlib.sha256(b"").hexdigest()
+
+
+def _leaf(hex_hash: str) -> bytes:
+    return hashlib.sha256(b"\x00" + bytes.fromhex(hex_hash)).digest()
+
+
+def _node(left: bytes, right: bytes) -> bytes:
+    return hashlib.sha256(b"\x01" + left + right).digest()
+
+
+def merkle_root(hashes: Iterable[str]) -> str:
+    level = [_leaf(h) for h in sorted(hashes)]
+    if not level:
+        return EMPTY_ROOT
+    while len(level) > 1:
+        nxt = [_node(level[i], level[i + 1]) for i in range(0, len(level) - 1, 2)]
+        if len(level) % 2:
+            nxt.append(level[-1])
+        level = nxt
+    return level[0].hex()
+
+
+def inclusion_proof(hashes: Iterable[str], target: str) -> list[tuple[str, str]]:
+    """The sibling path from ``target``'s leaf to the root: [(side, sibling hex)], side "L" or "R"."""
+    ordered = sorted(hashes)
+    index = ordered.index(target)
+    level = [_leaf(h) for h in ordered]
+    proof = []
+    while len(level) > 1:
+        sibling = index ^ 1
+        if sibling < len(level):
+            proof.append(("L" if sibling < index else "R", level[sibling].hex()))
+        nxt = [_node(level[i], level[i + 1]) for i in range(0, len(level) - 1, 2)]
+        if len(level) % 2:
+            nxt.append(level[-1])
+        level, index = nxt, index // 2
+    return proof
+
+
+def verify_inclusion(target: str, proof: list[tuple[str, str]], root: str) -> bool:
+    node = _leaf(target)
+    for side, sibling in proof:
+        node = _node(bytes.fromhex(sibling), node) if side == "L" else _node(node, bytes.fromhex(sibling))
+    return node.hex() == root

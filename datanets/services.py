@@ -1,0 +1,474 @@
+"""Datanet use cases: create, contribute (upload or form), ingest, moderate, version, grant access."""
+
+from __future__ import annotations
+
+import re
+import tempfile
+from collections import defaultdict
+from contextlib import contextmanager
+from pathlib import Path
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+from django.utils.text import slugify
+
+from accounts import policy as team_policy
+from modelfactory.exceptions import ApplicationError
+
+from . import flags, merkle, policy, records
+from .ledger import ledger_append
+from .models import AccessRequest, Datanet, DatanetVersion, Record, RejectionReason, Upload
+
+TOKEN = re.compile(r"\w+|[^\w\s]")
+MAX_REPORTED_ERRORS = 1000
+PROGRESS_EVERY = 2000
+BATCH = 1000
+
+
+def token_count(text: str) -> int:
+    """Tokens as words and punctuation marks: a tokenizer-independent estimate, stable across base models."""
+    return len(TOKEN.findall(text))
+
+
+def datanet_create(*, by, team, name: str, **fields) -> Datanet:
+    if not team_policy.can_manage_team(by, team):
+        raise ApplicationError("Only the team's owners and admins create Datanets for it.")
+    base = slugify(name)
+    if not base:
+        raise ApplicationError("A Datanet name needs at least one letter or digit.")
+    slug, n = base, 1
+    while Datanet.objects.filter(slug=slug).exists():
+        n += 1
+        slug = f"{base}-{n}"
+    curators = fields.pop("curators", [])
+    datanet = Datanet.objects.create(name=name.strip(), slug=slug, team=team, created_by=by, **fields)
+    if curators:
+        datanet.curators.set(curators)
+    return datanet
+
+
+# Contributing ---------------------------------------------------------------------------------
+
+
+def upload_create(*, datanet: Datanet, contributor, file) -> Upload:
+    """Store the file and queue its ingest. The file is streamed to storage in chunks, never read whole."""
+    if not policy.can_contribute(contributor, datanet):
+        raise ApplicationError("You may not contribute to this Datanet.")
+    try:
+        fmt = records.detect_format(file.name)
+    except records.FileError as error:
+        raise ApplicationError(str(error)) from error
+    if file.size > settings.MAX_UPLOAD_BYTES:
+        raise ApplicationError(
+            f"{file.name} is {file.size:,} bytes; the upload limit is {settings.MAX_UPLOAD_BYTES:,} bytes. "
+            "Split it into smaller files."
+        )
+    if file.size == 0:
+        raise ApplicationError(f"{file.name} is empty: it holds no records.")
+    upload = Upload(
+        datanet=datanet, contributor=contributor, filename=Path(file.name).name[:255], format=fmt, size_bytes=file.size
+    )
+    upload.file.save(Path(file.name).name, file, save=False)
+    upload.save()
+    from .tasks import upload_ingest_task
+
+    upload_ingest_task.delay_on_commit(upload.pk)
+    return upload
+
+
+def upload_cancel(*, upload: Upload, by) -> Upload:
+    if upload.contributor_id != by.pk and not policy.can_curate_datanet(by, upload.datanet):
+        raise ApplicationError("Only the contributor or a curator cancels an upload.")
+    if upload.finished:
+        raise ApplicationError("This upload has already finished.")
+    upload.cancel_requested = True
+    upload.save(update_fields=["cancel_requested"])
+    return upload
+
+
+class Cancelled(Exception):
+    pass
+
+
+@contextmanager
+def local_copy(upload: Upload):
+    """A local path for the stored file: the file itself on local storage, a streamed copy otherwise."""
+    try:
+        yield Path(upload.file.path)
+        return
+    except NotImplementedError:
+        pass
+    with tempfile.NamedTemporaryFile(suffix=f".{upload.format}") as handle:
+        with upload.file.open("rb") as source:
+            for chunk in source.chunks():
+                handle.write(chunk)
+        handle.flush()
+        yield Path(handle.name)
+
+
+def count_lines(path: Path, fmt: str) -> int:
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        return pq.ParquetFile(path).metadata.num_rows
+    total = 0
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            total += chunk.count(b"\n")
+    return max(total, 1)
+
+
+def _progress(upload: Upload, **fields) -> None:
+    """Write progress and read the cancel flag back, without touching other columns."""
+    for name, value in fields.items():
+        setattr(upload, name, value)
+    Upload.objects.filter(pk=upload.pk).update(**fields)
+    if Upload.objects.filter(pk=upload.pk, cancel_requested=True).exists():
+        raise Cancelled
+
+
+def _finish(upload: Upload, status: str, message: str, **fields) -> Upload:
+    upload.status = status
+    upload.message = message
+    upload.finished_at = timezone.now()
+    for name, value in fields.items():
+        setattr(upload, name, value)
+    upload.save()
+    if status != Upload.Status.DONE and upload.file:
+        upload.file.delete(save=False)  # a rejected, failed or cancelled upload leaves nothing behind
+        Upload.objects.filter(pk=upload.pk).update(file="")
+    return upload
+
+
+def upload_ingest(*, upload: Upload) -> Upload:
+    """Validate every line, then store every new record in one transaction, or nothing at all.
+
+    Pass 1 reads the file and collects errors with line numbers; an upload with any bad line is
+    rejected whole. Pass 2 re-reads it and stores the records that are not exact duplicates (within
+    the file or already in the Datanet), flagging personal data and near-duplicates. Safe to run
+    twice: a finished upload is left alone.
+    """
+    if upload.finished:
+        return upload
+    datanet = upload.datanet
+    try:
+        with local_copy(upload) as path:
+            total = count_lines(path, upload.format)
+            _progress(upload, status=Upload.Status.VALIDATING, progress_bytes=0)
+            errors, error_count, seen, lines = [], 0, set(), 0
+            for line in records.read_lines(path, upload.format, datanet.schema):
+                lines += 1
+                reason = line.error
+                if reason is None:
+                    try:
+                        seen.add(records.make_record(line.value, datanet.schema).content_hash)
+                    except ValueError as error:
+                        reason = str(error)
+                if reason is not None:
+                    error_count += 1
+                    if len(errors) < MAX_REPORTED_ERRORS:
+                        errors.append({"line": line.number, "reason": reason})
+                if lines % PROGRESS_EVERY == 0:
+                    _progress(upload, lines_read=lines, progress_bytes=upload.size_bytes * lines // (2 * total))
+            if lines == 0:
+                raise records.FileError("The file holds no records.")
+            if error_count:
+                return _finish(
+                    upload,
+                    Upload.Status.REJECTED,
+                    f"{error_count:,} of {lines:,} records were rejected, so nothing was stored. "
+                    "Fix the lines listed below and upload the file again.",
+                    lines_read=lines,
+                    errors=errors,
+                    error_count=error_count,
+                )
+            _progress(upload, status=Upload.Status.STORING, lines_read=lines, progress_bytes=upload.size_bytes // 2)
+            with transaction.atomic():
+                added, duplicates, flagged = _store(upload, path, total)
+    except Cancelled:
+        return _finish(upload, Upload.Status.CANCELLED, "Cancelled; nothing was stored.")
+    except records.FileError as error:
+        return _finish(
+            upload,
+            Upload.Status.REJECTED,
+            f"{error} Nothing was stored.",
+            errors=[{"line": 0, "reason": str(error)}],
+            error_count=1,
+        )
+    except Exception as error:
+        _finish(upload, Upload.Status.FAILED, f"Ingest failed ({type(error).__name__}); nothing was stored.")
+        raise
+    return _finish(
+        upload,
+        Upload.Status.DONE,
+        f"{added:,} records added for review, {duplicates:,} exact duplicates skipped, {flagged:,} flagged.",
+        records_added=added,
+        duplicates=duplicates,
+        flagged=flagged,
+        progress_bytes=upload.size_bytes,
+    )
+
+
+def _existing_hashes(datanet: Datanet, hashes: list[str]) -> set[str]:
+    found = set()
+    for i in range(0, len(hashes), 5000):
+        chunk = hashes[i : i + 5000]
+        found.update(
+            Record.objects.filter(datanet=datanet, content_hash__in=chunk).values_list("content_hash", flat=True)
+        )
+    return found
+
+
+def _near_duplicate_index(datanet: Datanet) -> tuple[flags.NearDuplicateIndex, dict[str, int]]:
+    index, ids = flags.NearDuplicateIndex(), {}
+    rows = Record.objects.filter(datanet=datanet).exclude(status=Record.Status.WITHDRAWN)
+    for pk, signature in rows.values_list("id", "minhash").iterator(chunk_size=5000):
+        index.add(str(pk), flags.signature_from_bytes(bytes(signature)))
+        ids[str(pk)] = pk
+    return index, ids
+
+
+def _store(upload: Upload, path: Path, total: int) -> tuple[int, int, int]:
+    datanet, contributor = upload.datanet, upload.contributor
+    index, ids = _near_duplicate_index(datanet)
+    batch: list[tuple[Record, str]] = []
+    added = duplicates = flagged = 0
+    seen: set[str] = set()
+
+    def flush() -> None:
+        nonlocal added, duplicates
+        existing = _existing_hashes(datanet, [record.content_hash for record, _ in batch])
+        fresh = [(record, key) for record, key in batch if record.content_hash not in existing]
+        Record.objects.bulk_create([record for record, _ in fresh])
+        for record, key in fresh:
+            ids[key] = record.pk
+        added += len(fresh)
+        duplicates += len(batch) - len(fresh)
+        batch.clear()
+
+    pending_near: list[tuple[str, str]] = []  # (key of new record, key of its near duplicate)
+    for n, line in enumerate(records.read_lines(path, upload.format, datanet.schema), start=1):
+        record = records.make_record(line.value, datanet.schema)
+        if record.content_hash in seen:
+            duplicates += 1
+            continue
+        seen.add(record.content_hash)
+        signature = flags.minhash(record.text)
+        record_flags = flags.personal_data_flags(record.text)
+        key = f"new:{record.content_hash}"
+        similar = index.similar(signature)
+        if similar:
+            record_flags.append({"kind": "near_duplicate", "start": 0, "end": 0})
+            pending_near.append((key, similar[0]))
+        index.add(key, signature)
+        flagged += bool(record_flags)
+        row = Record(
+            datanet=datanet,
+            contributor=contributor,
+            upload=upload,
+            line_number=line.number,
+            content=record.content,
+            content_hash=record.content_hash,
+            text=record.text,
+            token_count=token_count(record.text),
+            flags=record_flags,
+            flag_kinds=",".join(sorted({flag["kind"] for flag in record_flags})),
+            minhash=flags.signature_bytes(signature),
+        )
+        batch.append((row, key))
+        if len(batch) >= BATCH:
+            flush()
+        if n % PROGRESS_EVERY == 0:
+            _progress(upload, progress_bytes=upload.size_bytes // 2 + upload.size_bytes * n // (2 * total))
+    if batch:
+        flush()
+    for key, other in pending_near:
+        if key in ids and other in ids:
+            Record.objects.filter(pk=ids[key]).update(near_duplicate_of_id=ids[other])
+    return added, duplicates, flagged
+
+
+def record_create(*, datanet: Datanet, contributor, value: dict) -> Record:
+    """One record from the form: validated and flagged like an uploaded one."""
+    if not policy.can_contribute(contributor, datanet):
+        raise ApplicationError("You may not contribute to this Datanet.")
+    try:
+        record = records.make_record(value, datanet.schema)
+    except ValueError as error:
+        raise ApplicationError(f"This record is not valid: {error}.") from error
+    if Record.objects.filter(datanet=datanet, content_hash=record.content_hash).exists():
+        raise ApplicationError("This exact record is already in the Datanet.")
+    signature = flags.minhash(record.text)
+    record_flags = flags.personal_data_flags(record.text)
+    index, ids = _near_duplicate_index(datanet)
+    similar = index.similar(signature)
+    if similar:
+        record_flags.append({"kind": "near_duplicate", "start": 0, "end": 0})
+    return Record.objects.create(
+        datanet=datanet,
+        contributor=contributor,
+        content=record.content,
+        content_hash=record.content_hash,
+        text=record.text,
+        token_count=token_count(record.text),
+        flags=record_flags,
+        flag_kinds=",".join(sorted({flag["kind"] for flag in record_flags})),
+        near_duplicate_of_id=ids[similar[0]] if similar else None,
+        minhash=flags.signature_bytes(signature),
+    )
+
+
+def record_withdraw(*, record: Record, by) -> Record:
+    if record.contributor_id != by.pk:
+        raise ApplicationError("Only the contributor withdraws a record.")
+    if record.status != Record.Status.PENDING:
+        raise ApplicationError("Only records still pending review can be withdrawn.")
+    record.status = Record.Status.WITHDRAWN
+    record.save(update_fields=["status"])
+    return record
+
+
+# Moderation -----------------------------------------------------------------------------------
+
+
+def records_moderate(*, records_qs, by, approve: bool, reason: str = "") -> tuple[int, list[str]]:
+    """Approve or reject pending records; returns (how many decided, why the others were skipped)."""
+    reason = reason.strip()
+    if not approve and not reason:
+        raise ApplicationError("Say why the records are rejected: pick a reason or write one.")
+    decided, skipped = 0, []
+    now = timezone.now()
+    with transaction.atomic():
+        for record in records_qs.select_related("datanet").select_for_update():
+            if record.status != Record.Status.PENDING:
+                skipped.append(f"record {record.pk} is already {record.get_status_display().lower()}")
+                continue
+            if record.contributor_id == by.pk:
+                skipped.append(f"record {record.pk} is your own: another curator must review it")
+                continue
+            if not policy.can_moderate_record(by, record):
+                skipped.append(f"record {record.pk}: you do not curate {record.datanet.name}")
+                continue
+            record.status = Record.Status.APPROVED if approve else Record.Status.REJECTED
+            record.reviewed_by, record.reviewed_at = by, now
+            record.rejection_reason = "" if approve else reason
+            record.save(update_fields=["status", "reviewed_by", "reviewed_at", "rejection_reason"])
+            ledger_append(
+                event="record.approved" if approve else "record.rejected",
+                payload={
+                    "datanet": record.datanet.slug,
+                    "record_id": record.pk,
+                    "content_hash": record.content_hash,
+                    "contributor_id": record.contributor_id,
+                    **({} if approve else {"reason": reason}),
+                },
+                actor=by,
+            )
+            decided += 1
+        if not approve and decided:
+            RejectionReason.objects.get_or_create(text=reason[:300])
+    return decided, skipped
+
+
+# Versions -------------------------------------------------------------------------------------
+
+
+def version_publish(*, datanet: Datanet, by, notes: str = "") -> DatanetVersion:
+    """Freeze the approved records now: Merkle root, per-contributor counts, changelog."""
+    if not policy.can_curate_datanet(by, datanet):
+        raise ApplicationError("Only curators publish versions of this Datanet.")
+    with transaction.atomic():
+        rows = list(
+            Record.objects.filter(datanet=datanet, status=Record.Status.APPROVED)
+            .select_related("contributor")
+            .values_list("id", "content_hash", "contributor_id", "contributor__username", "token_count")
+        )
+        if not rows:
+            raise ApplicationError("There are no approved records to publish yet.")
+        previous = datanet.versions.order_by("-number").first()
+        hashes = {row[1] for row in rows}
+        before = set(previous.records.values_list("content_hash", flat=True)) if previous else set()
+        if previous and hashes == before:
+            raise ApplicationError(f"Nothing changed since version {previous.number}.")
+        per_contributor: dict[int, dict] = defaultdict(lambda: {"records": 0, "tokens": 0})
+        for _, _, contributor_id, username, tokens in rows:
+            entry = per_contributor[contributor_id]
+            entry.update(contributor_id=contributor_id, username=username)
+            entry["records"] += 1
+            entry["tokens"] += tokens
+        added, removed = sorted(hashes - before), sorted(before - hashes)
+        version = DatanetVersion.objects.create(
+            datanet=datanet,
+            number=(previous.number + 1) if previous else 1,
+            merkle_root=merkle.merkle_root(hashes),
+            record_count=len(rows),
+            token_count=sum(row[4] for row in rows),
+            contributors=sorted(per_contributor.values(), key=lambda c: -c["tokens"]),
+            changelog={"added": len(added), "removed": len(removed), "added_hashes": added, "removed_hashes": removed},
+            license=datanet.license,
+            notes=notes,
+            published_by=by,
+        )
+        through = DatanetVersion.records.through
+        through.objects.bulk_create(
+            [through(datanetversion_id=version.pk, record_id=row[0]) for row in rows], batch_size=5000
+        )
+        ledger_append(
+            event="version.published",
+            payload={
+                "datanet": datanet.slug,
+                "version": version.number,
+                "merkle_root": version.merkle_root,
+                "records": version.record_count,
+            },
+            actor=by,
+        )
+    return version
+
+
+def version_export_lines(version: DatanetVersion):
+    """JSONL lines of a version, ordered by content hash: {content_hash, contributor_id, content}."""
+    rows = version.records.order_by("content_hash").values_list("content_hash", "contributor_id", "content")
+    for content_hash, contributor_id, content in rows.iterator(chunk_size=2000):
+        line = {"content_hash": content_hash, "contributor_id": contributor_id, "content": content}
+        yield records.canonical_json(line) + "\n"
+
+
+# Access ---------------------------------------------------------------------------------------
+
+
+def access_request_create(*, datanet: Datanet, team, by, message: str = "") -> AccessRequest:
+    if datanet.visibility != Datanet.Visibility.PERMISSIONED:
+        raise ApplicationError("Only permissioned Datanets take access requests.")
+    if not team_policy.can_view_team(by, team):
+        raise ApplicationError("You can only request access for a team you belong to.")
+    if AccessRequest.objects.filter(datanet=datanet, team=team, status=AccessRequest.Status.GRANTED).exists():
+        raise ApplicationError(f"{team.name} already has access.")
+    if AccessRequest.objects.filter(datanet=datanet, team=team, status=AccessRequest.Status.PENDING).exists():
+        raise ApplicationError(f"{team.name} already has a pending request.")
+    return AccessRequest.objects.create(datanet=datanet, team=team, requested_by=by, message=message.strip())
+
+
+def access_request_decide(*, request: AccessRequest, by, grant: bool, message: str = "") -> AccessRequest:
+    if not policy.can_curate_datanet(by, request.datanet):
+        raise ApplicationError("Only curators decide access requests.")
+    if request.status != AccessRequest.Status.PENDING:
+        raise ApplicationError("This request has already been decided.")
+    with transaction.atomic():
+        request.status = AccessRequest.Status.GRANTED if grant else AccessRequest.Status.DENIED
+        request.decided_by, request.decided_at = by, timezone.now()
+        request.decision_message = message.strip()
+        request.save(update_fields=["status", "decided_by", "decided_at", "decision_message"])
+        ledger_append(
+            event="access.granted" if grant else "access.denied",
+            payload={"datanet": request.datanet.slug, "team": request.team.slug, "request_id": request.pk},
+            actor=by,
+        )
+    return request
+
+
+def csv_safe(value) -> str:
+    """Neutralise spreadsheet formulas in exported cells (CSV injection)."""
+    text = "" if value is None else str(value)
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text

@@ -1,0 +1,313 @@
+"""Datanet pages: thin views; services do the work, datanets.policy decides who may."""
+
+import csv
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.paginator import Paginator
+from django.db.models import Count, Q
+from django.http import Http404, HttpResponse, StreamingHttpResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_POST
+from django_htmx.http import HttpResponseStopPolling
+
+from accounts.models import Team
+from modelfactory.exceptions import ApplicationError
+
+from . import policy, selectors, services
+from .forms import (
+    RECORD_FORMS,
+    AccessDecisionForm,
+    AccessRequestForm,
+    DatanetForm,
+    ModerationForm,
+    PublishForm,
+    UploadForm,
+)
+from .models import AccessRequest, Record, RejectionReason
+
+
+def datanet_list(request):
+    datanets = policy.visible_datanets(request.user).select_related("team")
+    query, tag = request.GET.get("q", "").strip(), request.GET.get("tag", "").strip()
+    if query:
+        datanets = datanets.filter(Q(name__icontains=query) | Q(description__icontains=query))
+    if tag:
+        datanets = datanets.filter(domain_tags__icontains=tag)
+    datanets = datanets.annotate(approved=Count("records", filter=Q(records__status="approved"))).order_by("name")
+    page = Paginator(datanets, 20).get_page(request.GET.get("page"))
+    return render(request, "datanets/datanet_list.html", {"page": page, "q": query, "tag": tag})
+
+
+@login_required
+def datanet_create(request):
+    teams = Team.objects.filter(memberships__user=request.user, memberships__role__in=policy.MANAGER_ROLES)
+    if request.user.is_staff:
+        teams = Team.objects.all()
+    form = DatanetForm(request.POST or None, teams=teams)
+    if request.method == "POST" and form.is_valid():
+        fields = {k: v for k, v in form.cleaned_data.items() if k not in {"team", "name"}}
+        try:
+            datanet = services.datanet_create(
+                by=request.user, team=form.cleaned_data["team"], name=form.cleaned_data["name"], **fields
+            )
+        except ApplicationError as error:
+            form.add_error(None, error.message)
+        else:
+            messages.success(request, f"Datanet {datanet.name} created.")
+            return redirect("datanet_detail", slug=datanet.slug)
+    return render(request, "datanets/datanet_form.html", {"form": form, "has_team": teams.exists()})
+
+
+def datanet_detail(request, slug):
+    datanet = policy.get_datanet_for_user(request.user, slug)
+    user = request.user
+    counts = datanet.records.aggregate(
+        approved=Count("id", filter=Q(status="approved")), pending=Count("id", filter=Q(status="pending"))
+    )
+    can_curate = policy.can_curate_datanet(user, datanet)
+    context = {
+        "datanet": datanet,
+        "counts": counts,
+        "versions": datanet.versions.order_by("-number")[:20],
+        "can_curate": can_curate,
+        "can_contribute": policy.can_contribute(user, datanet),
+        "can_train": policy.can_train_on(user, datanet),
+        "curators": datanet.curators.all(),
+    }
+    if policy.can_request_access(user, datanet):
+        teams = Team.objects.filter(memberships__user=user)
+        context["access_form"] = AccessRequestForm(teams=teams)
+        context["my_requests"] = AccessRequest.objects.filter(datanet=datanet, team__in=teams).select_related("team")
+    if can_curate:
+        context["publish_form"] = PublishForm()
+        context["access_requests"] = datanet.access_requests.filter(status="pending").select_related(
+            "team", "requested_by"
+        )
+    return render(request, "datanets/datanet_detail.html", context)
+
+
+@login_required
+def datanet_contribute(request, slug):
+    datanet = policy.get_datanet_for_user(request.user, slug)
+    if not policy.can_contribute(request.user, datanet):
+        raise Http404("No such Datanet.")
+    RecordForm = RECORD_FORMS[datanet.schema]
+    kind = request.POST.get("kind")
+    upload_form = UploadForm(request.POST if kind == "upload" else None, request.FILES if kind == "upload" else None)
+    record_form = RecordForm(request.POST if kind == "record" else None)
+    if kind == "upload" and upload_form.is_valid():
+        try:
+            upload = services.upload_create(
+                datanet=datanet, contributor=request.user, file=upload_form.cleaned_data["file"]
+            )
+        except ApplicationError as error:
+            upload_form.add_error("file", error.message)
+        else:
+            return redirect("upload_detail", pk=upload.pk)
+    if kind == "record" and record_form.is_valid():
+        try:
+            services.record_create(datanet=datanet, contributor=request.user, value=record_form.value())
+        except ApplicationError as error:
+            record_form.add_error(None, error.message)
+        else:
+            messages.success(request, "Record added; it waits for a curator's review.")
+            return redirect("datanet_contribute", slug=datanet.slug)
+    return render(
+        request,
+        "datanets/contribute.html",
+        {"datanet": datanet, "upload_form": upload_form, "record_form": record_form},
+    )
+
+
+@login_required
+def upload_detail(request, pk):
+    upload = policy.get_upload_for_user(request.user, pk)
+    if request.htmx and request.GET.get("poll"):
+        response = render(request, "datanets/upload_detail.html#progress", {"upload": upload})
+        if upload.finished:
+            # Stop polling and let the page reload once to show the final report.
+            response = HttpResponseStopPolling(response.content)
+            response["HX-Refresh"] = "true"
+        return response
+    return render(request, "datanets/upload_detail.html", {"upload": upload})
+
+
+@login_required
+@require_POST
+def upload_cancel(request, pk):
+    upload = policy.get_upload_for_user(request.user, pk)
+    try:
+        services.upload_cancel(upload=upload, by=request.user)
+    except ApplicationError as error:
+        messages.error(request, error.message)
+    else:
+        messages.info(request, "Cancelling: nothing from this upload will be stored.")
+    return redirect("upload_detail", pk=upload.pk)
+
+
+@login_required
+def upload_report(request, pk):
+    upload = policy.get_upload_for_user(request.user, pk)
+    response = HttpResponse(content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="upload-{upload.pk}-rejected-lines.csv"'
+    writer = csv.writer(response)
+    writer.writerow(["line", "reason"])
+    for error in upload.errors:
+        writer.writerow([error["line"], services.csv_safe(error["reason"])])
+    return response
+
+
+@login_required
+def moderation(request):
+    datanets = policy.curated_datanets(request.user)
+    datanet = datanets.filter(slug=request.GET.get("datanet")).first() if request.GET.get("datanet") else None
+    filters = {
+        "flag": request.GET.get("flag", ""),
+        "contributor": request.GET.get("contributor", "").strip(),
+        "status": request.GET.get("status", "pending"),
+    }
+    queue = selectors.moderation_queue(datanets=datanets, datanet=datanet, **filters)
+    form = ModerationForm(
+        request.POST or None, queryset=queue if filters["status"] == "pending" else Record.objects.none()
+    )
+    if request.method == "POST":
+        if form.is_valid():
+            reason = form.cleaned_data["reason"] or request.POST.get("saved_reason", "")
+            try:
+                decided, skipped = services.records_moderate(
+                    records_qs=Record.objects.filter(pk__in=[r.pk for r in form.cleaned_data["records"]]),
+                    by=request.user,
+                    approve=form.cleaned_data["action"] == "approve",
+                    reason=reason,
+                )
+            except ApplicationError as error:
+                messages.error(request, error.message)
+            else:
+                verb = "approved" if form.cleaned_data["action"] == "approve" else "rejected"
+                messages.success(request, f"{decided} record(s) {verb}.")
+                for reason in skipped:
+                    messages.warning(request, f"Skipped {reason}.")
+            return redirect(request.get_full_path())
+        for error in form.errors.values():
+            messages.error(request, " ".join(error))
+    page = Paginator(queue, 25).get_page(request.GET.get("page"))
+    rows = [(record, selectors.highlighted(record)) for record in page]
+    return render(
+        request,
+        "datanets/moderation.html",
+        {
+            "page": page,
+            "rows": rows,
+            "datanets": datanets,
+            "datanet": datanet,
+            "filters": filters,
+            "reasons": RejectionReason.objects.all()[:50],
+            "flag_kinds": ["any", "email", "phone", "card_number", "iban", "secret", "near_duplicate"],
+            "querystring": request.GET.urlencode(),
+        },
+    )
+
+
+@login_required
+def my_contributions(request):
+    summary = selectors.contributions_by_datanet(request.user)
+    records = Record.objects.filter(contributor=request.user).select_related("datanet", "reviewed_by").order_by("-id")
+    if request.GET.get("datanet"):
+        records = records.filter(datanet__slug=request.GET["datanet"])
+    if request.GET.get("status"):
+        records = records.filter(status=request.GET["status"])
+    page = Paginator(records, 25).get_page(request.GET.get("page"))
+    uploads = request.user.uploads.select_related("datanet")[:10]
+    return render(request, "datanets/contributions.html", {"summary": summary, "page": page, "uploads": uploads})
+
+
+@login_required
+@require_POST
+def record_withdraw(request, pk):
+    record = Record.objects.filter(pk=pk, contributor=request.user).first()
+    if record is None:
+        raise Http404("No such record.")
+    try:
+        services.record_withdraw(record=record, by=request.user)
+    except ApplicationError as error:
+        messages.error(request, error.message)
+    else:
+        messages.success(request, "Record withdrawn.")
+    return redirect("my_contributions")
+
+
+@login_required
+@require_POST
+def version_publish(request, slug):
+    datanet = policy.get_datanet_for_user(request.user, slug)
+    form = PublishForm(request.POST)
+    form.is_valid()
+    try:
+        version = services.version_publish(datanet=datanet, by=request.user, notes=form.cleaned_data.get("notes", ""))
+    except ApplicationError as error:
+        messages.error(request, error.message)
+        return redirect("datanet_detail", slug=datanet.slug)
+    messages.success(request, f"Published version {version.number}: {version.record_count} records.")
+    return redirect("version_detail", slug=datanet.slug, number=version.number)
+
+
+def version_detail(request, slug, number):
+    version = policy.get_version_for_user(request.user, slug, number)
+    return render(
+        request,
+        "datanets/version_detail.html",
+        {
+            "version": version,
+            "datanet": version.datanet,
+            "can_export": policy.can_export_datanet(request.user, version.datanet),
+        },
+    )
+
+
+@login_required
+def version_export(request, slug, number):
+    version = policy.get_version_for_user(request.user, slug, number, export=True)
+    response = StreamingHttpResponse(services.version_export_lines(version), content_type="application/jsonl")
+    response["Content-Disposition"] = f'attachment; filename="{version.datanet.slug}-v{version.number}.jsonl"'
+    return response
+
+
+@login_required
+@require_POST
+def access_request(request, slug):
+    datanet = policy.get_datanet_for_user(request.user, slug)
+    form = AccessRequestForm(request.POST, teams=Team.objects.filter(memberships__user=request.user))
+    if form.is_valid():
+        try:
+            services.access_request_create(
+                datanet=datanet, team=form.cleaned_data["team"], by=request.user, message=form.cleaned_data["message"]
+            )
+        except ApplicationError as error:
+            messages.error(request, error.message)
+        else:
+            messages.success(request, "Access requested; a curator will decide.")
+    else:
+        messages.error(request, "Pick one of your teams.")
+    return redirect("datanet_detail", slug=datanet.slug)
+
+
+@login_required
+@require_POST
+def access_decide(request, pk):
+    access = AccessRequest.objects.select_related("datanet", "team").filter(pk=pk).first()
+    if access is None or not policy.can_curate_datanet(request.user, access.datanet):
+        raise Http404("No such request.")
+    form = AccessDecisionForm(request.POST)
+    if form.is_valid():
+        grant = form.cleaned_data["decision"] == "grant"
+        try:
+            services.access_request_decide(
+                request=access, by=request.user, grant=grant, message=form.cleaned_data["message"]
+            )
+        except ApplicationError as error:
+            messages.error(request, error.message)
+        else:
+            messages.success(request, f"Access {'granted to' if grant else 'denied for'} {access.team.name}.")
+    return redirect(reverse("datanet_detail", args=[access.datanet.slug]))
