@@ -58,13 +58,14 @@ def personal_data_flags(text: str) -> list[dict]:
 
 NUM_PERM = 64
 SHINGLE = 5
+SCHEME = "affine32"
 _WORD = re.compile(r"\w+")
 
 
 def minhash(text: str) -> MinHash:
     words = _WORD.findall(text.lower())
     shingles = {" ".join(words[i : i + SHINGLE]).encode() for i in range(max(1, len(words) - SHINGLE + 1))}
-    signature = MinHash(num_perm=NUM_PERM, seed=1)
+    signature = MinHash(num_perm=NUM_PERM, seed=1, scheme=SCHEME)
     signature.update_batch(list(shingles))
     return signature
 
@@ -74,13 +75,13 @@ def signature_bytes(signature: MinHash) -> bytes:
 
 
 def signature_from_bytes(data: bytes) -> MinHash:
-    return MinHash(num_perm=NUM_PERM, seed=1, hashvalues=np.frombuffer(data, dtype=np.uint64))
+    return MinHash(num_perm=NUM_PERM, seed=1, hashvalues=np.frombuffer(data, dtype=np.uint64), scheme=SCHEME)
 
 
 class NearDuplicateIndex:
     """Records whose estimated Jaccard similarity of word 5-shingles is at least ``threshold``."""
 
-    def __init__(self, threshold: float = 0.8):
+    def __init__(self, threshold: float = 0.7):
         self.lsh = MinHashLSH(threshold=threshold, num_perm=NUM_PERM)
 
     def add(self, key: str, signature: MinHash) -> None:

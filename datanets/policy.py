@@ -21,7 +21,9 @@ def _team_role(user, datanet: Datanet) -> str | None:
 def can_view_datanet(user, datanet: Datanet) -> bool:
     if datanet.visibility != Datanet.Visibility.PRIVATE:
         return True
-    return user.is_authenticated and (user.is_staff or _team_role(user, datanet) is not None)
+    if not user.is_authenticated:
+        return False
+    return user.is_staff or _team_role(user, datanet) is not None or datanet.curators.filter(pk=user.pk).exists()
 
 
 def can_curate_datanet(user, datanet: Datanet) -> bool:
@@ -83,7 +85,7 @@ def visible_datanets(user):
         return Datanet.objects.all()
     visible = ~Q(visibility=Datanet.Visibility.PRIVATE)
     if user.is_authenticated:
-        visible |= Q(team__memberships__user=user)
+        visible |= Q(team__memberships__user=user) | Q(curators=user)
     return Datanet.objects.filter(visible).distinct()
 
 

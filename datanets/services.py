@@ -154,6 +154,7 @@ def upload_ingest(*, upload: Upload) -> Upload:
     datanet = upload.datanet
     try:
         with local_copy(upload) as path:
+            records.sniff(path, upload.format)
             total = count_lines(path, upload.format)
             _progress(upload, status=Upload.Status.VALIDATING, progress_bytes=0)
             errors, error_count, seen, lines = [], 0, set(), 0

@@ -51,3 +51,16 @@ class BaseModelFactory(factory.django.DjangoModelFactory):
     status = BaseModel.Status.READY
     parameter_count = 1000
     context_length = 512
+
+
+class DatanetFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = "datanets.Datanet"
+
+    name = factory.Sequence(lambda n: f"Datanet {n}")
+    slug = factory.Sequence(lambda n: f"datanet-{n}")
+    team = factory.SubFactory(TeamFactory)
+    created_by = factory.SubFactory(UserFactory)
+    schema = "instruction"
+    license = "CC-BY-4.0"
+    visibility = "public"

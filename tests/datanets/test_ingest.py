@@ -1,0 +1,141 @@
+"""Ingest: a real worker validates a file, stores every record or none, and reports bad lines."""
+
+import time
+
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+
+from datanets import services
+from datanets.models import Record, Upload
+from modelfactory.exceptions import ApplicationError
+from tests.datanets.conftest import jsonl_file, qa
+
+
+def test_upload_is_ingested_by_a_real_worker_with_duplicates_and_flags(
+    celery_worker_process, datanet, contributor, django_capture_on_commit_callbacks
+):
+    rows = [qa(i) for i in range(1, 6)] + [qa(1)]  # line 6 repeats line 1
+    rows.append({"instruction": "Who to call?", "output": "Write to jane.doe@example.org"})
+    with django_capture_on_commit_callbacks(execute=True):
+        upload = services.upload_create(datanet=datanet, contributor=contributor, file=jsonl_file(rows))
+    # The task went out on commit through the real broker; the worker process runs it.
+    result = Upload.objects.get(pk=upload.pk)
+    deadline = time.monotonic() + 60
+    while not result.finished and time.monotonic() < deadline:
+        time.sleep(0.1)
+        result.refresh_from_db()
+    assert result.status == Upload.Status.DONE, result.message
+    assert (result.records_added, result.duplicates, result.flagged) == (6, 1, 1)
+    stored = Record.objects.filter(datanet=datanet).order_by("line_number")
+    assert [r.line_number for r in stored] == [1, 2, 3, 4, 5, 7]
+    assert all(r.contributor == contributor and r.status == "pending" for r in stored)
+    assert stored.last().flag_kinds == "email"
+
+    # The same file again: everything is an exact duplicate of what the Datanet holds.
+    services.upload_ingest(upload=Upload.objects.create(
+        datanet=datanet, contributor=contributor, filename="again.jsonl", format="jsonl", size_bytes=1,
+        file=Upload.objects.get(pk=upload.pk).file.name,
+    ))  # fmt: skip
+    assert Record.objects.filter(datanet=datanet).count() == 6
+
+
+def ingest(datanet, contributor, file):
+    upload = services.upload_create(datanet=datanet, contributor=contributor, file=file)
+    return services.upload_ingest(upload=Upload.objects.get(pk=upload.pk))
+
+
+def test_one_bad_line_rejects_the_whole_upload_and_stores_nothing(datanet, contributor):
+    rows = [qa(1), "{broken", qa(3), {"instruction": "no answer"}]
+    upload = ingest(datanet, contributor, jsonl_file(rows))
+    assert upload.status == Upload.Status.REJECTED
+    assert upload.error_count == 2
+    assert [e["line"] for e in upload.errors] == [2, 4]
+    assert "nothing was stored" in upload.message
+    assert Record.objects.count() == 0
+    assert not upload.file  # the rejected file is not kept
+
+
+@pytest.mark.parametrize(
+    "name, data, reason",
+    [
+        ("bom.jsonl", b"\xef\xbb\xbf{}\n", "byte-order mark"),
+        ("bin.jsonl", b"\x00\x01\x02binary", "looks binary"),
+        ("blank.jsonl", b"   \n\n", "empty"),
+        ("cols.csv", b"instruction,notes\nq,n\n", "missing column(s): output"),
+        ("bad.parquet", b"not parquet at all", "not a Parquet file"),
+    ],
+)
+def test_whole_file_rejections_change_nothing(datanet, contributor, name, data, reason):
+    upload = ingest(datanet, contributor, SimpleUploadedFile(name, data))
+    assert upload.status == Upload.Status.REJECTED
+    assert reason in upload.errors[0]["reason"]
+    assert Record.objects.count() == 0
+
+
+def test_refused_before_storing(datanet, contributor, settings):
+    with pytest.raises(ApplicationError, match="unsupported file type"):
+        services.upload_create(datanet=datanet, contributor=contributor, file=SimpleUploadedFile("x.xlsx", b"x"))
+    with pytest.raises(ApplicationError, match="empty"):
+        services.upload_create(datanet=datanet, contributor=contributor, file=SimpleUploadedFile("x.jsonl", b""))
+    settings.MAX_UPLOAD_BYTES = 10
+    with pytest.raises(ApplicationError, match="upload limit is 10 bytes"):
+        services.upload_create(datanet=datanet, contributor=contributor, file=jsonl_file([qa(1)]))
+    assert Upload.objects.count() == 0
+
+
+def test_cancel_leaves_nothing(datanet, contributor):
+    upload = services.upload_create(datanet=datanet, contributor=contributor, file=jsonl_file([qa(1), qa(2)]))
+    services.upload_cancel(upload=upload, by=contributor)
+    upload = services.upload_ingest(upload=Upload.objects.get(pk=upload.pk))
+    assert upload.status == Upload.Status.CANCELLED
+    assert Record.objects.count() == 0
+    with pytest.raises(ApplicationError, match="already finished"):
+        services.upload_cancel(upload=upload, by=contributor)
+
+
+def test_a_failure_in_the_middle_rolls_back_every_record(datanet, contributor, monkeypatch):
+    rows = [qa(i) for i in range(2500)]
+    upload = services.upload_create(datanet=datanet, contributor=contributor, file=jsonl_file(rows))
+    real_flags = services.flags.personal_data_flags
+    calls = {"n": 0}
+
+    def breaks_late(text):  # a fault after the first batch of 1000 rows was written
+        calls["n"] += 1
+        if calls["n"] == 2200:
+            raise OSError("disk full")
+        return real_flags(text)
+
+    monkeypatch.setattr(services.flags, "personal_data_flags", breaks_late)
+    with pytest.raises(OSError):
+        services.upload_ingest(upload=Upload.objects.get(pk=upload.pk))
+    upload.refresh_from_db()
+    assert upload.status == Upload.Status.FAILED
+    assert Record.objects.count() == 0
+
+
+def test_csv_json_and_parquet_uploads(datanet, contributor, tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    csv_upload = ingest(datanet, contributor, SimpleUploadedFile("a.csv", b"instruction,output\nq1,a1\nq2,a2\n"))
+    assert csv_upload.records_added == 2
+    json_upload = ingest(datanet, contributor, SimpleUploadedFile("b.json", b'[{"instruction":"q3","output":"a3"}]'))
+    assert json_upload.records_added == 1
+    path = tmp_path / "c.parquet"
+    pq.write_table(pa.table({"instruction": ["q4"], "output": ["a4"]}), path)
+    parquet_upload = ingest(datanet, contributor, SimpleUploadedFile("c.parquet", path.read_bytes()))
+    assert parquet_upload.records_added == 1
+    assert Record.objects.count() == 4
+
+
+def test_form_record_and_withdraw(datanet, contributor):
+    record = services.record_create(datanet=datanet, contributor=contributor, value=qa(1))
+    with pytest.raises(ApplicationError, match="already in the Datanet"):
+        services.record_create(datanet=datanet, contributor=contributor, value=qa(1))
+    with pytest.raises(ApplicationError, match="not valid"):
+        services.record_create(datanet=datanet, contributor=contributor, value={"instruction": "q"})
+    services.record_withdraw(record=record, by=contributor)
+    record.refresh_from_db()
+    assert record.status == Record.Status.WITHDRAWN
+    with pytest.raises(ApplicationError, match="still pending"):
+        services.record_withdraw(record=record, by=contributor)

@@ -1,0 +1,199 @@
+"""Reading, validating and hashing contributed records: every kind of bad input gets a clear reason."""
+
+import hashlib
+import json
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from datanets import flags, merkle, records
+
+
+def read(path, fmt, schema="instruction"):
+    return list(records.read_lines(path, fmt, schema))
+
+
+def write(tmp_path, name, data: bytes | str):
+    path = tmp_path / name
+    path.write_bytes(data.encode() if isinstance(data, str) else data)
+    return path
+
+
+GOOD = {"instruction": "Name the bone.", "input": "", "output": "Femur"}
+
+
+def test_canonical_form_and_hash_are_documented_and_stable():
+    record = records.make_record({"output": "  Cafe\u0301 ", "instruction": "Say it"}, "instruction")
+    assert record.content == {"instruction": "Say it", "input": "", "output": "Café"}  # NFC, trimmed
+    assert record.canonical == '{"input":"","instruction":"Say it","output":"Café"}'
+    assert record.content_hash == hashlib.sha256(record.canonical.encode("utf-8")).hexdigest()
+
+
+def test_jsonl_reports_each_bad_line_with_its_number(tmp_path):
+    lines = [
+        json.dumps(GOOD),
+        "{not json",
+        json.dumps({"instruction": "x"}),  # no output
+        json.dumps({"instruction": "x", "output": "y", "extra": 1}),
+        "",
+        json.dumps([1, 2]),
+        json.dumps({"instruction": 5, "output": "y"}),
+    ]
+    path = write(tmp_path, "a.jsonl", "\n".join(lines) + "\n")
+    results = []
+    for line in read(path, "jsonl"):
+        try:
+            reason = line.error or (records.make_record(line.value, "instruction") and None)
+        except ValueError as error:
+            reason = str(error)
+        results.append((line.number, reason))
+    assert results[0] == (1, None)
+    assert results[1][0] == 2 and "malformed JSON" in results[1][1]
+    assert results[2] == (3, "'output' must be a string, not NoneType")
+    assert results[3] == (4, "unexpected field(s): extra")
+    assert results[4] == (6, "a record must be a JSON object, not list")
+    assert results[5] == (7, "'instruction' must be a string, not int")
+
+
+def test_invalid_utf8_line_is_reported(tmp_path):
+    path = write(tmp_path, "a.jsonl", json.dumps(GOOD).encode() + b"\n" + b'{"instruction": "\xff\xfe"}\n')
+    lines = read(path, "jsonl")
+    assert lines[1].number == 2 and "invalid UTF-8" in lines[1].error
+
+
+@pytest.mark.parametrize(
+    "name, data, message",
+    [
+        ("bom.jsonl", b"\xef\xbb\xbf" + json.dumps(GOOD).encode(), "byte-order mark"),
+        ("empty.jsonl", b"", "empty"),
+        ("blank.jsonl", b"\n\n  \n", "empty"),
+        ("binary.jsonl", b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "binary"),
+        ("not.parquet", b"hello world", "not a Parquet file"),
+    ],
+)
+def test_whole_file_problems(tmp_path, name, data, message):
+    path = write(tmp_path, name, data)
+    with pytest.raises(records.FileError, match=message):
+        read(path, records.detect_format(name))
+
+
+def test_unsupported_extension():
+    with pytest.raises(records.FileError, match="unsupported file type"):
+        records.detect_format("records.xlsx")
+
+
+def test_line_over_the_size_limit(tmp_path):
+    big = json.dumps({"instruction": "x", "output": "y" * (records.MAX_RECORD_BYTES + 10)})
+    path = write(tmp_path, "big.jsonl", json.dumps(GOOD) + "\n" + big + "\n")
+    lines = read(path, "jsonl")
+    assert lines[1].number == 2 and "over the" in lines[1].error
+
+
+def test_deeply_nested_json(tmp_path):
+    deep = "[" * 5000 + "]" * 5000
+    nested = json.dumps({"instruction": {"a": {"b": {"c": {"d": {"e": {"f": "g"}}}}}}, "output": "y"})
+    path = write(tmp_path, "deep.jsonl", deep + "\n" + nested + "\n")
+    lines = read(path, "jsonl")
+    assert all("nested deeper" in line.error for line in lines)
+
+
+def test_json_array_streams_items_with_line_numbers(tmp_path):
+    data = '[\n  {"instruction": "a", "output": "b"},\n  {"instruction": "c", "output": "d"},\n  {"oops": 1}\n]'
+    lines = read(write(tmp_path, "a.json", data), "json")
+    assert [line.number for line in lines] == [2, 3, 4]
+    assert lines[0].value == {"instruction": "a", "output": "b"}
+
+
+def test_json_array_small_chunks_and_errors(tmp_path):
+    items = [{"instruction": f"q{i}", "output": "é" * i} for i in range(300)]
+    path = write(tmp_path, "many.json", json.dumps(items, indent=1, ensure_ascii=False))
+    lines = list(records.read_json_array(path, chunk_size=7))
+    assert [line.value for line in lines] == items
+    with pytest.raises(records.FileError, match="one JSON array"):
+        read(write(tmp_path, "obj.json", '{"instruction": "a"}'), "json")
+    with pytest.raises(records.FileError, match="line 3: malformed JSON"):
+        read(write(tmp_path, "broken.json", '[\n{"instruction": "a", "output": "b"},\n{"instruction": }\n]'), "json")
+
+
+def test_csv_columns_are_checked(tmp_path):
+    good = write(tmp_path, "a.csv", 'instruction,input,output\nq,,a\n"multi\nline",,b\n')
+    lines = read(good, "csv")
+    assert [line.value["instruction"] for line in lines] == ["q", "multi\nline"]
+    with pytest.raises(records.FileError, match="missing column\\(s\\): output"):
+        read(write(tmp_path, "b.csv", "instruction,input\nq,x\n"), "csv")
+    with pytest.raises(records.FileError, match="unexpected column\\(s\\): notes"):
+        read(write(tmp_path, "c.csv", "instruction,output,notes\nq,a,n\n"), "csv")
+    ragged = read(write(tmp_path, "d.csv", "instruction,output\nq,a\nq2\nq3,a3,extra\n"), "csv")
+    assert [(line.number, line.error) for line in ragged[1:]] == [
+        (3, "1 columns where the header has 2"),
+        (4, "3 columns where the header has 2"),
+    ]
+    with pytest.raises(records.FileError, match="cannot be uploaded as CSV"):
+        read(good, "csv", schema="chat")
+
+
+def test_parquet_types_are_checked(tmp_path):
+    path = tmp_path / "good.parquet"
+    pq.write_table(pa.table({"instruction": ["q1", "q2"], "output": ["a1", "a2"]}), path)
+    assert [line.value for line in read(path, "parquet")] == [
+        {"instruction": "q1", "output": "a1"},
+        {"instruction": "q2", "output": "a2"},
+    ]
+    bad = tmp_path / "bad.parquet"
+    pq.write_table(pa.table({"instruction": ["q1"], "output": [42]}), bad)
+    with pytest.raises(records.FileError, match="column 'output' has type int64, expected string"):
+        read(bad, "parquet")
+
+
+def test_chat_schema():
+    ok = records.make_record(
+        {"messages": [{"role": "User", "content": "hi"}, {"role": "assistant", "content": "hello"}]}, "chat"
+    )
+    assert ok.content["messages"][0]["role"] == "user"
+    with pytest.raises(ValueError, match="at least one user and one assistant"):
+        records.make_record({"messages": [{"role": "user", "content": "hi"}]}, "chat")
+    with pytest.raises(ValueError, match="not one of"):
+        records.make_record({"messages": [{"role": "robot", "content": "x"}]}, "chat")
+
+
+def test_personal_data_flags():
+    text = (
+        "Mail jane.doe@example.org or call +44 20 7946 0958. Card 4111 1111 1111 1111, "
+        "not 4111 1111 1111 1112. IBAN GB82 WEST 1234 5698 7654 32. key AKIAIOSFODNN7EXAMPLE"
+    )
+    found = {(flag["kind"], text[flag["start"] : flag["end"]]) for flag in flags.personal_data_flags(text)}
+    assert ("email", "jane.doe@example.org") in found
+    assert ("phone", "+44 20 7946 0958") in found
+    assert ("card_number", "4111 1111 1111 1111") in found
+    assert not any(value == "4111 1111 1111 1112" for _, value in found)  # fails Luhn
+    assert ("iban", "GB82 WEST 1234 5698 7654 32") in found
+    assert ("secret", "AKIAIOSFODNN7EXAMPLE") in found
+    assert flags.personal_data_flags("The femur is the longest bone in the human body.") == []
+
+
+def test_near_duplicates_are_found_and_distinct_texts_are_not():
+    index = flags.NearDuplicateIndex()
+    base = (
+        "The patient, a 54-year-old man, presented to the emergency department with crushing chest pain "
+        "radiating to the left arm and jaw, sweating and nausea that began forty minutes earlier while he "
+        "was shovelling snow. An ECG showed ST elevation in the inferior leads, so he was given aspirin, "
+        "heparin and was taken to the catheter laboratory for primary angioplasty of the right coronary artery."
+    )
+    index.add("a", flags.minhash(base))
+    assert index.similar(flags.minhash(base.replace("shovelling snow", "clearing snow"))) == ["a"]
+    assert index.similar(flags.minhash("a recipe for sourdough bread needs flour water salt and patience")) == []
+    signature = flags.minhash(base)
+    assert flags.signature_from_bytes(flags.signature_bytes(signature)).jaccard(signature) == 1.0
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 7, 8, 33])
+def test_merkle_inclusion_proofs(n):
+    hashes = [hashlib.sha256(str(i).encode()).hexdigest() for i in range(n)]
+    root = merkle.merkle_root(hashes)
+    assert root == merkle.merkle_root(list(reversed(hashes)))  # leaf order is defined, not input order
+    for target in hashes:
+        assert merkle.verify_inclusion(target, merkle.inclusion_proof(hashes, target), root)
+    outsider = hashlib.sha256(b"outsider").hexdigest()
+    assert not merkle.verify_inclusion(outsider, merkle.inclusion_proof(hashes, hashes[0]), root)
+    assert merkle.merkle_root([]) == merkle.EMPTY_ROOT
