@@ -5,6 +5,7 @@ With REDIS_URL / DATABASE_URL set, the tests use those servers; otherwise an emb
 """
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -102,3 +103,34 @@ def tiny_model_dir(tmp_path_factory):
     from training.tiny import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("tiny-model"))
+
+
+# Browser tests ---------------------------------------------------------------------------------
+# Playwright's sync API runs an event loop in the test thread; the tests' ORM calls are synchronous.
+os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    if not os.path.exists(CHROMIUM):
+        pytest.fail("Debian's chromium is missing: run `make browser` (the test setup installs it).")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"],
+        )
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser):
+    context = browser.new_context(viewport={"width": 390, "height": 844})  # phone width
+    page = context.new_page()
+    yield page
+    context.close()
+
+

@@ -1,38 +1,8 @@
 """A real browser (Debian's chromium driven by Playwright) signs up, creates a team, reaches the dashboard."""
 
-import os
-import shutil
-
 import pytest
 
-# Playwright's sync API runs an event loop in the test thread; the ORM calls below are synchronous.
-os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 pytestmark = pytest.mark.browser
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    if not os.path.exists(CHROMIUM):
-        pytest.fail("Debian's chromium is missing: run `make browser` (the test setup installs it).")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"],
-        )
-        yield browser
-        browser.close()
-
-
-@pytest.fixture
-def page(browser):
-    context = browser.new_context(viewport={"width": 390, "height": 844})  # phone width
-    page = context.new_page()
-    yield page
-    context.close()
 
 
 def test_sign_up_create_a_team_and_reach_the_dashboard(live_server, page, tmp_path):

@@ -12,6 +12,7 @@ class Command(BaseCommand):
         checked, broken, why = ledger_verify()
         if broken is not None:
             raise CommandError(
-                f"Ledger broken at entry #{broken.sequence} ({broken.event}): {why}. {checked} entries before it are intact."
+                f"Ledger broken at entry #{broken.sequence} ({broken.event}): {why}. "
+                f"{checked} entries before it are intact."
             )
         self.stdout.write(self.style.SUCCESS(f"Ledger intact: {checked} entries, every link verified."))
