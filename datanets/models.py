@@ -56,8 +56,7 @@ class Datanet(models.Model):
 class Upload(models.Model):
     class Status(models.TextChoices):
         QUEUED = "queued", "Queued"
-        VALIDATING = "validating", "Validating"
-        STORING = "storing", "Storing"
+        VALIDATING = "validating", "Validating and storing"
         DONE = "done", "Done"
         REJECTED = "rejected", "Rejected"
         FAILED = "failed", "Failed"
@@ -72,7 +71,6 @@ class Upload(models.Model):
     format = models.CharField(max_length=10)
     size_bytes = models.BigIntegerField(default=0)
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.QUEUED)
-    progress_bytes = models.BigIntegerField(default=0)
     lines_read = models.PositiveIntegerField(default=0)
     records_added = models.PositiveIntegerField(default=0)
     duplicates = models.PositiveIntegerField(default=0)
@@ -80,7 +78,7 @@ class Upload(models.Model):
     errors = models.JSONField(default=list, blank=True, help_text="[{line, reason}] for rejected lines")
     error_count = models.PositiveIntegerField(default=0)
     message = models.TextField(blank=True)
-    cancel_requested = models.BooleanField(default=False)
+    cancel_requested = models.BooleanField(default=False, help_text="Set when a cancel stopped the ingest")
     created_at = models.DateTimeField(auto_now_add=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 
@@ -96,9 +94,7 @@ class Upload(models.Model):
 
     @property
     def percent(self) -> int:
-        if self.finished:
-            return 100
-        return int(100 * self.progress_bytes / self.size_bytes) if self.size_bytes else 0
+        return 100 if self.finished else 0
 
 
 class Record(models.Model):

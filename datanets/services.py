@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from django.conf import settings
+from django.core.cache import cache
 from django.db import transaction
 from django.utils import timezone
 from django.utils.text import slugify
@@ -77,13 +78,30 @@ def upload_create(*, datanet: Datanet, contributor, file) -> Upload:
     return upload
 
 
+def _live_key(upload_id: int) -> str:
+    return f"upload:{upload_id}:live"
+
+
+def _cancel_key(upload_id: int) -> str:
+    return f"upload:{upload_id}:cancel"
+
+
+def upload_live(upload: Upload) -> dict:
+    """Progress of a running ingest. It runs inside one database transaction, so its progress goes
+    through the cache (Redis), where the web process can read it before the commit."""
+    live = {"lines_read": upload.lines_read, "percent": upload.percent}
+    if not upload.finished:
+        live.update(cache.get(_live_key(upload.pk)) or {})
+    return live
+
+
 def upload_cancel(*, upload: Upload, by) -> Upload:
     if upload.contributor_id != by.pk and not policy.can_curate_datanet(by, upload.datanet):
         raise ApplicationError("Only the contributor or a curator cancels an upload.")
     if upload.finished:
         raise ApplicationError("This upload has already finished.")
-    upload.cancel_requested = True
-    upload.save(update_fields=["cancel_requested"])
+    # Through the cache, not the row: the ingest's transaction may hold SQLite's write lock.
+    cache.set(_cancel_key(upload.pk), True, timeout=24 * 3600)
     return upload
 
 
@@ -119,16 +137,16 @@ def count_lines(path: Path, fmt: str) -> int:
     return max(total, 1)
 
 
-def _progress(upload: Upload, **fields) -> None:
-    """Write progress and read the cancel flag back, without touching other columns."""
-    for name, value in fields.items():
-        setattr(upload, name, value)
-    Upload.objects.filter(pk=upload.pk).update(**fields)
-    if Upload.objects.filter(pk=upload.pk, cancel_requested=True).exists():
+def _progress(upload: Upload, *, lines_read: int, percent: int) -> None:
+    """Publish progress for the upload page and stop if someone asked to cancel."""
+    cache.set(_live_key(upload.pk), {"lines_read": lines_read, "percent": percent}, timeout=24 * 3600)
+    if cache.get(_cancel_key(upload.pk)):
+        upload.cancel_requested = True
         raise Cancelled
 
 
 def _finish(upload: Upload, status: str, message: str, **fields) -> Upload:
+    cache.delete_many([_live_key(upload.pk), _cancel_key(upload.pk)])
     upload.status = status
     upload.message = message
     upload.finished_at = timezone.now()
@@ -141,52 +159,36 @@ def _finish(upload: Upload, status: str, message: str, **fields) -> Upload:
     return upload
 
 
-def upload_ingest(*, upload: Upload) -> Upload:
-    """Validate every line, then store every new record in one transaction, or nothing at all.
+class Rejected(Exception):
+    """Some lines are bad: the transaction rolls back and the upload reports them."""
 
-    Pass 1 reads the file and collects errors with line numbers; an upload with any bad line is
-    rejected whole. Pass 2 re-reads it and stores the records that are not exact duplicates (within
-    the file or already in the Datanet), flagging personal data and near-duplicates. Safe to run
-    twice: a finished upload is left alone.
+
+def upload_ingest(*, upload: Upload) -> Upload:
+    """Read, validate, normalise, hash, dedupe, flag and store every record in one transaction.
+
+    One pass over the file. The first bad line stops storing, but reading goes on so that every bad
+    line is reported with its number; then the transaction rolls back and nothing is stored. Exact
+    duplicates (within the file or already in the Datanet) are skipped. Safe to run twice: a
+    finished upload is left alone.
     """
     if upload.finished:
         return upload
-    datanet = upload.datanet
     try:
         with local_copy(upload) as path:
             records.sniff(path, upload.format)
             total = count_lines(path, upload.format)
-            _progress(upload, status=Upload.Status.VALIDATING, progress_bytes=0)
-            errors, error_count, seen, lines = [], 0, set(), 0
-            for line in records.read_lines(path, upload.format, datanet.schema):
-                lines += 1
-                reason = line.error
-                if reason is None:
-                    try:
-                        seen.add(records.make_record(line.value, datanet.schema).content_hash)
-                    except ValueError as error:
-                        reason = str(error)
-                if reason is not None:
-                    error_count += 1
-                    if len(errors) < MAX_REPORTED_ERRORS:
-                        errors.append({"line": line.number, "reason": reason})
-                if lines % PROGRESS_EVERY == 0:
-                    _progress(upload, lines_read=lines, progress_bytes=upload.size_bytes * lines // (2 * total))
-            if lines == 0:
-                raise records.FileError("The file holds no records.")
-            if error_count:
-                return _finish(
-                    upload,
-                    Upload.Status.REJECTED,
-                    f"{error_count:,} of {lines:,} records were rejected, so nothing was stored. "
-                    "Fix the lines listed below and upload the file again.",
-                    lines_read=lines,
-                    errors=errors,
-                    error_count=error_count,
-                )
-            _progress(upload, status=Upload.Status.STORING, lines_read=lines, progress_bytes=upload.size_bytes // 2)
+            upload.status = Upload.Status.VALIDATING
+            upload.save(update_fields=["status"])
+            _progress(upload, lines_read=0, percent=0)
             with transaction.atomic():
-                added, duplicates, flagged = _store(upload, path, total)
+                stats = _ingest(upload, path, total)
+    except Rejected:
+        return _finish(
+            upload,
+            Upload.Status.REJECTED,
+            f"{upload.error_count:,} of {upload.lines_read:,} records were rejected, so nothing was stored. "
+            "Fix the lines listed below and upload the file again.",
+        )
     except Cancelled:
         return _finish(upload, Upload.Status.CANCELLED, "Cancelled; nothing was stored.")
     except records.FileError as error:
@@ -200,6 +202,7 @@ def upload_ingest(*, upload: Upload) -> Upload:
     except Exception as error:
         _finish(upload, Upload.Status.FAILED, f"Ingest failed ({type(error).__name__}); nothing was stored.")
         raise
+    added, duplicates, flagged = stats
     return _finish(
         upload,
         Upload.Status.DONE,
@@ -207,7 +210,6 @@ def upload_ingest(*, upload: Upload) -> Upload:
         records_added=added,
         duplicates=duplicates,
         flagged=flagged,
-        progress_bytes=upload.size_bytes,
     )
 
 
@@ -230,12 +232,15 @@ def _near_duplicate_index(datanet: Datanet) -> tuple[flags.NearDuplicateIndex, d
     return index, ids
 
 
-def _store(upload: Upload, path: Path, total: int) -> tuple[int, int, int]:
+def _ingest(upload: Upload, path: Path, total: int) -> tuple[int, int, int]:
     datanet, contributor = upload.datanet, upload.contributor
     index, ids = _near_duplicate_index(datanet)
     batch: list[tuple[Record, str]] = []
     added = duplicates = flagged = 0
+    errors: list[dict] = []
+    error_count = 0
     seen: set[str] = set()
+    pending_near: list[tuple[str, str]] = []  # (key of new record, key of its near duplicate)
 
     def flush() -> None:
         nonlocal added, duplicates
@@ -248,12 +253,25 @@ def _store(upload: Upload, path: Path, total: int) -> tuple[int, int, int]:
         duplicates += len(batch) - len(fresh)
         batch.clear()
 
-    pending_near: list[tuple[str, str]] = []  # (key of new record, key of its near duplicate)
-    for n, line in enumerate(records.read_lines(path, upload.format, datanet.schema), start=1):
-        record = records.make_record(line.value, datanet.schema)
-        if record.content_hash in seen:
-            duplicates += 1
+    lines = 0
+    for line in records.read_lines(path, upload.format, datanet.schema):
+        lines += 1
+        if lines % PROGRESS_EVERY == 0:
+            _progress(upload, lines_read=lines, percent=min(99, 100 * lines // total))
+        reason = line.error
+        if reason is None:
+            try:
+                record = records.make_record(line.value, datanet.schema)
+            except ValueError as error:
+                reason = str(error)
+        if reason is not None:
+            error_count += 1
+            if len(errors) < MAX_REPORTED_ERRORS:
+                errors.append({"line": line.number, "reason": reason})
             continue
+        if error_count or record.content_hash in seen:
+            duplicates += not error_count
+            continue  # once a line is bad nothing will be stored: only keep validating
         seen.add(record.content_hash)
         signature = flags.minhash(record.text)
         record_flags = flags.personal_data_flags(record.text)
@@ -280,13 +298,17 @@ def _store(upload: Upload, path: Path, total: int) -> tuple[int, int, int]:
         batch.append((row, key))
         if len(batch) >= BATCH:
             flush()
-        if n % PROGRESS_EVERY == 0:
-            _progress(upload, progress_bytes=upload.size_bytes // 2 + upload.size_bytes * n // (2 * total))
+    if lines == 0:
+        raise records.FileError("The file holds no records.")
+    if error_count:
+        upload.lines_read, upload.errors, upload.error_count = lines, errors, error_count
+        raise Rejected
     if batch:
         flush()
     for key, other in pending_near:
         if key in ids and other in ids:
             Record.objects.filter(pk=ids[key]).update(near_duplicate_of_id=ids[other])
+    upload.lines_read = lines
     return added, duplicates, flagged
 
 

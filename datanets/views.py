@@ -124,14 +124,15 @@ def datanet_contribute(request, slug):
 @login_required
 def upload_detail(request, pk):
     upload = policy.get_upload_for_user(request.user, pk)
+    context = {"upload": upload, "live": services.upload_live(upload)}
     if request.htmx and request.GET.get("poll"):
-        response = render(request, "datanets/upload_detail.html#progress", {"upload": upload})
+        response = render(request, "datanets/upload_detail.html#progress", context)
         if upload.finished:
             # Stop polling and let the page reload once to show the final report.
             response = HttpResponseStopPolling(response.content)
             response["HX-Refresh"] = "true"
         return response
-    return render(request, "datanets/upload_detail.html", {"upload": upload})
+    return render(request, "datanets/upload_detail.html", context)
 
 
 @login_required

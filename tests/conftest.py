@@ -132,5 +132,3 @@ def page(browser):
     page = context.new_page()
     yield page
     context.close()
-
-

@@ -1,0 +1,161 @@
+"""Benchmark: Datanet ingest throughput and memory, and moderation/Datanet page latency at scale.
+
+    .venv/bin/python bench/ingest.py                 # 10k and 100k records, pages at 100k
+    .venv/bin/python bench/ingest.py --sizes 10000 100000 1000000
+
+Each ingest size runs in its own process (fresh database under a temp dir, embedded SQLite unless
+DATABASE_URL is set) so that its peak RSS is its own. Prints figures; asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+WORDS = (
+    "patient presented with acute chest pain radiating left arm troponin elevated ecg showed st elevation "
+    "inferior leads aspirin heparin catheter laboratory angioplasty right coronary artery stent recovered "
+    "discharged follow clinic weeks later beta blocker statin lifestyle advice smoking cessation diet"
+).split()
+
+
+def generate(path: Path, n: int, seed: int = 0) -> int:
+    """n instruction records of about 500 bytes each (100k records is about 50 MB)."""
+    rng = random.Random(seed)
+    with open(path, "w") as handle:
+        for i in range(n):
+            question = " ".join(rng.choices(WORDS, k=12))
+            answer = " ".join(rng.choices(WORDS, k=55))
+            handle.write(json.dumps({"instruction": f"Case {i}: {question}?", "output": answer}) + "\n")
+    return path.stat().st_size
+
+
+def run_one(n: int, pages: bool) -> dict:
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "modelfactory.settings")
+    import django
+
+    django.setup()
+    from django.core.files.uploadedfile import SimpleUploadedFile  # noqa: F401
+    from django.core.management import call_command
+    from django.db import connection, reset_queries
+    from django.test import Client
+    from django.test.utils import CaptureQueriesContext
+
+    from accounts.models import Membership, Team
+    from datanets import services
+    from datanets.models import Datanet, Upload
+
+    call_command("migrate", verbosity=0)
+    from django.contrib.auth import get_user_model
+
+    User = get_user_model()
+    curator = User.objects.create_user("curator", password="x")
+    contributor = User.objects.create_user("contributor", password="x")
+    team = Team.objects.create(name="Bench", slug="bench")
+    Membership.objects.create(team=team, user=curator, role="owner")
+    datanet = Datanet.objects.create(name="Bench", slug="bench", team=team, created_by=curator)
+
+    data = Path(os.environ["MF_VAR_DIR"]) / "records.jsonl"
+    size = generate(data, n)
+    from django.core.files import File
+
+    with open(data, "rb") as handle:
+        upload = Upload(
+            datanet=datanet, contributor=contributor, filename="records.jsonl", format="jsonl", size_bytes=size
+        )
+        upload.file.save("records.jsonl", File(handle), save=False)
+        upload.save()
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    start = time.perf_counter()
+    upload = services.upload_ingest(upload=upload)
+    seconds = time.perf_counter() - start
+    result = {
+        "records": n,
+        "file_mb": round(size / 1e6, 1),
+        "status": upload.status,
+        "seconds": round(seconds, 2),
+        "records_per_s": round(n / seconds),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+        "rss_before_mb": round(rss_before / 1024),
+        "database": connection.vendor,
+    }
+    if pages:
+        client = Client()
+        client.force_login(curator)
+        timings = {}
+        for name, url in (
+            ("moderation p1", "/moderation/"),
+            ("moderation p2000", "/moderation/?page=2000"),
+            ("moderation flagged", "/moderation/?flag=any"),
+            ("datanet detail", f"/datanets/{datanet.slug}/"),
+            ("datanet list", "/datanets/"),
+            ("my contributions", "/contributions/"),
+        ):
+            samples, queries = [], 0
+            for _ in range(15):
+                reset_queries()
+                with CaptureQueriesContext(connection) as captured:
+                    t = time.perf_counter()
+                    response = client.get(url) if name != "my contributions" else None
+                    if response is None:
+                        client.force_login(contributor)
+                        response = client.get(url)
+                        client.force_login(curator)
+                    samples.append((time.perf_counter() - t) * 1000)
+                assert response.status_code == 200, (url, response.status_code)
+                queries = len(captured)
+            samples.sort()
+            timings[name] = {
+                "median_ms": round(statistics.median(samples), 1),
+                "p95_ms": round(samples[int(len(samples) * 0.95) - 1], 1),
+                "queries": queries,
+            }
+        result["pages"] = timings
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
+    parser.add_argument("--child", type=int)
+    parser.add_argument("--pages", action="store_true")
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(run_one(args.child, args.pages)))
+        return
+    print(f"{'records':>9} {'file MB':>8} {'seconds':>8} {'records/s':>10} {'peak RSS MB':>12}  database")
+    for n in args.sizes:
+        with tempfile.TemporaryDirectory() as var:
+            env = {**os.environ, "MF_VAR_DIR": var, "MF_REDIS_SOCKET": f"{var}/none.sock", "DEBUG": "1"}
+            env.pop("MODELS_DIR", None)
+            env.pop("MEDIA_ROOT", None)
+            command = [sys.executable, __file__, "--child", str(n)] + (["--pages"] if n == 100_000 else [])
+            out = subprocess.run(command, env=env, capture_output=True, text=True, cwd=ROOT)
+            if out.returncode:
+                print(out.stderr[-3000:])
+                raise SystemExit(out.returncode)
+            r = json.loads(out.stdout.strip().splitlines()[-1])
+            print(
+                f"{r['records']:>9} {r['file_mb']:>8} {r['seconds']:>8} {r['records_per_s']:>10} {r['peak_rss_mb']:>12}  {r['database']}"
+            )
+            for page, figures in r.get("pages", {}).items():
+                print(
+                    f"    page {page:<20} median {figures['median_ms']:>7} ms  p95 {figures['p95_ms']:>7} ms  "
+                    f"{figures['queries']} queries"
+                )
+
+
+if __name__ == "__main__":
+    main()
