@@ -135,10 +135,17 @@ def main() -> None:
     if args.child:
         print(json.dumps(run_one(args.child, args.pages)))
         return
+    from modelfactory import embedded_redis
+
+    redis_dir = tempfile.mkdtemp(prefix="mf-bench-redis-")
+    redis = (
+        None if os.environ.get("REDIS_URL") else embedded_redis.start(Path(redis_dir) / "redis.sock", Path(redis_dir))
+    )
     print(f"{'records':>9} {'file MB':>8} {'seconds':>8} {'records/s':>10} {'peak RSS MB':>12}  database")
     for n in args.sizes:
         with tempfile.TemporaryDirectory() as var:
-            env = {**os.environ, "MF_VAR_DIR": var, "MF_REDIS_SOCKET": f"{var}/none.sock", "DEBUG": "1"}
+            env = {**os.environ, "MF_VAR_DIR": var, "MF_REDIS_SOCKET": f"{redis_dir}/redis.sock"}
+            env.update(DEBUG="0", SECRET_KEY="bench-" + "x" * 50, ALLOWED_HOSTS="testserver")
             env.pop("MODELS_DIR", None)
             env.pop("MEDIA_ROOT", None)
             command = [sys.executable, __file__, "--child", str(n)] + (["--pages"] if n == 100_000 else [])

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from django.conf import settings
 from django.core.cache import cache
-from django.db import transaction
+from django.db import reset_queries, transaction
 from django.utils import timezone
 from django.utils.text import slugify
 
@@ -244,6 +244,7 @@ def _ingest(upload: Upload, path: Path, total: int) -> tuple[int, int, int]:
 
     def flush() -> None:
         nonlocal added, duplicates
+        reset_queries()  # with DEBUG on, Django would keep every insert's SQL for the task's lifetime
         existing = _existing_hashes(datanet, [record.content_hash for record, _ in batch])
         fresh = [(record, key) for record, key in batch if record.content_hash not in existing]
         Record.objects.bulk_create([record for record, _ in fresh])
