@@ -23,7 +23,7 @@ RUN if [ -n "$TORCH_INDEX_URL" ]; then pip install --no-cache-dir --index-url "$
     && pip install --no-cache-dir --no-deps -r requirements-models.txt
 
 COPY . .
-RUN DEBUG=1 python manage.py collectstatic --noinput \
+RUN DEBUG=0 SECRET_KEY=collectstatic ALLOWED_HOSTS=localhost python manage.py collectstatic --noinput \
     && useradd --create-home --uid 1000 modelfactory \
     && mkdir -p /data/var /data/media /data/models && chown -R modelfactory /data
 USER modelfactory

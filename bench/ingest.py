@@ -47,6 +47,7 @@ def run_one(n: int, pages: bool) -> dict:
     import django
 
     django.setup()
+    from django.conf import settings
     from django.core.files.uploadedfile import SimpleUploadedFile  # noqa: F401
     from django.core.management import call_command
     from django.db import connection, reset_queries
@@ -92,6 +93,15 @@ def run_one(n: int, pages: bool) -> dict:
         "database": connection.vendor,
     }
     if pages:
+        from django.test.utils import override_settings
+
+        # DEBUG is off for honest timings; serve static names without collectstatic's manifest.
+        override_settings(
+            STORAGES={
+                **settings.STORAGES,
+                "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+            }
+        ).enable()
         client = Client()
         client.force_login(curator)
         timings = {}

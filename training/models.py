@@ -1,5 +1,6 @@
 """Training data model: the base-model catalogue (fine-tune jobs arrive with the Training issue)."""
 
+from django.conf import settings
 from django.db import models
 
 
@@ -38,3 +39,57 @@ class BaseModel(models.Model):
             if count >= size:
                 return f"{count / size:.1f}{unit}"
         return str(count)
+
+
+class FineTuneJob(models.Model):
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        EVALUATING = "evaluating", "Evaluating"
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed"
+        CANCELLED = "cancelled", "Cancelled"
+
+    ACTIVE = (Status.QUEUED, Status.RUNNING, Status.EVALUATING)
+    FINISHED = (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED)
+
+    name = models.CharField(max_length=200)
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="fine_tune_jobs")
+    base_model = models.ForeignKey(BaseModel, on_delete=models.PROTECT, related_name="jobs")
+    datanet_versions = models.ManyToManyField("datanets.DatanetVersion", related_name="jobs")
+    method = models.CharField(max_length=10, default="qlora")
+    preset = models.CharField(max_length=20, default="balanced")
+    config = models.JSONField(help_text="The resolved trainer config")
+    estimate = models.JSONField(default=dict, blank=True)
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.QUEUED, db_index=True)
+    step = models.PositiveIntegerField(default=0)
+    total_steps = models.PositiveIntegerField(default=0)
+    metrics = models.JSONField(default=dict, blank=True, help_text="Loss curves, rates, timings")
+    logs = models.JSONField(default=list, blank=True, help_text="The last log lines")
+    evaluation = models.JSONField(default=dict, blank=True)
+    worker = models.CharField(max_length=200, blank=True)
+    device = models.CharField(max_length=200, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    resumed_from_step = models.PositiveIntegerField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    cancel_requested = models.BooleanField(default=False)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    adapter_path = models.CharField(max_length=500, blank=True, help_text="Storage prefix of the outputs")
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["status", "created_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.status})"
+
+    @property
+    def finished(self) -> bool:
+        return self.status in self.FINISHED
+
+    @property
+    def percent(self) -> int:
+        return int(100 * self.step / self.total_steps) if self.total_steps else 0

@@ -430,12 +430,15 @@ def train(
                 shift_logits, shift_labels = logits[:, :-1], batch["labels"][:, 1:]
                 # Summed over response tokens and divided by the whole step's count: every token
                 # weighs the same whatever batch it fell in.
-                loss = torch.nn.functional.cross_entropy(
-                    shift_logits.reshape(-1, shift_logits.size(-1)),
-                    shift_labels.reshape(-1),
-                    ignore_index=IGNORE,
-                    reduction="sum",
-                ) / denominator
+                loss = (
+                    torch.nn.functional.cross_entropy(
+                        shift_logits.reshape(-1, shift_logits.size(-1)),
+                        shift_labels.reshape(-1),
+                        ignore_index=IGNORE,
+                        reduction="sum",
+                    )
+                    / denominator
+                )
                 loss.backward()
                 step_loss += loss.item()
                 step_tokens += int(batch["attention_mask"].sum())
@@ -490,7 +493,9 @@ def train(
         tuned = generate_answer(model, tokenizer, example.prompt, config.max_new_tokens, device)
         with model.disable_adapter():
             base = generate_answer(model, tokenizer, example.prompt, config.max_new_tokens, device)
-        samples.append({"prompt": example.prompt[-1]["content"], "reference": example.reference, "base": base, "tuned": tuned})
+        samples.append(
+            {"prompt": example.prompt[-1]["content"], "reference": example.reference, "base": base, "tuned": tuned}
+        )
 
     adapter_dir = output_dir / "adapter"
     shutil.rmtree(adapter_dir, ignore_errors=True)

@@ -1,0 +1,186 @@
+"""Fine-tune jobs on real worker processes: train a tiny model, survive kill -9, cancel, fail clearly."""
+
+import os
+import signal
+import time
+
+import pytest
+import torch
+from django.core.files.storage import default_storage
+from peft import PeftModel
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from modelfactory.exceptions import ApplicationError
+from tests.conftest import WorkerProcess, database_url_for_workers
+from training import estimates, jobs
+from training.models import FineTuneJob
+
+FAST = {"learning_rate": 0.005, "epochs": 4, "batch_size": 4, "max_seq_length": 64}
+
+
+def wait_for(job, condition, timeout=120):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job.refresh_from_db()
+        if condition(job):
+            return job
+        time.sleep(0.2)
+    raise AssertionError(f"timed out; job is {job.status} at step {job.step}: {job.error} {job.logs[-5:]}")
+
+
+def launch(django_capture_on_commit_callbacks, *, config_changes=None, **kwargs):
+    """Create the job through the wizard's service; dispatch it on commit through the real broker."""
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        job = jobs.job_create(method="qlora", preset="quick", name="", **kwargs)
+        if config_changes:
+            job.config = {**job.config, **config_changes}
+            job.save(update_fields=["config"])
+    for callback in callbacks:
+        callback()
+    return job
+
+
+def test_a_job_trains_on_a_real_worker_and_its_adapter_loads_with_peft(
+    celery_worker_process, tiny_base_model, trainer_user, version, django_capture_on_commit_callbacks, tmp_path
+):
+    job = launch(
+        django_capture_on_commit_callbacks,
+        owner=trainer_user,
+        base_model=tiny_base_model,
+        versions=[version],
+        overrides=FAST,
+    )
+    assert job.status == "queued" and jobs.queue_position(job) == 1
+    job = wait_for(job, lambda j: j.finished)
+    assert job.status == "succeeded", (job.error, job.logs)
+    assert job.step == job.total_steps > 0
+    assert job.device == "cpu" and job.worker.startswith(celery_worker_process.name.split("@")[0])
+    assert len(job.metrics["train"]) == job.total_steps
+    assert job.evaluation["tuned"]["eval_loss"] < job.evaluation["base"]["eval_loss"]
+    assert len(job.evaluation["samples"]) >= 1 and {"base", "tuned", "prompt"} <= set(job.evaluation["samples"][0])
+
+    outputs = jobs.job_outputs(job)
+    assert {"adapter/adapter_config.json", "adapter/adapter_model.safetensors", "config.json"} <= set(outputs)
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    for name in ("adapter_config.json", "adapter_model.safetensors"):
+        with default_storage.open(outputs[f"adapter/{name}"]) as source:
+            (adapter / name).write_bytes(source.read())
+    base = AutoModelForCausalLM.from_pretrained(tiny_base_model.local_path)
+    model = PeftModel.from_pretrained(base, adapter)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_base_model.local_path)
+    prompt = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "What does code 3 mean?"}],
+        add_generation_prompt=True,
+        return_tensors="pt",
+        return_dict=True,
+    )
+    with torch.no_grad():
+        out = model.generate(**prompt, max_new_tokens=6, do_sample=False)
+    assert out.shape[1] > prompt["input_ids"].shape[1]
+
+
+def test_a_killed_worker_resumes_from_its_checkpoint(
+    celery_worker_process, tiny_base_model, trainer_user, version, django_capture_on_commit_callbacks, tmp_path
+):
+    job = launch(
+        django_capture_on_commit_callbacks,
+        owner=trainer_user,
+        base_model=tiny_base_model,
+        versions=[version],
+        overrides=FAST,
+        config_changes={"max_steps": 1500, "checkpoint_every": 50},
+    )
+    job = wait_for(job, lambda j: j.step >= 120)
+    os.kill(celery_worker_process.process.pid, signal.SIGKILL)  # kill -9: no clean-up, no ack
+    celery_worker_process.process.wait()
+    killed_at = job.step
+    assert job.status == "running"
+
+    second = WorkerProcess(database_url_for_workers(), tmp_path / "worker2.log")
+    try:
+        time.sleep(3.5)  # the heartbeat goes stale (JOB_HEARTBEAT_STALE_S=3 in tests)
+        assert jobs.jobs_reap(stale_after_s=3) == [job.pk]
+        job = wait_for(job, lambda j: j.finished, timeout=180)
+    finally:
+        second.stop()
+    assert job.status == "succeeded", (job.error, job.logs)
+    assert job.attempts == 2
+    assert 50 <= job.resumed_from_step  # from the last checkpoint, not from step 0
+    assert job.resumed_from_step % 50 == 0 and job.resumed_from_step <= killed_at + 50
+    assert any("Resumed from checkpoint" in line for line in job.logs)
+    assert job.step == 1500
+
+
+def test_cancel_stops_a_run_within_seconds_and_frees_the_worker(
+    celery_worker_process, tiny_base_model, trainer_user, version, django_capture_on_commit_callbacks
+):
+    job = launch(
+        django_capture_on_commit_callbacks,
+        owner=trainer_user,
+        base_model=tiny_base_model,
+        versions=[version],
+        overrides=FAST,
+        config_changes={"max_steps": 100000},
+    )
+    job = wait_for(job, lambda j: j.step >= 3)
+    jobs.job_cancel(job=job, by=trainer_user)
+    job = wait_for(job, lambda j: j.finished, timeout=30)
+    assert job.status == "cancelled"
+    from training.tasks import device_info_task
+
+    assert device_info_task.delay().get(timeout=30)["device"] == "cpu"  # the worker takes new work
+
+    retried = jobs.job_retry(job=job, by=trainer_user)
+    assert retried.status == "queued"
+
+
+def test_a_failing_job_says_what_to_do_and_can_be_retried(
+    tiny_base_model, trainer_user, version, django_capture_on_commit_callbacks
+):
+    job = launch(
+        django_capture_on_commit_callbacks,
+        owner=trainer_user,
+        base_model=tiny_base_model,
+        versions=[version],
+        overrides=FAST,
+    )
+    job.base_model.local_path = "/nonexistent/model"
+    job.base_model.save()
+    assert jobs.job_run(job_id=job.pk, worker="here") == "failed"
+    job.refresh_from_db()
+    assert job.status == "failed" and "Retry it" in job.error
+    assert jobs.job_run(job_id=job.pk, worker="here") == "finished"  # a second delivery changes nothing
+
+    assert "Out of memory on cpu" in jobs._failure_message(RuntimeError("CUDA out of memory"), job)
+    assert "smaller batch size (now 4)" in jobs._failure_message(MemoryError(), job)
+
+
+def test_job_create_checks_access_settings_and_readiness(tiny_base_model, trainer_user, version):
+    version.datanet.visibility = "private"
+    version.datanet.save()
+    with pytest.raises(ApplicationError, match="may not train on"):
+        jobs.job_create(owner=trainer_user, name="x", base_model=tiny_base_model, versions=[version],
+                        method="qlora", preset="quick")  # fmt: skip
+    version.datanet.visibility = "public"
+    version.datanet.save()
+    with pytest.raises(ApplicationError, match="settings do not work"):
+        jobs.job_create(owner=trainer_user, name="x", base_model=tiny_base_model, versions=[version],
+                        method="qlora", preset="quick", overrides={"learning_rate": 5})  # fmt: skip
+    with pytest.raises(ApplicationError, match="at least one"):
+        jobs.job_create(owner=trainer_user, name="x", base_model=tiny_base_model, versions=[],
+                        method="qlora", preset="quick")  # fmt: skip
+    assert FineTuneJob.objects.count() == 0
+
+
+def test_estimates_grow_with_the_settings_and_favour_qlora():
+    shape = {"hidden": 576, "layers": 30, "intermediate": 1536, "vocab": 49152, "heads": 9, "kv_heads": 3}
+    args = {"parameters": 134_515_008, "shape": shape, "rank": 8, "seq_len": 512, "train_tokens": 100_000}
+    qlora = estimates.estimate(method="qlora", batch_size=4, **args)
+    lora = estimates.estimate(method="lora", batch_size=4, **args)
+    bigger = estimates.estimate(method="qlora", batch_size=16, **args)
+    assert qlora["peak_memory_bytes"] < lora["peak_memory_bytes"] < 4 * 10**9
+    assert bigger["peak_memory_bytes"] > qlora["peak_memory_bytes"]
+    assert qlora["weights_bytes"] == int(134_515_008 * 0.53)
+    assert 1_000_000 < qlora["trainable_parameters"] < 10_000_000  # r=8 on all linear layers: ~2.4M here
+    assert qlora["seconds"] > 0

@@ -1,0 +1,324 @@
+"""Fine-tune job use cases: create from the wizard, run on a worker, cancel, retry, reap orphans."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+import time
+from datetime import timedelta
+from pathlib import Path
+
+from django.conf import settings
+from django.core.files import File
+from django.core.files.storage import default_storage
+from django.db import close_old_connections, transaction
+from django.db.models import F, Q
+from django.db.models.functions import Coalesce
+from django.utils import timezone
+
+from datanets import policy as datanet_policy
+from datanets import services as datanet_services
+from datanets.models import DatanetVersion
+from modelfactory.exceptions import ApplicationError
+
+from . import estimates, presets, trainer
+from .models import BaseModel, FineTuneJob
+
+LOG_LINES = 50
+WRITE_EVERY_S = 1.0
+
+
+def job_config(*, base_model: BaseModel, method: str, preset: str, overrides: dict | None = None) -> dict:
+    try:
+        resolved = presets.resolve(preset, method, overrides)
+        config = trainer.TrainConfig.from_dict({**resolved, "base_model_path": base_model.local_path})
+        config.validate()
+    except (TypeError, ValueError) as error:
+        raise ApplicationError(f"These settings do not work: {error}.") from error
+    return resolved
+
+
+def job_estimate(*, base_model: BaseModel, versions, config: dict, device: str = "cpu") -> dict:
+    tokens = sum(v.token_count for v in versions)
+    records = sum(v.record_count for v in versions)
+    seq = min(config["max_seq_length"], max(32, 2 * tokens // max(records, 1) + 32))  # template overhead
+    shape = estimates.model_shape(base_model.local_path)
+    result = estimates.estimate(
+        parameters=base_model.parameter_count,
+        shape=shape,
+        method=config["method"],
+        rank=config["lora_r"],
+        batch_size=config["batch_size"],
+        seq_len=seq,
+        train_tokens=int(records * seq * config["epochs"]),
+        device=device,
+    )
+    return {**result, "records": records, "tokens": tokens}
+
+
+def licence_conflicts(versions) -> list[str]:
+    licences = {v.license for v in versions}
+    warnings = []
+    if any(lic.startswith("CC-BY-NC") for lic in licences) and len(licences) > 1:
+        warnings.append("A non-commercial licence (CC-BY-NC) is mixed with others: the adapter inherits the NC term.")
+    if any("SA" in lic for lic in licences) and len(licences) > 1:
+        warnings.append("A share-alike licence is mixed with others: the adapter must be shared alike.")
+    if "LicenseRef-Proprietary" in licences and len(licences) > 1:
+        warnings.append("Proprietary data is mixed with openly licensed data: check the terms of each.")
+    return warnings
+
+
+def job_create(*, owner, name: str, base_model: BaseModel, versions: list[DatanetVersion], method: str,
+               preset: str, overrides: dict | None = None) -> FineTuneJob:  # fmt: skip
+    if not versions:
+        raise ApplicationError("Pick at least one Datanet version to train on.")
+    for version in versions:
+        if not datanet_policy.can_train_on(owner, version.datanet):
+            raise ApplicationError(f"You may not train on {version.datanet.name}.")
+    if not (base_model.enabled and base_model.status == BaseModel.Status.READY):
+        raise ApplicationError(f"{base_model.name} is not ready for training.")
+    config = job_config(base_model=base_model, method=method, preset=preset, overrides=overrides)
+    with transaction.atomic():
+        job = FineTuneJob.objects.create(
+            name=name.strip() or f"{base_model.name} on {', '.join(v.datanet.name for v in versions)}",
+            owner=owner,
+            base_model=base_model,
+            method=method,
+            preset=preset,
+            config=config,
+            estimate=job_estimate(base_model=base_model, versions=versions, config=config),
+        )
+        job.datanet_versions.set(versions)
+        from .tasks import job_run_task
+
+        job_run_task.delay_on_commit(job.pk)
+    return job
+
+
+def queue_position(job: FineTuneJob) -> int | None:
+    if job.status != FineTuneJob.Status.QUEUED:
+        return None
+    return FineTuneJob.objects.filter(status=FineTuneJob.Status.QUEUED, created_at__lt=job.created_at).count() + 1
+
+
+def job_cancel(*, job: FineTuneJob, by) -> FineTuneJob:
+    if job.owner_id != by.pk and not by.is_staff:
+        raise ApplicationError("Only the job's owner cancels it.")
+    if job.finished:
+        raise ApplicationError("This job has already finished.")
+    if job.status == FineTuneJob.Status.QUEUED:
+        updated = FineTuneJob.objects.filter(pk=job.pk, status=FineTuneJob.Status.QUEUED).update(
+            status=FineTuneJob.Status.CANCELLED, cancel_requested=True, finished_at=timezone.now()
+        )
+        if updated:
+            job.refresh_from_db()
+            return job
+    FineTuneJob.objects.filter(pk=job.pk).update(cancel_requested=True)
+    job.refresh_from_db()
+    return job
+
+
+def job_retry(*, job: FineTuneJob, by) -> FineTuneJob:
+    if job.owner_id != by.pk and not by.is_staff:
+        raise ApplicationError("Only the job's owner retries it.")
+    if job.status not in (FineTuneJob.Status.FAILED, FineTuneJob.Status.CANCELLED):
+        raise ApplicationError("Only failed or cancelled jobs can be retried.")
+    with transaction.atomic():
+        job.status, job.error, job.cancel_requested, job.finished_at = FineTuneJob.Status.QUEUED, "", False, None
+        job.save(update_fields=["status", "error", "cancel_requested", "finished_at"])
+        from .tasks import job_run_task
+
+        job_run_task.delay_on_commit(job.pk)
+    return job
+
+
+def jobs_reap(*, stale_after_s: int | None = None) -> list[int]:
+    """Re-queue running jobs whose worker stopped beating (killed, lost its machine)."""
+    from .tasks import job_run_task
+
+    stale = timezone.now() - timedelta(seconds=stale_after_s or settings.JOB_HEARTBEAT_STALE_S)
+    orphans = list(
+        FineTuneJob.objects.filter(
+            status__in=(FineTuneJob.Status.RUNNING, FineTuneJob.Status.EVALUATING), heartbeat_at__lt=stale
+        ).values_list("pk", flat=True)
+    )
+    for pk in orphans:
+        _append_log(pk, "The worker stopped answering; the job goes back to the queue and resumes from its checkpoint.")
+        job_run_task.delay(pk)
+    return orphans
+
+
+def _append_log(pk: int, message: str) -> None:
+    job = FineTuneJob.objects.only("logs").get(pk=pk)
+    logs = (job.logs + [f"{timezone.now():%H:%M:%S} {message}"])[-LOG_LINES:]
+    FineTuneJob.objects.filter(pk=pk).update(logs=logs)
+
+
+def _claim(pk: int, worker: str) -> bool:
+    """Take the job for this worker: a queued one, or a running one whose worker went silent."""
+    now = timezone.now()
+    stale = now - timedelta(seconds=settings.JOB_HEARTBEAT_STALE_S)
+    return bool(
+        FineTuneJob.objects.filter(pk=pk, cancel_requested=False)
+        .filter(Q(status=FineTuneJob.Status.QUEUED) | Q(status__in=FineTuneJob.ACTIVE, heartbeat_at__lt=stale))
+        .update(
+            status=FineTuneJob.Status.RUNNING,
+            worker=worker,
+            heartbeat_at=now,
+            attempts=F("attempts") + 1,
+            started_at=Coalesce(F("started_at"), now),
+        )
+    )
+
+
+class Heartbeat(threading.Thread):
+    """Beats every few seconds while the job runs, also through model loading and evaluation."""
+
+    def __init__(self, pk: int, every_s: float = 5.0):
+        super().__init__(daemon=True)
+        self.pk, self.every_s, self.done = pk, every_s, threading.Event()
+
+    def run(self):
+        while not self.done.wait(self.every_s):
+            FineTuneJob.objects.filter(pk=self.pk).update(heartbeat_at=timezone.now())
+        close_old_connections()
+
+
+def work_dir(job: FineTuneJob) -> Path:
+    """Local scratch (data, checkpoints) of one job; named with its creation time so that a reused
+    primary key can never pick up another job's checkpoint."""
+    return Path(settings.JOB_WORK_DIR) / f"{job.pk}-{job.created_at:%Y%m%dT%H%M%S%f}"
+
+
+def _write_data(job: FineTuneJob, path: Path) -> None:
+    with open(path, "w", encoding="utf-8") as handle:
+        for version in job.datanet_versions.all():
+            for line in datanet_services.version_export_lines(version):
+                handle.write(line)
+
+
+def _failure_message(error: BaseException, job: FineTuneJob) -> str:
+    text = str(error)
+    if isinstance(error, MemoryError) or "out of memory" in text.lower():
+        return (
+            f"Out of memory on {job.device or 'the worker'}. Retry with a smaller batch size "
+            f"(now {job.config.get('batch_size')}) or max sequence length (now {job.config.get('max_seq_length')}), "
+            "or choose QLoRA instead of LoRA."
+        )
+    if isinstance(error, ValueError):
+        return f"The run could not start: {text}"
+    return f"The run failed ({type(error).__name__}: {text[:500]}). Retry it; if it fails again, tell an admin."
+
+
+def job_run(*, job_id: int, worker: str) -> str:
+    """Run the job to its end on this worker. Idempotent: finished jobs and jobs another live worker
+    holds are left alone; a job whose worker died continues from its last checkpoint."""
+    job = FineTuneJob.objects.filter(pk=job_id).first()
+    if job is None or job.finished:
+        return "finished"
+    if job.cancel_requested and job.status == FineTuneJob.Status.QUEUED:
+        FineTuneJob.objects.filter(pk=job.pk).update(status=FineTuneJob.Status.CANCELLED, finished_at=timezone.now())
+        return "cancelled"
+    if not _claim(job.pk, worker):
+        return "taken"
+    job.refresh_from_db()
+    job.device = trainer.device_name()
+    job.save(update_fields=["device"])
+    heartbeat = Heartbeat(job.pk)
+    heartbeat.start()
+    directory = work_dir(job)
+    output = directory / "output"
+    state = {"last_write": 0.0, "last_cancel_check": 0.0, "cancel": False}
+    metrics = dict(job.metrics or {})
+    metrics.setdefault("train", [])
+    metrics.setdefault("eval", [])
+
+    def on_event(event: dict) -> None:
+        kind = event["event"]
+        if kind == "log":
+            _append_log(job.pk, event["message"])
+            return
+        if kind == "resumed":
+            FineTuneJob.objects.filter(pk=job.pk).update(resumed_from_step=event["step"])
+            metrics["train"] = [p for p in metrics["train"] if p["step"] <= event["step"]]
+            return
+        if kind == "step":
+            metrics["train"].append({k: event[k] for k in ("step", "loss", "lr", "tokens_per_s")})
+            metrics["last"] = {
+                k: event[k] for k in ("step", "total_steps", "elapsed_s", "remaining_s", "tokens_per_s", "lr", "loss")
+            }
+        elif kind == "eval":
+            metrics["eval"].append({"step": event["step"], "loss": round(event["loss"], 5)})
+        fields = {"metrics": metrics, "heartbeat_at": timezone.now()}
+        if "last" in metrics:  # every write carries the latest step, whatever event caused it
+            fields.update(step=metrics["last"]["step"], total_steps=metrics["last"]["total_steps"])
+        if kind == "evaluating":
+            fields["status"] = FineTuneJob.Status.EVALUATING
+        now = time.monotonic()
+        if kind != "step" or now - state["last_write"] >= WRITE_EVERY_S or event["step"] == event["total_steps"]:
+            FineTuneJob.objects.filter(pk=job.pk).update(**fields)
+            state["last_write"] = now
+
+    def should_stop() -> bool:
+        now = time.monotonic()
+        if now - state["last_cancel_check"] >= 1.0:
+            state["last_cancel_check"] = now
+            state["cancel"] = FineTuneJob.objects.filter(pk=job.pk, cancel_requested=True).exists()
+        return state["cancel"]
+
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        data_path = directory / "data.jsonl"
+        if not data_path.exists():
+            _write_data(job, data_path)
+        config = trainer.TrainConfig.from_dict({**job.config, "base_model_path": job.base_model.local_path})
+        result = trainer.train(config, data_path, output, progress=on_event, should_stop=should_stop)
+        prefix = f"jobs/{job.pk}"
+        for file in sorted(p for p in output.rglob("*") if p.is_file()):
+            name = f"{prefix}/{file.relative_to(output).as_posix()}"
+            if default_storage.exists(name):
+                default_storage.delete(name)
+            with open(file, "rb") as handle:
+                default_storage.save(name, File(handle))
+        FineTuneJob.objects.filter(pk=job.pk).update(
+            status=FineTuneJob.Status.SUCCEEDED,
+            evaluation={k: result[k] for k in ("base", "tuned", "samples", "steps", "tokens", "trainable_parameters")},
+            metrics={**metrics, "eval": result["history"]["eval"]},
+            adapter_path=prefix,
+            finished_at=timezone.now(),
+        )
+        shutil.rmtree(directory, ignore_errors=True)
+        _append_log(job.pk, "Succeeded: adapter, config and metrics stored.")
+        return "succeeded"
+    except trainer.Cancelled:
+        FineTuneJob.objects.filter(pk=job.pk).update(status=FineTuneJob.Status.CANCELLED, finished_at=timezone.now())
+        shutil.rmtree(directory, ignore_errors=True)
+        _append_log(job.pk, "Cancelled; the worker is free.")
+        return "cancelled"
+    except Exception as error:  # every failure ends the job with a message a person can act on
+        message = _failure_message(error, job)
+        FineTuneJob.objects.filter(pk=job.pk).update(
+            status=FineTuneJob.Status.FAILED, error=message, finished_at=timezone.now()
+        )
+        _append_log(job.pk, message)
+        return "failed"
+    finally:
+        heartbeat.done.set()
+
+
+def job_outputs(job: FineTuneJob) -> dict:
+    """Names of the stored outputs (adapter files, config, metrics)."""
+    if not job.adapter_path:
+        return {}
+    names = {}
+    for name in ("adapter/adapter_config.json", "adapter/adapter_model.safetensors", "config.json", "metrics.json"):
+        full = f"{job.adapter_path}/{name}"
+        if default_storage.exists(full):
+            names[name] = full
+    return names
+
+
+def read_json(name: str) -> dict:
+    with default_storage.open(name) as handle:
+        return json.load(handle)
