@@ -165,13 +165,16 @@ def main() -> None:
                 raise SystemExit(out.returncode)
             r = json.loads(out.stdout.strip().splitlines()[-1])
             print(
-                f"{r['records']:>9} {r['file_mb']:>8} {r['seconds']:>8} {r['records_per_s']:>10} {r['peak_rss_mb']:>12}  {r['database']}"
+                f"{r['records']:>9} {r['file_mb']:>8} {r['seconds']:>8} {r['records_per_s']:>10} "
+                f"{r['peak_rss_mb']:>12}  {r['database']}"
             )
             for page, figures in r.get("pages", {}).items():
                 print(
                     f"    page {page:<20} median {figures['median_ms']:>7} ms  p95 {figures['p95_ms']:>7} ms  "
                     f"{figures['queries']} queries"
                 )
+    if redis is not None:
+        redis.terminate()
 
 
 if __name__ == "__main__":
