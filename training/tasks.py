@@ -5,7 +5,7 @@ from celery import shared_task
 from modelfactory.celery import gpu_task
 from modelfactory.exceptions import ApplicationError
 
-from . import devices, services
+from . import devices, services, workers  # noqa: F401 - workers registers its signal
 from .models import BaseModel
 
 

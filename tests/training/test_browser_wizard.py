@@ -1,0 +1,53 @@
+"""A real browser walks the wizard, launches a real fine-tune on a real worker, and watches the live page."""
+
+import pytest
+
+from tests.datanets.test_browser_flow import log_in
+from training.models import FineTuneJob
+
+pytestmark = pytest.mark.browser
+
+
+def test_walk_the_wizard_and_watch_the_run(live_server, celery_worker_process, page, tiny_base_model, trainer_user,
+                                           version, tmp_path):  # fmt: skip
+    url = live_server.url
+    log_in(page, url, trainer_user)
+    page.get_by_role("link", name="Train").click()
+    page.get_by_label(f"{version.datanet.name} v1", exact=False).check()
+    page.get_by_role("button", name="Next").click()
+    page.get_by_text("Which base model?").wait_for()
+    page.get_by_label("Tiny Llama", exact=False).check()
+    page.get_by_role("button", name="Next").click()
+    page.get_by_text("Method and preset").wait_for()
+    page.get_by_label("QLoRA", exact=False).check()
+    page.get_by_label("Quick", exact=False).check()
+    page.get_by_text("Advanced settings").click()
+    page.get_by_label("Epochs").fill("60")
+    page.get_by_label("Max seq length").fill("64")
+    page.get_by_label("Learning rate").fill("0.005")
+    page.get_by_role("button", name="Next").click()
+
+    # Review: the estimate and the online worker; back keeps the choices.
+    page.locator("#estimate").get_by_text("cpu").first.wait_for()
+    page.get_by_role("button", name="Back").click()
+    page.get_by_text("Advanced settings").wait_for()
+    assert page.get_by_label("Epochs").input_value() == "60.0"
+    page.get_by_role("button", name="Next").click()
+    page.get_by_label("Name").fill("Codes expert")
+    page.get_by_role("button", name="Launch").click()
+
+    page.wait_for_url("**/jobs/*/")
+    job = FineTuneJob.objects.get()
+    page.get_by_text("Running").wait_for(timeout=60_000)
+    page.wait_for_function("() => Number(document.querySelector('#job-step')?.textContent || 0) > 0", timeout=60_000)
+    first = int(page.locator("#job-step").inner_text())
+    page.wait_for_function(f"() => Number(document.querySelector('#job-step')?.textContent || 0) > {first}",
+                           timeout=60_000)  # fmt: skip
+    assert page.locator("svg.chart polyline").count() == 1  # the loss curve is drawn
+
+    page.locator("#evaluation").wait_for(timeout=180_000)  # the page reloads itself when the job ends
+    job.refresh_from_db()
+    assert job.status == "succeeded", job.error
+    assert page.locator("#job-status").inner_text() == "Succeeded"
+    assert float(page.locator("#tuned-loss").inner_text()) < float(page.locator("#base-loss").inner_text())
+    page.screenshot(path=str(tmp_path / "job.png"), full_page=True)

@@ -1,0 +1,64 @@
+"""The wizard walked with the test client, and who may see a job."""
+
+import pytest
+from django.urls import reverse
+
+from tests.factories import UserFactory
+from tests.training.conftest import make_version
+from training.models import FineTuneJob
+
+
+def test_wizard_keeps_choices_back_and_forward_and_launches(client, tiny_base_model, trainer_user, version,
+                                                              django_capture_on_commit_callbacks):  # fmt: skip
+    other = make_version(UserFactory(), name="Other codes")
+    other.datanet.license = "CC-BY-NC-4.0"
+    other.datanet.save()
+    type(other).objects.filter(pk=other.pk).update(license="CC-BY-NC-4.0")
+    client.force_login(trainer_user)
+    step = lambda n: reverse("wizard", args=[n])  # noqa: E731
+
+    assert client.get(step(3))["Location"] == step(1)  # no skipping ahead
+    response = client.post(step(1), {"go": "next"})
+    assert "Pick at least one Datanet" in response.content.decode()
+    assert client.post(step(1), {"versions": [version.pk, other.pk], "go": "next"})["Location"] == step(2)
+    assert client.post(step(2), {"base_model": tiny_base_model.pk, "go": "next"})["Location"] == step(3)
+    bad = client.post(step(3), {"method": "qlora", "preset": "quick", "learning_rate": "0.5", "go": "next"})
+    assert "Ensure this value is less than or equal to 0.1" in bad.content.decode()
+    good = {"method": "lora", "preset": "balanced", "lora_r": "4", "max_seq_length": "64", "go": "next"}
+    assert client.post(step(3), good)["Location"] == step(4)
+
+    # Back keeps what was chosen.
+    assert client.post(step(4), {"go": "back"})["Location"] == step(3)
+    page = client.get(step(3)).content.decode()
+    assert 'value="lora" required id="id_method_1" checked' in page
+    assert 'name="lora_r" value="4"' in page
+    assert client.get(step(1)).content.decode().count("checked") == 2
+
+    review = client.get(step(4)).content.decode()
+    assert "Peak memory" in review and "non-commercial" in review
+    with django_capture_on_commit_callbacks(execute=False):
+        response = client.post(step(4), {"name": "Codes expert", "go": "next"})
+    job = FineTuneJob.objects.get()
+    assert response["Location"] == reverse("job_detail", args=[job.pk])
+    assert (job.name, job.method, job.preset, job.config["lora_r"], job.config["max_seq_length"]) == (
+        "Codes expert", "lora", "balanced", 4, 64,
+    )  # fmt: skip
+    assert set(job.datanet_versions.all()) == {version, other}
+    assert job.estimate["peak_memory_bytes"] > 0
+    assert "wizard" not in client.session
+
+
+@pytest.mark.parametrize("role, status", [("owner", 200), ("other", 404), ("staff", 200)])
+def test_who_sees_a_job(client, tiny_base_model, trainer_user, version, role, status,
+                        django_capture_on_commit_callbacks):  # fmt: skip
+    from training import jobs
+
+    with django_capture_on_commit_callbacks(execute=False):
+        job = jobs.job_create(owner=trainer_user, name="x", base_model=tiny_base_model, versions=[version],
+                              method="qlora", preset="quick")  # fmt: skip
+    viewer = {"owner": trainer_user, "other": UserFactory(), "staff": UserFactory(is_staff=True)}[role]
+    client.force_login(viewer)
+    assert client.get(reverse("job_detail", args=[job.pk])).status_code == status
+    assert client.post(reverse("job_cancel", args=[job.pk])).status_code in ((302,) if status == 200 else (404,))
+    job.refresh_from_db()
+    assert (job.status == "cancelled") is (status == 200)

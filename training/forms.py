@@ -1,0 +1,62 @@
+from django import forms
+
+from .presets import PRESETS
+
+
+class VersionsForm(forms.Form):
+    versions = forms.ModelMultipleChoiceField(
+        queryset=None, widget=forms.CheckboxSelectMultiple, error_messages={"required": "Pick at least one Datanet."}
+    )
+
+    def __init__(self, *args, queryset=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["versions"].queryset = queryset
+        self.fields["versions"].label_from_instance = lambda v: (
+            f"{v.datanet.name} v{v.number}: {v.record_count} records, {v.token_count} tokens, licence {v.license}"
+        )
+
+
+class BaseModelForm(forms.Form):
+    base_model = forms.ModelChoiceField(queryset=None, widget=forms.RadioSelect, empty_label=None)
+
+    def __init__(self, *args, queryset=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["base_model"].queryset = queryset
+        self.fields["base_model"].label_from_instance = lambda m: (
+            f"{m.name}: {m.parameters_display} parameters, context {m.context_length}, licence {m.license}"
+        )
+
+
+class MethodForm(forms.Form):
+    method = forms.ChoiceField(
+        choices=[("qlora", "QLoRA: 4-bit NF4 base, least memory"), ("lora", "LoRA: full-precision base")],
+        widget=forms.RadioSelect,
+        initial="qlora",
+    )
+    preset = forms.ChoiceField(
+        choices=[(key, value["label"]) for key, value in PRESETS.items()], widget=forms.RadioSelect, initial="quick"
+    )
+    lora_r = forms.IntegerField(required=False, min_value=1, max_value=256, label="Rank")
+    lora_alpha = forms.IntegerField(required=False, min_value=1, max_value=512, label="Alpha")
+    lora_dropout = forms.FloatField(required=False, min_value=0, max_value=0.9, label="Dropout")
+    target_modules = forms.CharField(required=False, help_text="all-linear, or names like q_proj,v_proj")
+    learning_rate = forms.FloatField(required=False, min_value=1e-7, max_value=0.1)
+    lr_scheduler = forms.ChoiceField(
+        required=False, choices=[("", "preset"), ("cosine", "cosine"), ("linear", "linear"), ("constant", "constant")]
+    )
+    epochs = forms.FloatField(required=False, min_value=0.1, max_value=100)
+    batch_size = forms.IntegerField(required=False, min_value=1, max_value=512)
+    gradient_accumulation = forms.IntegerField(required=False, min_value=1, max_value=512)
+    max_seq_length = forms.IntegerField(required=False, min_value=16, max_value=32768)
+    eval_fraction = forms.FloatField(required=False, min_value=0.01, max_value=0.49, label="Evaluation split")
+    seed = forms.IntegerField(required=False, min_value=0)
+
+    def advanced(self) -> dict:
+        data = {k: v for k, v in self.cleaned_data.items() if k not in ("method", "preset") and v not in (None, "")}
+        if "target_modules" in data and data["target_modules"] != "all-linear":
+            data["target_modules"] = [name.strip() for name in data["target_modules"].split(",") if name.strip()]
+        return data
+
+
+class LaunchForm(forms.Form):
+    name = forms.CharField(required=False, max_length=200, help_text="Optional; a name is made up otherwise")
