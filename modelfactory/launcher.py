@@ -85,6 +85,8 @@ def main() -> int:
             python, "-m", "celery", "-A", "modelfactory", "worker",
             "-Q", "default,gpu", "--concurrency", "1", "--prefetch-multiplier", "1",
             "--loglevel", "INFO", "-n", "embedded@%h",
+            # Beat in the same process runs the reaper that re-queues jobs whose worker died.
+            "--beat", "--schedule", str(settings.VAR_DIR / "celerybeat-schedule"),
         ]  # fmt: skip
         started.append(subprocess.Popen(worker))
         port = os.environ.get("PORT", "8000")
