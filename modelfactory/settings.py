@@ -69,6 +69,7 @@ INSTALLED_APPS = [
     "accounts",
     "datanets",
     "training",
+    "publishing",
 ]
 
 MIDDLEWARE = [
@@ -218,3 +219,5 @@ JOB_HEARTBEAT_STALE_S = int(os.environ.get("JOB_HEARTBEAT_STALE_S", "60"))
 CELERY_BEAT_SCHEDULE = {
     "reap-orphaned-jobs": {"task": "training.jobs_reap", "schedule": 30.0},
 }
+SIGNING_KEY_PATH = Path(os.environ.get("SIGNING_KEY_PATH", VAR_DIR / "signing_key.pem"))
+NINJA_DEFAULT_THROTTLE_RATES = {"auth": os.environ.get("API_RATE_LIMIT", "600/m"), "anon": "60/m", "user": "600/m"}

@@ -1,6 +1,8 @@
 from django.contrib import admin
 from django.urls import include, path
 
+from publishing.api import api
+
 from . import views
 
 urlpatterns = [
@@ -11,4 +13,6 @@ urlpatterns = [
     path("", include("accounts.urls")),
     path("", include("training.urls")),
     path("", include("datanets.urls")),
+    path("", include("publishing.urls")),
+    path("api/v1/", api.urls),
 ]

@@ -324,16 +324,10 @@ def evaluate_loss(model, examples: list[Example], batch_size: int, pad_id: int, 
         for start in range(0, len(examples), batch_size):
             batch = collate(examples[start : start + batch_size], pad_id)
             batch = {k: v.to(device) for k, v in batch.items()}
-            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.float()
-            shift_logits, shift_labels = logits[:, :-1], batch["labels"][:, 1:]
-            loss = torch.nn.functional.cross_entropy(
-                shift_logits.reshape(-1, shift_logits.size(-1)),
-                shift_labels.reshape(-1),
-                ignore_index=IGNORE,
-                reduction="sum",
-            )
+            # num_items_in_batch=1 makes the model's own loss a sum over response tokens.
+            loss = model(**batch, num_items_in_batch=torch.tensor(1, device=device)).loss
             total += loss.item()
-            count += int((shift_labels != IGNORE).sum())
+            count += int((batch["labels"][:, 1:] != IGNORE).sum())
     model.train()
     return total / max(count, 1)
 
@@ -426,19 +420,10 @@ def train(
             for batch_ids in group:
                 batch = collate([train_set[i] for i in batch_ids], pad_id)
                 batch = {k: v.to(device) for k, v in batch.items()}
-                logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.float()
-                shift_logits, shift_labels = logits[:, :-1], batch["labels"][:, 1:]
-                # Summed over response tokens and divided by the whole step's count: every token
-                # weighs the same whatever batch it fell in.
-                loss = (
-                    torch.nn.functional.cross_entropy(
-                        shift_logits.reshape(-1, shift_logits.size(-1)),
-                        shift_labels.reshape(-1),
-                        ignore_index=IGNORE,
-                        reduction="sum",
-                    )
-                    / denominator
-                )
+                # The model's own loss shifts the labels instead of copying the logits (less memory);
+                # num_items_in_batch makes it the sum over response tokens divided by the whole step's
+                # count, so every token weighs the same whatever batch it fell in.
+                loss = model(**batch, num_items_in_batch=torch.tensor(denominator, device=device)).loss
                 loss.backward()
                 step_loss += loss.item()
                 step_tokens += int(batch["attention_mask"].sum())

@@ -1,0 +1,206 @@
+"""Verify a ModelFactory adapter zip offline. No Django, no network.
+
+    python -m attribution.verify ADAPTER.zip [--public-key KEY.pem] [--record RECORD.json]
+
+Checks, in order, and exits with the first failure's code and a message naming what is wrong:
+  2  the zip cannot be read, or a required file is missing
+  3  an unsafe entry name (absolute path, "..", backslash) or a file the manifest does not list
+  4  the signature does not match the manifest (or the pinned public key)
+  5  a file's SHA-256 or size differs from the manifest
+  6  attribution is inconsistent: a Datanet version root, a contributor root, a count or a share
+  7  with --record: the record was not part of the training data
+With --record, prints the Merkle inclusion proof of the record against its Datanet version's root.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import hashlib
+import json
+import sys
+import zipfile
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+from datanets.merkle import inclusion_proof, merkle_root, verify_inclusion
+
+from .manifest import SIGNED_FILES, canonical, contributor_summary
+
+
+class VerificationError(Exception):
+    def __init__(self, code: int, message: str):
+        super().__init__(message)
+        self.code, self.message = code, message
+
+
+@dataclass
+class Report:
+    manifest: dict
+    public_key_sha256: str
+    checked_files: int
+    records: list[dict] = field(default_factory=list)
+    lines: list[str] = field(default_factory=list)
+
+
+def _safe_name(name: str) -> bool:
+    if not name or name.startswith("/") or "\\" in name:
+        return False
+    parts = PurePosixPath(name).parts
+    return ".." not in parts and not (parts and ":" in parts[0])
+
+
+def _read(archive: zipfile.ZipFile, name: str) -> bytes:
+    try:
+        return archive.read(name)
+    except KeyError:
+        raise VerificationError(2, f"{name} is missing from the zip") from None
+
+
+def _file_sha256(archive: zipfile.ZipFile, name: str) -> tuple[str, int]:
+    digest, size = hashlib.sha256(), 0
+    with archive.open(name) as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+            size += len(chunk)
+    return digest.hexdigest(), size
+
+
+def verify_zip(source, *, public_key_pem: bytes | None = None) -> Report:
+    """Verify everything in the zip (a path or a file object); raise VerificationError on the first failure."""
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+    try:
+        archive = zipfile.ZipFile(source)
+    except (zipfile.BadZipFile, OSError) as error:
+        raise VerificationError(2, f"not a readable zip: {error}") from None
+    with archive:
+        names = archive.namelist()
+        unsafe = [n for n in names if not _safe_name(n)]
+        if unsafe:
+            raise VerificationError(3, f"unsafe entry name(s) in the zip: {', '.join(unsafe)}")
+        manifest_bytes = _read(archive, "manifest.json")
+        signature = _read(archive, "manifest.sig")
+        key_pem = public_key_pem or _read(archive, "signing_key.pem")
+        if public_key_pem is not None and _read(archive, "signing_key.pem").strip() != public_key_pem.strip():
+            raise VerificationError(4, "signing_key.pem in the zip is not the pinned public key")
+        try:
+            manifest = json.loads(manifest_bytes)
+        except json.JSONDecodeError as error:
+            raise VerificationError(2, f"manifest.json is not JSON: {error}") from None
+        try:
+            load_pem_public_key(key_pem).verify(base64.b64decode(signature), canonical(manifest))
+        except (InvalidSignature, ValueError) as error:
+            raise VerificationError(4, f"the signature does not match manifest.json ({type(error).__name__})") from None
+        key_sha = hashlib.sha256(key_pem).hexdigest()
+        if manifest.get("signing", {}).get("public_key_sha256") != key_sha:
+            raise VerificationError(4, "the manifest names another signing key than the one that signed it")
+
+        listed = {entry["path"]: entry for entry in manifest["files"]}
+        extra = sorted(set(names) - set(listed) - set(SIGNED_FILES))
+        if extra:
+            raise VerificationError(3, f"file(s) not listed in the manifest: {', '.join(extra)}")
+        for path, entry in sorted(listed.items()):
+            if path not in names:
+                raise VerificationError(5, f"{path} is listed in the manifest but missing from the zip")
+            digest, size = _file_sha256(archive, path)
+            if digest != entry["sha256"] or size != entry["bytes"]:
+                raise VerificationError(5, f"{path} does not match its SHA-256 in the manifest (changed or swapped)")
+
+        rows = [json.loads(line) for line in _read(archive, "records.jsonl").splitlines() if line.strip()]
+    _check_attribution(manifest, rows)
+    return Report(manifest=manifest, public_key_sha256=key_sha, checked_files=len(listed), records=rows)
+
+
+def _check_attribution(manifest: dict, rows: list[dict]) -> None:
+    by_version: dict[tuple[str, int], list[str]] = defaultdict(list)
+    for row in rows:
+        by_version[(row["datanet"], row["version"])].append(row["content_hash"])
+    for datanet in manifest["datanets"]:
+        hashes = by_version.pop((datanet["slug"], datanet["version"]), [])
+        if len(hashes) != datanet["records"]:
+            raise VerificationError(
+                6,
+                f"{datanet['slug']} v{datanet['version']}: {len(hashes)} records listed, manifest says {datanet['records']}",
+            )
+        if merkle_root(hashes) != datanet["merkle_root"]:
+            raise VerificationError(
+                6, f"{datanet['slug']} v{datanet['version']}: the records do not give its Merkle root"
+            )
+    if by_version:
+        raise VerificationError(
+            6, f"records.jsonl lists records of versions the manifest does not name: {sorted(by_version)}"
+        )
+    contributors, totals = contributor_summary(rows)
+    expected = {c["id"]: c for c in contributors}
+    stated = {c["id"]: c for c in manifest["contributors"]}
+    if set(expected) != set(stated):
+        raise VerificationError(6, "the contributors in the manifest are not those of records.jsonl")
+    for cid, mine in expected.items():
+        theirs = stated[cid]
+        for key in ("records", "tokens", "merkle_root", "share_by_tokens"):
+            if mine[key] != theirs[key]:
+                raise VerificationError(
+                    6, f"contributor {cid}: {key} is {theirs[key]} in the manifest, {mine[key]} from the records"
+                )
+    if manifest["totals"] != totals:
+        raise VerificationError(6, f"totals {manifest['totals']} do not match the records {totals}")
+    if contributors and abs(sum(c["share_by_tokens"] for c in contributors) - 1) > 1e-4:
+        raise VerificationError(6, "the contributors' token shares do not add up to 1")
+
+
+def record_hash(record: dict) -> str:
+    content = record.get("content", record)
+    return hashlib.sha256(canonical(content)).hexdigest()
+
+
+def prove_record(report: Report, record: dict) -> dict:
+    """The inclusion proof of ``record`` against its Datanet version's Merkle root, or an error 7."""
+    target = record_hash(record)
+    row = next((r for r in report.records if r["content_hash"] == target), None)
+    if row is None:
+        raise VerificationError(7, f"record {target} was not part of this adapter's training data")
+    version = next(
+        d for d in report.manifest["datanets"] if (d["slug"], d["version"]) == (row["datanet"], row["version"])
+    )
+    hashes = [
+        r["content_hash"] for r in report.records if (r["datanet"], r["version"]) == (row["datanet"], row["version"])
+    ]
+    proof = inclusion_proof(hashes, target)
+    if not verify_inclusion(target, proof, version["merkle_root"]):
+        raise VerificationError(7, f"record {target}: its inclusion proof does not reach the version's root")
+    return {"content_hash": target, "datanet": row["datanet"], "version": row["version"], "contributor": row["contributor"],
+            "merkle_root": version["merkle_root"], "proof": proof}  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m attribution.verify", description=__doc__.splitlines()[0])
+    parser.add_argument("zip", help="the adapter zip downloaded from ModelFactory")
+    parser.add_argument("--public-key", help="pin the instance's public key (PEM from /api/v1/signing-key)")
+    parser.add_argument("--record", help='a record (JSON: the content, or {"content": ...}) to prove was used')
+    args = parser.parse_args(argv)
+    try:
+        pinned = Path(args.public_key).read_bytes() if args.public_key else None
+        report = verify_zip(args.zip, public_key_pem=pinned)
+        m = report.manifest
+        print(f"OK {m['adapter']['slug']} v{m['adapter']['version']}: signature valid (key sha256 {report.public_key_sha256[:16]}…), "
+              f"{report.checked_files} files match, {m['totals']['records']} records from {len(m['contributors'])} contributors consistent")  # fmt: skip
+        if args.record:
+            record = json.loads(Path(args.record).read_text(encoding="utf-8"))
+            proof = prove_record(report, record)
+            print(f"INCLUDED record {proof['content_hash']} in {proof['datanet']} v{proof['version']} "
+                  f"(contributor {proof['contributor']}), root {proof['merkle_root']}")  # fmt: skip
+            print(json.dumps(proof["proof"]))
+    except VerificationError as error:
+        print(f"FAILED: {error.message}", file=sys.stderr)
+        return error.code
+    except (OSError, json.JSONDecodeError) as error:
+        print(f"FAILED: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

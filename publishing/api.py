@@ -1,0 +1,166 @@
+"""REST API under /api/v1/ (django-ninja; OpenAPI at /api/v1/openapi.json). Same policies as the pages."""
+
+from datetime import datetime
+
+from django.db.models import Q
+from django.http import FileResponse, HttpResponse
+from ninja import NinjaAPI, Schema
+from ninja.errors import HttpError
+from ninja.pagination import PageNumberPagination, paginate
+from ninja.security import HttpBearer
+from ninja.throttling import AnonRateThrottle, AuthRateThrottle
+
+from datanets import policy as datanet_policy
+from training import policy as training_policy
+
+from . import policy, services, signing
+from .models import Adapter, ApiToken
+
+
+class TokenAuth(HttpBearer):
+    """Authorization: Bearer mf_...: personal or team tokens, stored hashed, revocable."""
+
+    def authenticate(self, request, token):
+        api_token = services.token_authenticate(token)
+        if api_token is None:
+            return None
+        request.user = api_token.user
+        request.api_token = api_token
+        return api_token
+
+
+api = NinjaAPI(
+    title="ModelFactory API",
+    version="1.0.0",
+    urls_namespace="api",
+    auth=TokenAuth(),
+    throttle=[AnonRateThrottle("60/m"), AuthRateThrottle("600/m")],
+)
+
+
+def _adapters_for(request):
+    adapters = policy.visible_adapters(request.user)
+    token = getattr(request, "api_token", None)
+    if token is not None and token.team_id:
+        adapters = adapters.filter(Q(visibility=Adapter.Visibility.PUBLIC) | Q(team_id=token.team_id))
+    return adapters
+
+
+def _adapter(request, slug: str, version: int | None = None) -> Adapter:
+    adapter = policy.get_adapter_for_user(request.user, slug, version)
+    token = getattr(request, "api_token", None)
+    if token is not None and token.team_id and adapter.visibility != "public" and adapter.team_id != token.team_id:
+        raise HttpError(404, "No such adapter.")
+    return adapter
+
+
+class AdapterOut(Schema):
+    slug: str
+    version: int
+    name: str
+    description: str
+    domain: str
+    visibility: str
+    base_model: str
+    datanets: list[str]
+    manifest_sha256: str
+    download_count: int
+    created_at: datetime
+
+    @staticmethod
+    def resolve_base_model(obj):
+        return obj.base_model.name
+
+    @staticmethod
+    def resolve_datanets(obj):
+        return [d["slug"] + f"-v{d['version']}" for d in obj.manifest["datanets"]]
+
+
+class AdapterDetailOut(AdapterOut):
+    manifest: dict
+
+
+class DatanetOut(Schema):
+    slug: str
+    name: str
+    schema: str
+    license: str
+    visibility: str
+    domain_tags: str
+
+
+class VersionOut(Schema):
+    number: int
+    merkle_root: str
+    record_count: int
+    token_count: int
+    license: str
+    created_at: datetime
+
+
+class JobOut(Schema):
+    id: int
+    name: str
+    status: str
+    step: int
+    total_steps: int
+    error: str
+    evaluation: dict
+    created_at: datetime
+    finished_at: datetime | None
+
+
+@api.get("/adapters", response=list[AdapterOut], summary="List and search adapters you may see")
+@paginate(PageNumberPagination, page_size=20)
+def adapter_list(request, q: str = "", base_model: str = "", datanet: str = "", domain: str = ""):
+    adapters = _adapters_for(request).order_by("slug", "-version")
+    if q:
+        adapters = adapters.filter(Q(name__icontains=q) | Q(description__icontains=q))
+    if base_model:
+        adapters = adapters.filter(base_model__name__iexact=base_model)
+    if datanet:
+        adapters = adapters.filter(datanet_versions__datanet__slug=datanet).distinct()
+    if domain:
+        adapters = adapters.filter(domain__iexact=domain)
+    return adapters
+
+
+@api.get("/adapters/{slug}", response=AdapterDetailOut, summary="The latest version of an adapter, with its manifest")
+def adapter_detail(request, slug: str):
+    return _adapter(request, slug)
+
+
+@api.get("/adapters/{slug}/versions/{version}", response=AdapterDetailOut)
+def adapter_version(request, slug: str, version: int):
+    return _adapter(request, slug, version)
+
+
+@api.get("/adapters/{slug}/versions/{version}/download", summary="The signed zip (scope: download)")
+def adapter_download(request, slug: str, version: int):
+    adapter = _adapter(request, slug, version)
+    if request.api_token.scope != ApiToken.Scope.DOWNLOAD:
+        raise HttpError(403, "This token may read but not download; create one with the download scope.")
+    handle = services.adapter_download_counted(adapter=adapter)
+    return FileResponse(handle, as_attachment=True, filename=f"{adapter.slug}-v{adapter.version}.zip")
+
+
+@api.get("/datanets", response=list[DatanetOut], summary="Datanets you may see")
+@paginate(PageNumberPagination, page_size=50)
+def datanet_list(request):
+    return datanet_policy.visible_datanets(request.user).order_by("name")
+
+
+@api.get("/datanets/{slug}/versions", response=list[VersionOut])
+@paginate(PageNumberPagination, page_size=50)
+def datanet_versions(request, slug: str):
+    return datanet_policy.get_datanet_for_user(request.user, slug).versions.order_by("-number")
+
+
+@api.get("/jobs/{job_id}", response=JobOut, summary="A fine-tune job's status")
+def job_status(request, job_id: int):
+    return training_policy.get_job_for_user(request.user, job_id)
+
+
+@api.get("/signing-key", auth=None, summary="The instance's Ed25519 public key (PEM) that signs manifests")
+def signing_key(request):
+    return HttpResponse(signing.public_key_pem(), content_type="application/x-pem-file")

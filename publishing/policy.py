@@ -1,0 +1,49 @@
+"""Who may see, download and publish adapters. Pages, downloads and the API all ask here."""
+
+from django.db.models import Q
+from django.http import Http404
+
+from accounts.models import Membership
+from training.models import FineTuneJob
+
+from .models import Adapter
+
+
+def can_view_adapter(user, adapter: Adapter) -> bool:
+    if adapter.visibility == Adapter.Visibility.PUBLIC:
+        return True
+    if not user.is_authenticated:
+        return False
+    return user.is_staff or Membership.objects.filter(team_id=adapter.team_id, user=user).exists()
+
+
+def can_download_adapter(user, adapter: Adapter) -> bool:
+    return user.is_authenticated and can_view_adapter(user, adapter)
+
+
+def can_publish_job(user, job: FineTuneJob, team) -> bool:
+    """The job's owner publishes it for a team they belong to; staff publish anything."""
+    if not user.is_authenticated or job.status != FineTuneJob.Status.SUCCEEDED:
+        return False
+    if user.is_staff:
+        return True
+    return job.owner_id == user.pk and Membership.objects.filter(team=team, user=user).exists()
+
+
+def visible_adapters(user):
+    adapters = Adapter.objects.select_related("base_model", "team")
+    if user.is_authenticated and user.is_staff:
+        return adapters
+    visible = Q(visibility=Adapter.Visibility.PUBLIC)
+    if user.is_authenticated:
+        visible |= Q(team__memberships__user=user)
+    return adapters.filter(visible).distinct()
+
+
+def get_adapter_for_user(user, slug: str, version: int | None = None) -> Adapter:
+    """The adapter (latest version unless one is named), or the same 404 for missing and forbidden."""
+    adapters = Adapter.objects.select_related("base_model", "team", "job").filter(slug=slug)
+    adapter = adapters.filter(version=version).first() if version else adapters.order_by("-version").first()
+    if adapter is None or not can_view_adapter(user, adapter):
+        raise Http404("No such adapter.")
+    return adapter

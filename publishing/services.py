@@ -1,0 +1,224 @@
+"""Publishing use cases: publish a succeeded job as a signed adapter zip, count downloads, API tokens."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import subprocess
+import tempfile
+import zipfile
+from pathlib import Path
+
+from django.conf import settings
+from django.core.files import File
+from django.core.files.storage import default_storage
+from django.db import transaction
+from django.db.models import F
+from django.template.loader import render_to_string
+from django.utils import timezone
+from django.utils.text import slugify
+
+from attribution import manifest as manifest_lib
+from datanets.ledger import ledger_append
+from modelfactory.exceptions import ApplicationError
+from training import jobs as training_jobs
+
+from . import policy, signing
+from .models import Adapter, AdapterRecord, ApiToken, ContributorPreference
+
+
+def contributor_pseudonym(user_id: int) -> str:
+    """Stable per instance, not reversible without the instance's secret."""
+    digest = hmac.new(settings.SECRET_KEY.encode(), f"contributor:{user_id}".encode(), hashlib.sha256).hexdigest()
+    return f"c-{digest[:16]}"
+
+
+def code_version() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=settings.BASE_DIR, capture_output=True, text=True, timeout=5
+        )
+        return out.stdout.strip() or "unknown"
+    except OSError:
+        return "unknown"
+
+
+def _training_rows(job) -> tuple[list[dict], list[dict], dict[str, str], list[int]]:
+    versions = list(job.datanet_versions.select_related("datanet").order_by("datanet__slug", "number"))
+    handles = {
+        contributor_pseudonym(pref.user_id): pref.user.username
+        for pref in ContributorPreference.objects.filter(show_handle=True).select_related("user")
+    }
+    rows, datanets, record_ids = [], [], []
+    for version in versions:
+        datanets.append({
+            "slug": version.datanet.slug, "name": version.datanet.name, "version": version.number,
+            "merkle_root": version.merkle_root, "license": version.license, "records": version.record_count,
+            "tokens": version.token_count,
+        })  # fmt: skip
+        records = version.records.values_list("id", "content_hash", "contributor_id", "token_count")
+        for record_id, content_hash, contributor_id, tokens in records.iterator(chunk_size=5000):
+            record_ids.append(record_id)
+            rows.append({
+                "content_hash": content_hash, "contributor": contributor_pseudonym(contributor_id),
+                "datanet": version.datanet.slug, "version": version.number, "tokens": tokens,
+            })  # fmt: skip
+    return rows, datanets, handles, record_ids
+
+
+def adapter_publish(
+    *, job, by, team, name: str, description: str = "", visibility: str = "team", domain: str = ""
+) -> Adapter:
+    if not policy.can_publish_job(by, job, team):
+        raise ApplicationError("Only the job's owner publishes it, for a team they belong to, once it has succeeded.")
+    slug = slugify(name)
+    if not slug:
+        raise ApplicationError("An adapter name needs at least one letter or digit.")
+    other_team = Adapter.objects.filter(slug=slug).exclude(team=team).exists()
+    if other_team:
+        raise ApplicationError(f"The name {slug!r} belongs to another team's adapter; choose another.")
+    outputs = training_jobs.job_outputs(job)
+    if "adapter/adapter_model.safetensors" not in outputs:
+        raise ApplicationError("This job's adapter files are missing from storage.")
+    version = (
+        Adapter.objects.filter(slug=slug).order_by("-version").values_list("version", flat=True).first() or 0
+    ) + 1
+    rows, datanets, handles, record_ids = _training_rows(job)
+    now = timezone.now()
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        files: dict[str, Path] = {}
+        for inside in ("adapter/adapter_config.json", "adapter/adapter_model.safetensors"):
+            local = tmp / inside
+            local.parent.mkdir(parents=True, exist_ok=True)
+            with default_storage.open(outputs[inside]) as source, open(local, "wb") as target:
+                for chunk in source.chunks():
+                    target.write(chunk)
+            files[inside] = local
+        (tmp / "records.jsonl").write_bytes(manifest_lib.records_jsonl(rows))
+        files["records.jsonl"] = tmp / "records.jsonl"
+        contributors, totals = manifest_lib.contributor_summary(rows)
+        for contributor in contributors:
+            contributor["handle"] = handles.get(contributor["id"])
+        base = job.base_model
+        base_info = {"name": base.name, "architecture": base.architecture, "parameters": base.parameter_count,
+                     "weights_sha256": base.weights_sha256, "license": base.license}  # fmt: skip
+        licences = sorted({d["license"] for d in datanets})
+        card = render_to_string("publishing/model_card.md", {
+            "name": name, "slug": slug, "version": version, "description": description, "domain": domain,
+            "base_model": base_info, "method": job.method, "config": job.config, "datanets": datanets,
+            "evaluation": job.evaluation, "licences": licences, "license": licences[0] if len(licences) == 1 else "other",
+            "contributors": contributors, "totals": totals,
+        })  # fmt: skip
+        (tmp / "README.md").write_text(card, encoding="utf-8")
+        files["README.md"] = tmp / "README.md"
+        public_pem = signing.public_key_pem()
+        manifest = manifest_lib.build_manifest(
+            adapter={"slug": slug, "name": name, "version": version, "description": description},
+            files=files,
+            base_model=base_info,
+            datanets=datanets,
+            records=rows,
+            handles=handles,
+            training={
+                "job_id": job.pk,
+                "method": job.method,
+                "preset": job.preset,
+                "config": job.config,
+                "code_version": code_version(),
+            },  # fmt: skip
+            evaluation={k: job.evaluation.get(k) for k in ("base", "tuned")},
+            timestamps={
+                "trained_at": job.finished_at.isoformat() if job.finished_at else None,
+                "published_at": now.isoformat(),
+            },
+            public_key_pem=public_pem,
+        )
+        zip_path = tmp / f"{slug}-v{version}.zip"
+        with zipfile.ZipFile(zip_path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+            for inside, local in sorted(files.items()):
+                archive.write(local, inside)
+            archive.writestr("manifest.json", manifest_lib.canonical(manifest))
+            archive.writestr("manifest.sig", manifest_lib.sign(manifest, signing.private_key()))
+            archive.writestr("signing_key.pem", public_pem)
+        with open(zip_path, "rb") as handle:
+            zip_name = default_storage.save(f"adapters/{slug}/v{version}/{zip_path.name}", File(handle))
+        zip_bytes = zip_path.stat().st_size
+    with transaction.atomic():
+        adapter = Adapter.objects.create(
+            slug=slug, version=version, name=name.strip(), description=description, domain=domain.strip(),
+            visibility=visibility, team=team, job=job, base_model=job.base_model, manifest=manifest,
+            manifest_sha256=hashlib.sha256(manifest_lib.canonical(manifest)).hexdigest(), zip_name=zip_name,
+            zip_bytes=zip_bytes, published_by=by,
+        )  # fmt: skip
+        adapter.datanet_versions.set(job.datanet_versions.all())
+        AdapterRecord.objects.bulk_create(
+            [AdapterRecord(adapter=adapter, record_id=pk) for pk in sorted(set(record_ids))], batch_size=5000
+        )
+        ledger_append(
+            event="adapter.published",
+            payload={"adapter": slug, "version": version, "manifest_sha256": adapter.manifest_sha256, "job_id": job.pk},
+            actor=by,
+        )
+    return adapter
+
+
+def adapter_download_counted(*, adapter: Adapter):
+    """Open the signed zip for streaming and count the download."""
+    Adapter.objects.filter(pk=adapter.pk).update(download_count=F("download_count") + 1)
+    return default_storage.open(adapter.zip_name, "rb")
+
+
+def contributions_in_adapters(user) -> list[dict]:
+    """For a contributor: each adapter their records went into, with how many and their share."""
+    pseudonym = contributor_pseudonym(user.pk)
+    adapter_ids = AdapterRecord.objects.filter(record__contributor=user).values_list("adapter_id", flat=True).distinct()
+    out = []
+    for adapter in Adapter.objects.filter(pk__in=adapter_ids).order_by("-created_at"):
+        mine = next((c for c in adapter.manifest["contributors"] if c["id"] == pseudonym), None)
+        if mine:
+            out.append(
+                {"adapter": adapter, "records": mine["records"], "share": mine["share_by_tokens"], "id": pseudonym}
+            )
+    return out
+
+
+# API tokens -----------------------------------------------------------------------------------
+
+TOKEN_PREFIX = "mf_"
+
+
+def token_create(*, user, name: str, scope: str, team=None) -> tuple[ApiToken, str]:
+    """Returns the token row and the secret, which is shown once and stored only as a hash."""
+    if team is not None and not team.memberships.filter(user=user).exists():
+        raise ApplicationError("A team token needs you to be in that team.")
+    if scope not in ApiToken.Scope.values:
+        raise ApplicationError("Unknown scope.")
+    secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    token = ApiToken.objects.create(
+        user=user, team=team, name=name.strip() or "token", prefix=secret[:10], scope=scope,
+        key_sha256=hashlib.sha256(secret.encode()).hexdigest(),
+    )  # fmt: skip
+    return token, secret
+
+
+def token_authenticate(secret: str) -> ApiToken | None:
+    if not secret.startswith(TOKEN_PREFIX):
+        return None
+    token = (
+        ApiToken.objects.select_related("user")
+        .filter(key_sha256=hashlib.sha256(secret.encode()).hexdigest(), revoked_at__isnull=True, user__is_active=True)
+        .first()
+    )
+    if token is not None:
+        ApiToken.objects.filter(pk=token.pk).update(last_used_at=timezone.now())
+    return token
+
+
+def token_revoke(*, token: ApiToken, by) -> ApiToken:
+    if token.user_id != by.pk:
+        raise ApplicationError("Only the token's owner revokes it.")
+    token.revoked_at = timezone.now()
+    token.save(update_fields=["revoked_at"])
+    return token

@@ -1,0 +1,139 @@
+"""Adapter catalogue, adapter pages, browser downloads, publishing a job, API tokens."""
+
+from django import forms
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.paginator import Paginator
+from django.db.models import Q
+from django.http import FileResponse, Http404
+from django.shortcuts import redirect, render
+
+from accounts.models import Team
+from modelfactory.exceptions import ApplicationError
+from training import policy as training_policy
+from training.models import BaseModel
+
+from . import policy, services
+from .models import Adapter, ApiToken
+
+
+def adapter_list(request):
+    adapters = policy.visible_adapters(request.user).order_by("slug", "-version")
+    q, base, datanet, domain = (request.GET.get(k, "").strip() for k in ("q", "base_model", "datanet", "domain"))
+    if q:
+        adapters = adapters.filter(Q(name__icontains=q) | Q(description__icontains=q))
+    if base:
+        adapters = adapters.filter(base_model__name=base)
+    if datanet:
+        adapters = adapters.filter(datanet_versions__datanet__slug=datanet).distinct()
+    if domain:
+        adapters = adapters.filter(domain__iexact=domain)
+    page = Paginator(adapters, 20).get_page(request.GET.get("page"))
+    base_models = BaseModel.objects.filter(adapters__isnull=False).distinct().values_list("name", flat=True)
+    return render(
+        request, "publishing/adapter_list.html", {"page": page, "filters": request.GET, "base_models": base_models}
+    )
+
+
+def adapter_detail(request, slug, version):
+    adapter = policy.get_adapter_for_user(request.user, slug, version)
+    zip_file = f"{adapter.slug}-v{adapter.version}.zip"
+    card = ""
+    import zipfile
+
+    from django.core.files.storage import default_storage  # the card is read from the signed zip itself
+
+    with default_storage.open(adapter.zip_name, "rb") as handle, zipfile.ZipFile(handle) as archive:
+        card = archive.read("README.md").decode("utf-8")
+    contributors = adapter.manifest["contributors"]
+    return render(
+        request,
+        "publishing/adapter_detail.html",
+        {
+            "adapter": adapter,
+            "card": card,
+            "contributors": contributors[:50],
+            "more_contributors": max(0, len(contributors) - 50),
+            "zip_file": zip_file,
+            "versions": Adapter.objects.filter(slug=slug).order_by("-version").values_list("version", flat=True),
+            "can_download": policy.can_download_adapter(request.user, adapter),
+            "api_url": request.build_absolute_uri(
+                f"/api/v1/adapters/{adapter.slug}/versions/{adapter.version}/download"
+            ),
+        },
+    )
+
+
+@login_required
+def adapter_download(request, slug, version):
+    adapter = policy.get_adapter_for_user(request.user, slug, version)
+    if not policy.can_download_adapter(request.user, adapter):
+        raise Http404("No such adapter.")
+    handle = services.adapter_download_counted(adapter=adapter)
+    return FileResponse(handle, as_attachment=True, filename=f"{adapter.slug}-v{adapter.version}.zip")
+
+
+class PublishForm(forms.Form):
+    name = forms.CharField(max_length=200)
+    description = forms.CharField(widget=forms.Textarea(attrs={"rows": 3}), required=False)
+    domain = forms.CharField(max_length=100, required=False)
+    visibility = forms.ChoiceField(choices=Adapter.Visibility.choices)
+
+    def __init__(self, *args, teams=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["team"] = forms.ModelChoiceField(queryset=teams)
+
+
+@login_required
+def job_publish(request, pk):
+    job = training_policy.get_job_for_user(request.user, pk)
+    teams = Team.objects.all() if request.user.is_staff else Team.objects.filter(memberships__user=request.user)
+    form = PublishForm(request.POST or None, teams=teams, initial={"name": job.name})
+    if request.method == "POST" and form.is_valid():
+        try:
+            adapter = services.adapter_publish(job=job, by=request.user, **form.cleaned_data)
+        except ApplicationError as error:
+            form.add_error(None, error.message)
+        else:
+            messages.success(request, f"Published {adapter.name} version {adapter.version}.")
+            return redirect("adapter_detail", slug=adapter.slug, version=adapter.version)
+    return render(request, "publishing/publish.html", {"form": form, "job": job})
+
+
+@login_required
+def my_adapter_contributions(request):
+    return render(request, "publishing/my_attribution.html", {"rows": services.contributions_in_adapters(request.user)})
+
+
+class TokenForm(forms.Form):
+    name = forms.CharField(max_length=100)
+    scope = forms.ChoiceField(choices=ApiToken.Scope.choices)
+
+    def __init__(self, *args, teams=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["team"] = forms.ModelChoiceField(
+            queryset=teams, required=False, help_text="Empty: a personal token"
+        )
+
+
+@login_required
+def tokens(request):
+    teams = Team.objects.filter(memberships__user=request.user)
+    form = TokenForm(request.POST or None, teams=teams)
+    secret = None
+    if request.method == "POST" and request.POST.get("revoke"):
+        token = ApiToken.objects.filter(pk=request.POST["revoke"], user=request.user).first()
+        if token is None:
+            raise Http404("No such token.")
+        services.token_revoke(token=token, by=request.user)
+        messages.success(request, f"Token {token.name} revoked.")
+        return redirect("tokens")
+    if request.method == "POST" and form.is_valid():
+        try:
+            _, secret = services.token_create(user=request.user, **form.cleaned_data)
+        except ApplicationError as error:
+            form.add_error(None, error.message)
+        else:
+            form = TokenForm(teams=teams)
+    page = Paginator(request.user.api_tokens.select_related("team"), 20).get_page(request.GET.get("page"))
+    return render(request, "publishing/tokens.html", {"form": form, "secret": secret, "page": page})
