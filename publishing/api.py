@@ -83,10 +83,14 @@ class AdapterDetailOut(AdapterOut):
 class DatanetOut(Schema):
     slug: str
     name: str
-    schema: str
+    record_schema: str
     license: str
     visibility: str
     domain_tags: str
+
+    @staticmethod
+    def resolve_record_schema(obj):
+        return obj.schema
 
 
 class VersionOut(Schema):

@@ -1,0 +1,74 @@
+"""Roles x adapter pages, browser downloads and API endpoints: nothing private leaks."""
+
+import pytest
+from django.test import Client
+from django.urls import reverse
+
+from publishing import services
+from publishing.models import Adapter
+from tests.factories import MembershipFactory, UserFactory
+
+ROLES = ["anonymous", "other team", "team member", "team admin", "staff"]
+
+
+def as_role(role, adapter):
+    client = Client()
+    if role == "anonymous":
+        return client, None
+    user = UserFactory(is_staff=role == "staff")
+    if role in ("team member", "team admin"):
+        MembershipFactory(team=adapter.team, user=user, role="member" if role == "team member" else "admin")
+    elif role == "other team":
+        MembershipFactory(user=user, role="owner")
+    client.force_login(user)
+    return client, user
+
+
+@pytest.mark.parametrize("visibility", ["team", "public"])
+def test_matrix(adapter, visibility):
+    Adapter.objects.filter(pk=adapter.pk).update(visibility=visibility)
+    adapter.refresh_from_db()
+    page = reverse("adapter_detail", args=[adapter.slug, adapter.version])
+    download = reverse("adapter_download", args=[adapter.slug, adapter.version])
+    api_detail = f"/api/v1/adapters/{adapter.slug}"
+    api_download = f"/api/v1/adapters/{adapter.slug}/versions/{adapter.version}/download"
+    for role in ROLES:
+        client, user = as_role(role, adapter)
+        sees = visibility == "public" or role in ("team member", "team admin", "staff")
+        assert client.get(page).status_code == (200 if sees else 404), role
+        expected_download = 302 if user is None else (200 if sees else 404)  # anonymous: log in first
+        assert client.get(download).status_code == expected_download, role
+        listed = adapter.name in client.get(reverse("adapter_list")).content.decode()
+        assert listed is sees, role
+        if user is None:
+            assert client.get(api_detail).status_code == 401
+            continue
+        _, secret = services.token_create(user=user, name="t", scope="download")
+        headers = {"Authorization": f"Bearer {secret}"}
+        assert client.get(api_detail, headers=headers).status_code == (200 if sees else 404), role
+        assert client.get(api_download, headers=headers).status_code == (200 if sees else 404), role
+        names = [a["slug"] for a in client.get("/api/v1/adapters", headers=headers).json()["items"]]
+        assert (adapter.slug in names) is sees, role
+
+
+def test_a_team_token_sees_only_its_team_and_public(adapter):
+    member = MembershipFactory(team=adapter.team, role="member").user
+    elsewhere = MembershipFactory(user=member, role="member").team
+    _, secret = services.token_create(user=member, name="other team", scope="read", team=elsewhere)
+    client = Client()
+    response = client.get(f"/api/v1/adapters/{adapter.slug}", headers={"Authorization": f"Bearer {secret}"})
+    assert response.status_code == 404  # the user may, but this token is for another team
+    from modelfactory.exceptions import ApplicationError
+
+    with pytest.raises(ApplicationError, match="be in that team"):
+        services.token_create(user=UserFactory(), name="x", scope="read", team=adapter.team)
+
+
+def test_tokens_page_shows_the_secret_once(client, trainer_user):
+    client.force_login(trainer_user)
+    response = client.post(reverse("tokens"), {"name": "laptop", "scope": "download"})
+    body = response.content.decode()
+    assert "not shown again" in body
+    secret = body.split('id="new-token">')[1].split("<")[0]
+    assert secret.startswith("mf_") and services.token_authenticate(secret) is not None
+    assert secret not in client.get(reverse("tokens")).content.decode()
