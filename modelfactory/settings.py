@@ -220,4 +220,6 @@ CELERY_BEAT_SCHEDULE = {
     "reap-orphaned-jobs": {"task": "training.jobs_reap", "schedule": 30.0},
 }
 SIGNING_KEY_PATH = Path(os.environ.get("SIGNING_KEY_PATH", VAR_DIR / "signing_key.pem"))
-NINJA_DEFAULT_THROTTLE_RATES = {"auth": os.environ.get("API_RATE_LIMIT", "600/m"), "anon": "60/m", "user": "600/m"}
+# Requests per token (and per anonymous address) on /api/v1/, e.g. "600/m".
+API_RATE_LIMIT = os.environ.get("API_RATE_LIMIT", "600/m")
+API_ANON_RATE_LIMIT = os.environ.get("API_ANON_RATE_LIMIT", "60/m")

@@ -2,6 +2,7 @@
 
 from datetime import datetime
 
+from django.conf import settings
 from django.db.models import Q
 from django.http import FileResponse, HttpResponse
 from ninja import NinjaAPI, Schema
@@ -29,12 +30,25 @@ class TokenAuth(HttpBearer):
         return api_token
 
 
+class TokenRateThrottle(AuthRateThrottle):
+    """Requests per token; the rate is read from settings.API_RATE_LIMIT when a request comes."""
+
+    def __init__(self):
+        super().__init__(settings.API_RATE_LIMIT)
+
+    def allow_request(self, request):
+        if self.rate != settings.API_RATE_LIMIT:
+            self.rate = settings.API_RATE_LIMIT
+            self.num_requests, self.duration = self.parse_rate(self.rate)
+        return super().allow_request(request)
+
+
 api = NinjaAPI(
     title="ModelFactory API",
     version="1.0.0",
     urls_namespace="api",
     auth=TokenAuth(),
-    throttle=[AnonRateThrottle("60/m"), AuthRateThrottle("600/m")],
+    throttle=[AnonRateThrottle(settings.API_ANON_RATE_LIMIT), TokenRateThrottle()],
 )
 
 

@@ -72,3 +72,12 @@ def test_tokens_page_shows_the_secret_once(client, trainer_user):
     secret = body.split('id="new-token">')[1].split("<")[0]
     assert secret.startswith("mf_") and services.token_authenticate(secret) is not None
     assert secret not in client.get(reverse("tokens")).content.decode()
+
+
+def test_api_rate_limit_answers_429(client, trainer_user, settings):
+    settings.API_RATE_LIMIT = "3/m"
+    _, secret = services.token_create(user=trainer_user, name="busy", scope="read")
+    codes = [
+        client.get("/api/v1/datanets", headers={"Authorization": f"Bearer {secret}"}).status_code for _ in range(5)
+    ]
+    assert codes[:3] == [200, 200, 200] and codes[3:] == [429, 429]
