@@ -33,6 +33,9 @@ def download_with_token(client, adapter, user, scope="download"):
 
 def test_publish_download_verify_and_load(client, adapter, trainer_user, tiny_base_model, tmp_path):
     manifest = adapter.manifest
+    import jsonschema
+
+    jsonschema.validate(manifest, json.loads((ROOT / "attribution" / "manifest.schema.json").read_text()))
     assert manifest["schema"] == "modelfactory.manifest/v1" and manifest["influence"] is None
     assert manifest["base_model"]["weights_sha256"] == tiny_base_model.weights_sha256
     assert manifest["totals"]["records"] == 24 == sum(c["records"] for c in manifest["contributors"])
