@@ -184,6 +184,16 @@ def contributions_in_adapters(user) -> list[dict]:
     return out
 
 
+def contributor_preference_set(*, user, show_handle: bool) -> ContributorPreference:
+    """Opt in (or out) of being named by username in manifests published from now on."""
+    preference, _ = ContributorPreference.objects.update_or_create(user=user, defaults={"show_handle": show_handle})
+    return preference
+
+
+def contributor_shows_handle(user) -> bool:
+    return ContributorPreference.objects.filter(user=user, show_handle=True).exists()
+
+
 # API tokens -----------------------------------------------------------------------------------
 
 TOKEN_PREFIX = "mf_"

@@ -102,7 +102,17 @@ def job_publish(request, pk):
 
 @login_required
 def my_adapter_contributions(request):
-    return render(request, "publishing/my_attribution.html", {"rows": services.contributions_in_adapters(request.user)})
+    if request.method == "POST":
+        show = request.POST.get("show_handle") == "on"
+        services.contributor_preference_set(user=request.user, show_handle=show)
+        messages.success(request, "Future manifests name you by your username." if show else
+                         "Future manifests name you by your pseudonym.")  # fmt: skip
+        return redirect("my_adapter_contributions")
+    context = {
+        "rows": services.contributions_in_adapters(request.user),
+        "show_handle": services.contributor_shows_handle(request.user),
+    }
+    return render(request, "publishing/my_attribution.html", context)
 
 
 class TokenForm(forms.Form):

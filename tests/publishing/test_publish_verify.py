@@ -216,3 +216,12 @@ def test_openapi_document_and_token_rules(client, adapter, trainer_user):
     assert client.get("/api/v1/adapters", headers=auth).status_code == 401
     read_token.refresh_from_db()
     assert read_token.key_sha256 != read_secret and read_secret not in str(read_token.__dict__)
+
+
+def test_a_contributor_who_opts_in_is_named_by_handle(client, succeeded_job, trainer_user, team):
+    author = Record.objects.filter(versions__in=succeeded_job.datanet_versions.all()).first().contributor
+    client.force_login(author)
+    client.post(reverse("my_adapter_contributions"), {"show_handle": "on"})
+    adapter = services.adapter_publish(job=succeeded_job, by=trainer_user, team=team, name="Named")
+    assert adapter.manifest["contributors"][0]["handle"] == author.username
+    assert author.username in adapter.manifest["contributors"][0].values()
