@@ -14,7 +14,7 @@ from ninja.throttling import AnonRateThrottle, AuthRateThrottle
 from datanets import policy as datanet_policy
 from training import policy as training_policy
 
-from . import policy, services, signing
+from . import policy, selectors, services, signing
 from .models import Adapter, ApiToken
 
 
@@ -132,15 +132,7 @@ class JobOut(Schema):
 @paginate(PageNumberPagination, page_size=20)
 def adapter_list(request, q: str = "", base_model: str = "", datanet: str = "", domain: str = ""):
     adapters = _adapters_for(request).order_by("slug", "-version")
-    if q:
-        adapters = adapters.filter(Q(name__icontains=q) | Q(description__icontains=q))
-    if base_model:
-        adapters = adapters.filter(base_model__name__iexact=base_model)
-    if datanet:
-        adapters = adapters.filter(datanet_versions__datanet__slug=datanet).distinct()
-    if domain:
-        adapters = adapters.filter(domain__iexact=domain)
-    return adapters
+    return selectors.adapter_search(adapters, q=q, base_model=base_model, datanet=datanet, domain=domain)
 
 
 @api.get("/adapters/{slug}", response=AdapterDetailOut, summary="The latest version of an adapter, with its manifest")

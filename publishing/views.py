@@ -4,7 +4,6 @@ from django import forms
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
-from django.db.models import Q
 from django.http import FileResponse, Http404
 from django.shortcuts import redirect, render
 
@@ -13,21 +12,13 @@ from modelfactory.exceptions import ApplicationError
 from training import policy as training_policy
 from training.models import BaseModel
 
-from . import policy, services
+from . import policy, selectors, services
 from .models import Adapter, ApiToken
 
 
 def adapter_list(request):
-    adapters = policy.visible_adapters(request.user).order_by("slug", "-version")
-    q, base, datanet, domain = (request.GET.get(k, "").strip() for k in ("q", "base_model", "datanet", "domain"))
-    if q:
-        adapters = adapters.filter(Q(name__icontains=q) | Q(description__icontains=q))
-    if base:
-        adapters = adapters.filter(base_model__name=base)
-    if datanet:
-        adapters = adapters.filter(datanet_versions__datanet__slug=datanet).distinct()
-    if domain:
-        adapters = adapters.filter(domain__iexact=domain)
+    filters = {k: request.GET.get(k, "").strip() for k in ("q", "base_model", "datanet", "domain")}
+    adapters = selectors.adapter_search(policy.visible_adapters(request.user).order_by("slug", "-version"), **filters)
     page = Paginator(adapters, 20).get_page(request.GET.get("page"))
     base_models = BaseModel.objects.filter(adapters__isnull=False).distinct().values_list("name", flat=True)
     return render(

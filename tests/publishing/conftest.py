@@ -7,8 +7,9 @@ from training import jobs
 
 
 @pytest.fixture
-def succeeded_job(tiny_base_model, trainer_user, django_capture_on_commit_callbacks):  # noqa: F811
-    """A real fine-tune of the tiny model, run in this process (the worker path is tested in training)."""
+def succeeded_job(transactional_db, tiny_base_model, trainer_user, django_capture_on_commit_callbacks):  # noqa: F811
+    """A real fine-tune of the tiny model, run in this process (the worker path is tested in training).
+    Transactional, as on a worker: the job's heartbeat thread writes on its own connection."""
     version = make_version(trainer_user, n=24)
     with django_capture_on_commit_callbacks(execute=False):
         job = jobs.job_create(owner=trainer_user, name="Codes", base_model=tiny_base_model, versions=[version],
