@@ -12,6 +12,7 @@ import secrets
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "modelfactory.settings")
@@ -60,7 +61,15 @@ def main() -> int:
                 process.kill()
         log("Stopped.")
 
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    stopping = threading.Event()
+
+    def request_stop(*_):
+        stopping.set()
+
+    def interrupt(*_):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)  # while setting up, SIGTERM stops like Ctrl-C
     try:
         log("Migrating the database")
         call_command("migrate", interactive=False, verbosity=0)
@@ -96,8 +105,14 @@ def main() -> int:
         ]  # fmt: skip
         started.append(subprocess.Popen(web))
         log(f"ModelFactory is up at http://127.0.0.1:{port}/ (health: /healthz). Ctrl-C stops everything.")
-        while all(process.poll() is None for process in started):
-            time.sleep(0.5)
+        # Ctrl-C reaches every process of the terminal's group at once: note it before any child's
+        # exit is taken for a crash.
+        signal.signal(signal.SIGINT, request_stop)
+        signal.signal(signal.SIGTERM, request_stop)
+        while not stopping.is_set() and all(process.poll() is None for process in started):
+            stopping.wait(0.5)
+        if stopping.is_set():
+            return 0
         failed = next(process for process in started if process.poll() is not None)
         log(f"{' '.join(failed.args[:5])} exited with {failed.returncode}; stopping the rest.")
         return 1
