@@ -10,7 +10,7 @@ from pathlib import Path
 
 from django.conf import settings
 from django.core.cache import cache
-from django.db import reset_queries, transaction
+from django.db import connection, transaction
 from django.utils import timezone
 from django.utils.text import slugify
 
@@ -223,33 +223,59 @@ def _existing_hashes(datanet: Datanet, hashes: list[str]) -> set[str]:
     return found
 
 
-def _near_duplicate_index(datanet: Datanet) -> tuple[flags.NearDuplicateIndex, dict[str, int]]:
-    index, ids = flags.NearDuplicateIndex(), {}
+def _near_duplicate_index(datanet: Datanet) -> flags.NearDuplicateIndex:
+    """MinHash LSH over the Datanet's records, keyed by content hash."""
+    index = flags.NearDuplicateIndex()
     rows = Record.objects.filter(datanet=datanet).exclude(status=Record.Status.WITHDRAWN)
-    for pk, signature in rows.values_list("id", "minhash").iterator(chunk_size=5000):
-        index.add(str(pk), flags.signature_from_bytes(bytes(signature)))
-        ids[str(pk)] = pk
-    return index, ids
+    for content_hash, signature in rows.values_list("content_hash", "minhash").iterator(chunk_size=5000):
+        index.add(content_hash, flags.signature_from_bytes(bytes(signature)))
+    return index
+
+
+INSERT_FIELDS = (
+    "datanet", "contributor", "upload", "line_number", "content", "content_hash", "text", "token_count", "flags",
+    "flag_kinds", "minhash", "status", "rejection_reason", "created_at",
+)  # fmt: skip
+
+
+def _insert_records(rows: list[dict]) -> None:
+    """One executemany for a batch: the ORM's per-field compilation cost more than everything else."""
+    meta = Record._meta
+    fields = [meta.get_field(name) for name in INSERT_FIELDS]
+    json_fields = {"content", "flags"}
+    sql = (
+        f"INSERT INTO {connection.ops.quote_name(meta.db_table)} "
+        f"({', '.join(connection.ops.quote_name(f.column) for f in fields)}) "
+        f"VALUES ({', '.join(['%s'] * len(fields))})"
+    )
+    now = meta.get_field("created_at").get_db_prep_save(timezone.now(), connection)
+    params = [
+        [
+            field.get_db_prep_save(row[field.name], connection) if field.name in json_fields
+            else now if field.name == "created_at" else row[field.name]
+            for field in fields
+        ]
+        for row in rows
+    ]  # fmt: skip
+    with connection.cursor() as cursor:
+        cursor.executemany(sql, params)
 
 
 def _ingest(upload: Upload, path: Path, total: int) -> tuple[int, int, int]:
-    datanet, contributor = upload.datanet, upload.contributor
-    index, ids = _near_duplicate_index(datanet)
-    batch: list[tuple[Record, str]] = []
+    datanet = upload.datanet
+    index = _near_duplicate_index(datanet)
+    batch: list[dict] = []
     added = duplicates = flagged = 0
     errors: list[dict] = []
     error_count = 0
     seen: set[str] = set()
-    pending_near: list[tuple[str, str]] = []  # (key of new record, key of its near duplicate)
+    near: dict[str, str] = {}  # content hash of a new record -> content hash of its near duplicate
 
     def flush() -> None:
         nonlocal added, duplicates
-        reset_queries()  # with DEBUG on, Django would keep every insert's SQL for the task's lifetime
-        existing = _existing_hashes(datanet, [record.content_hash for record, _ in batch])
-        fresh = [(record, key) for record, key in batch if record.content_hash not in existing]
-        Record.objects.bulk_create([record for record, _ in fresh])
-        for record, key in fresh:
-            ids[key] = record.pk
+        existing = _existing_hashes(datanet, [row["content_hash"] for row in batch])
+        fresh = [row for row in batch if row["content_hash"] not in existing]
+        _insert_records(fresh)
         added += len(fresh)
         duplicates += len(batch) - len(fresh)
         batch.clear()
@@ -276,27 +302,20 @@ def _ingest(upload: Upload, path: Path, total: int) -> tuple[int, int, int]:
         seen.add(record.content_hash)
         signature = flags.minhash(record.text)
         record_flags = flags.personal_data_flags(record.text)
-        key = f"new:{record.content_hash}"
         similar = index.similar(signature)
         if similar:
             record_flags.append({"kind": "near_duplicate", "start": 0, "end": 0})
-            pending_near.append((key, similar[0]))
-        index.add(key, signature)
+            near[record.content_hash] = similar[0]
+        index.add(record.content_hash, signature)
         flagged += bool(record_flags)
-        row = Record(
-            datanet=datanet,
-            contributor=contributor,
-            upload=upload,
-            line_number=line.number,
-            content=record.content,
-            content_hash=record.content_hash,
-            text=record.text,
-            token_count=token_count(record.text),
-            flags=record_flags,
-            flag_kinds=",".join(sorted({flag["kind"] for flag in record_flags})),
-            minhash=flags.signature_bytes(signature),
-        )
-        batch.append((row, key))
+        batch.append({
+            "datanet": datanet.pk, "contributor": upload.contributor_id, "upload": upload.pk,
+            "line_number": line.number, "content": record.content, "content_hash": record.content_hash,
+            "text": record.text, "token_count": token_count(record.text), "flags": record_flags,
+            "flag_kinds": ",".join(sorted({flag["kind"] for flag in record_flags})),
+            "minhash": flags.signature_bytes(signature), "status": Record.Status.PENDING, "rejection_reason": "",
+            "created_at": None,
+        })  # fmt: skip
         if len(batch) >= BATCH:
             flush()
     if lines == 0:
@@ -306,11 +325,19 @@ def _ingest(upload: Upload, path: Path, total: int) -> tuple[int, int, int]:
         raise Rejected
     if batch:
         flush()
-    for key, other in pending_near:
-        if key in ids and other in ids:
-            Record.objects.filter(pk=ids[key]).update(near_duplicate_of_id=ids[other])
+    _link_near_duplicates(datanet, near)
     upload.lines_read = lines
     return added, duplicates, flagged
+
+
+def _link_near_duplicates(datanet: Datanet, near: dict[str, str]) -> None:
+    if not near:
+        return
+    wanted = list(set(near) | set(near.values()))
+    ids = dict(Record.objects.filter(datanet=datanet, content_hash__in=wanted).values_list("content_hash", "id"))
+    for new, other in near.items():
+        if new in ids and other in ids:
+            Record.objects.filter(pk=ids[new]).update(near_duplicate_of_id=ids[other])
 
 
 def record_create(*, datanet: Datanet, contributor, value: dict) -> Record:
@@ -325,8 +352,7 @@ def record_create(*, datanet: Datanet, contributor, value: dict) -> Record:
         raise ApplicationError("This exact record is already in the Datanet.")
     signature = flags.minhash(record.text)
     record_flags = flags.personal_data_flags(record.text)
-    index, ids = _near_duplicate_index(datanet)
-    similar = index.similar(signature)
+    similar = _near_duplicate_index(datanet).similar(signature)
     if similar:
         record_flags.append({"kind": "near_duplicate", "start": 0, "end": 0})
     return Record.objects.create(
@@ -338,7 +364,7 @@ def record_create(*, datanet: Datanet, contributor, value: dict) -> Record:
         token_count=token_count(record.text),
         flags=record_flags,
         flag_kinds=",".join(sorted({flag["kind"] for flag in record_flags})),
-        near_duplicate_of_id=ids[similar[0]] if similar else None,
+        near_duplicate_of=Record.objects.filter(datanet=datanet, content_hash=similar[0]).first() if similar else None,
         minhash=flags.signature_bytes(signature),
     )
 

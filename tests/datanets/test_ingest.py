@@ -139,3 +139,21 @@ def test_form_record_and_withdraw(datanet, contributor):
     assert record.status == Record.Status.WITHDRAWN
     with pytest.raises(ApplicationError, match="still pending"):
         services.record_withdraw(record=record, by=contributor)
+
+
+def test_near_duplicates_in_one_upload_are_linked_for_moderators(datanet, contributor):
+    long_answer = (
+        "The patient, a 54-year-old man, presented to the emergency department with crushing chest pain "
+        "radiating to the left arm and jaw, sweating and nausea that began forty minutes earlier while he "
+        "was shovelling snow. An ECG showed ST elevation in the inferior leads, so he was given aspirin, "
+        "heparin and was taken to the catheter laboratory for primary angioplasty of the right coronary artery."
+    )
+    rows = [
+        {"instruction": "Summarise case A", "output": long_answer},
+        {"instruction": "Summarise case A", "output": long_answer.replace("shovelling snow", "clearing snow")},
+    ]
+    upload = ingest(datanet, contributor, jsonl_file(rows))
+    assert upload.status == Upload.Status.DONE and upload.flagged == 1
+    first, second = Record.objects.order_by("line_number")
+    assert second.near_duplicate_of_id == first.pk and second.flag_kinds == "near_duplicate"
+    assert first.near_duplicate_of_id is None
