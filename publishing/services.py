@@ -164,6 +164,12 @@ def adapter_publish(
     return adapter
 
 
+def adapter_card(adapter: Adapter) -> str:
+    """The model card, read from the signed zip itself so the page shows exactly what was signed."""
+    with default_storage.open(adapter.zip_name, "rb") as handle, zipfile.ZipFile(handle) as archive:
+        return archive.read("README.md").decode("utf-8")
+
+
 def adapter_download_counted(*, adapter: Adapter):
     """Open the signed zip for streaming and count the download."""
     Adapter.objects.filter(pk=adapter.pk).update(download_count=F("download_count") + 1)

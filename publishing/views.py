@@ -29,20 +29,13 @@ def adapter_list(request):
 def adapter_detail(request, slug, version):
     adapter = policy.get_adapter_for_user(request.user, slug, version)
     zip_file = f"{adapter.slug}-v{adapter.version}.zip"
-    card = ""
-    import zipfile
-
-    from django.core.files.storage import default_storage  # the card is read from the signed zip itself
-
-    with default_storage.open(adapter.zip_name, "rb") as handle, zipfile.ZipFile(handle) as archive:
-        card = archive.read("README.md").decode("utf-8")
     contributors = adapter.manifest["contributors"]
     return render(
         request,
         "publishing/adapter_detail.html",
         {
             "adapter": adapter,
-            "card": card,
+            "card": services.adapter_card(adapter),
             "contributors": contributors[:50],
             "more_contributors": max(0, len(contributors) - 50),
             "zip_file": zip_file,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 import threading
 import time
@@ -317,8 +316,3 @@ def job_outputs(job: FineTuneJob) -> dict:
         if default_storage.exists(full):
             names[name] = full
     return names
-
-
-def read_json(name: str) -> dict:
-    with default_storage.open(name) as handle:
-        return json.load(handle)

@@ -1,7 +1,5 @@
 """Ingest: a real worker validates a file, stores every record or none, and reports bad lines."""
 
-import time
-
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 
@@ -9,6 +7,7 @@ from datanets import services
 from datanets.models import Record, Upload
 from modelfactory.exceptions import ApplicationError
 from tests.datanets.conftest import jsonl_file, qa
+from tests.waiting import wait_until
 
 
 def test_upload_is_ingested_by_a_real_worker_with_duplicates_and_flags(
@@ -19,11 +18,7 @@ def test_upload_is_ingested_by_a_real_worker_with_duplicates_and_flags(
     with django_capture_on_commit_callbacks(execute=True):
         upload = services.upload_create(datanet=datanet, contributor=contributor, file=jsonl_file(rows))
     # The task went out on commit through the real broker; the worker process runs it.
-    result = Upload.objects.get(pk=upload.pk)
-    deadline = time.monotonic() + 60
-    while not result.finished and time.monotonic() < deadline:
-        time.sleep(0.1)
-        result.refresh_from_db()
+    result = wait_until(lambda: Upload.objects.get(pk=upload.pk), lambda u: u.finished, timeout=60)
     assert result.status == Upload.Status.DONE, result.message
     assert (result.records_added, result.duplicates, result.flagged) == (6, 1, 1)
     stored = Record.objects.filter(datanet=datanet).order_by("line_number")

@@ -12,6 +12,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from modelfactory.exceptions import ApplicationError
 from tests.conftest import WorkerProcess, database_url_for_workers
+from tests.waiting import wait_until
 from training import estimates, jobs
 from training.models import FineTuneJob
 
@@ -19,13 +20,12 @@ FAST = {"learning_rate": 0.005, "epochs": 4, "batch_size": 4, "max_seq_length": 
 
 
 def wait_for(job, condition, timeout=120):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def refresh():
         job.refresh_from_db()
-        if condition(job):
-            return job
-        time.sleep(0.2)
-    raise AssertionError(f"timed out; job is {job.status} at step {job.step}: {job.error} {job.logs[-5:]}")
+        return job
+
+    return wait_until(refresh, condition, timeout=timeout, every=0.2,
+                      describe=lambda: f"job is {job.status} at step {job.step}: {job.error} {job.logs[-5:]}")  # fmt: skip
 
 
 def launch(django_capture_on_commit_callbacks, *, config_changes=None, **kwargs):
