@@ -5,6 +5,10 @@ non-ASCII kept, UTF-8. The zip carries ``manifest.json`` (that canonical form), 
 (the base64 signature) and ``signing_key.pem`` (the instance's public key, also served at
 ``/api/v1/signing-key``), beside the files the manifest lists with their SHA-256.
 
+``influence`` (or null) holds each contributor's measured influence on the adapter's held-out loss:
+the method, its parameters, and per contributor a score, a share and 95% intervals
+(``attribution.influence``).
+
 ``records.jsonl`` lists every training record: {"content_hash", "contributor", "datanet", "version",
 "tokens"}, sorted by datanet, version and hash. From it the verifier recomputes each Datanet
 version's Merkle root and each contributor's root (``datanets.merkle`` rules) and counts.
@@ -72,6 +76,7 @@ def build_manifest(
     evaluation: dict,
     timestamps: dict,
     public_key_pem: bytes,
+    influence: dict | None = None,
 ) -> dict:
     """``files`` maps paths inside the zip to local files (records.jsonl included)."""
     contributors, totals = contributor_summary(records)
@@ -88,7 +93,7 @@ def build_manifest(
         "datanets": datanets,
         "contributors": contributors,
         "totals": totals,
-        "influence": None,
+        "influence": influence,
         "training": training,
         "evaluation": evaluation,
         "timestamps": timestamps,

@@ -149,6 +149,25 @@ def _check_attribution(manifest: dict, rows: list[dict]) -> None:
         raise VerificationError(6, f"totals {manifest['totals']} do not match the records {totals}")
     if contributors and abs(sum(c["share_by_tokens"] for c in contributors) - 1) > 1e-4:
         raise VerificationError(6, "the contributors' token shares do not add up to 1")
+    _check_influence(manifest.get("influence"), expected)
+
+
+def _check_influence(influence: dict | None, contributors: dict[str, dict]) -> None:
+    """Influence is measured, not recomputable offline; its table must still be consistent."""
+    if influence is None:
+        return
+    rows = influence["contributors"]
+    unknown = {row["id"] for row in rows} - set(contributors)
+    if unknown:
+        raise VerificationError(6, f"influence names contributors without records: {sorted(unknown)}")
+    for row in rows:
+        if row["records"] > contributors[row["id"]]["records"]:
+            raise VerificationError(6, f"influence counts more records for {row['id']} than records.jsonl lists")
+        if not (row["share_ci"][0] - 1e-6 <= row["share"] <= row["share_ci"][1] + 1e-6 or row["share"] == 0):
+            raise VerificationError(6, f"influence share of {row['id']} lies outside its interval")
+    total = sum(row["share"] for row in rows)
+    if rows and total > 0 and abs(total - 1) > 1e-4:
+        raise VerificationError(6, f"the influence shares add up to {total:.6f}, not 1")
 
 
 def record_hash(record: dict) -> str:
@@ -187,6 +206,9 @@ def main(argv: list[str] | None = None) -> int:
         m = report.manifest
         print(f"OK {m['adapter']['slug']} v{m['adapter']['version']}: signature valid (key sha256 {report.public_key_sha256[:16]}…), "
               f"{report.checked_files} files match, {m['totals']['records']} records from {len(m['contributors'])} contributors consistent")  # fmt: skip
+        if m.get("influence"):
+            top = ", ".join(f"{c['id']} {c['share']:.3f}" for c in m["influence"]["contributors"][:5])
+            print(f"INFLUENCE by {m['influence']['method']}: {top}")
         if args.record:
             record = json.loads(Path(args.record).read_text(encoding="utf-8"))
             proof = prove_record(report, record)

@@ -21,6 +21,11 @@ def can_download_adapter(user, adapter: Adapter) -> bool:
     return user.is_authenticated and can_view_adapter(user, adapter)
 
 
+def can_split_rewards(user, adapter: Adapter) -> bool:
+    """Payouts name contributors by username: site staff only."""
+    return user.is_authenticated and user.is_staff and can_view_adapter(user, adapter)
+
+
 def can_publish_job(user, job: FineTuneJob, team) -> bool:
     """The job's owner publishes it for a team they belong to; staff publish anything."""
     if not user.is_authenticated or job.status != FineTuneJob.Status.SUCCEEDED:

@@ -8,6 +8,7 @@ import secrets
 import subprocess
 import tempfile
 import zipfile
+from decimal import Decimal
 from pathlib import Path
 
 from django.conf import settings
@@ -19,10 +20,12 @@ from django.template.loader import render_to_string
 from django.utils import timezone
 from django.utils.text import slugify
 
+from attribution import influence as influence_lib
 from attribution import manifest as manifest_lib
 from datanets.ledger import ledger_append
 from modelfactory.exceptions import ApplicationError
 from training import jobs as training_jobs
+from training.attribution import influence_recompute
 
 from . import policy, signing
 from .models import Adapter, AdapterRecord, ApiToken, ContributorPreference
@@ -32,6 +35,16 @@ def contributor_pseudonym(user_id: int) -> str:
     """Stable per instance, not reversible without the instance's secret."""
     digest = hmac.new(settings.SECRET_KEY.encode(), f"contributor:{user_id}".encode(), hashlib.sha256).hexdigest()
     return f"c-{digest[:16]}"
+
+
+def contributor_labels(user_ids: list[int]) -> dict[int, str]:
+    """How manifests name these contributors: their username where they opted in, else their pseudonym."""
+    shown = dict(
+        ContributorPreference.objects.filter(user_id__in=user_ids, show_handle=True).values_list(
+            "user_id", "user__username"
+        )
+    )
+    return {pk: shown.get(pk) or contributor_pseudonym(pk) for pk in user_ids}
 
 
 def code_version() -> str:
@@ -67,8 +80,54 @@ def _training_rows(job) -> tuple[list[dict], list[dict], dict[str, str], list[in
     return rows, datanets, handles, record_ids
 
 
+METHOD_REFERENCES = {
+    "datainf": "DataInf: Kwon, Wu, Wu and Zou, 'DataInf: Efficiently Estimating Data Influence in LoRA-tuned LLMs "
+    "and Diffusion Models', 2023",
+    "tracin": "TracIn: Pruthi, Liu, Kale and Sundararajan, 'Estimating Training Data Influence by Tracing Gradient "
+    "Descent', 2020 (final checkpoint)",
+}
+
+
+def manifest_influence(job, *, method: str | None = None, recomputed_from: int | None = None) -> dict | None:
+    """The manifest's influence section from the job's stored influence, contributors as pseudonyms."""
+    stored = job.influence or {}
+    method = method or stored.get("default_method")
+    data = stored.get("methods", {}).get(method)
+    if data is None:
+        return None
+    return {
+        "method": method,
+        "reference": METHOD_REFERENCES[method],
+        "parameters": data["parameters"],
+        "computed_at": data["computed_at"],
+        "aggregation": "per contributor: the sum of its records' scores (mean over held-out examples); shares: "
+        "positive parts normalised to 1; 95% intervals: bootstrap over the held-out examples",
+        "recomputed_from_version": recomputed_from,
+        "contributors": [
+            {
+                "id": contributor_pseudonym(int(row["contributor"])),
+                "records": row["records"],
+                "score": round(row["score"], 9),
+                "score_ci": [round(x, 9) for x in row["score_ci"]],
+                "share": round(row["share"], 6),
+                "share_ci": [round(x, 6) for x in row["share_ci"]],
+            }
+            for row in data["contributors"]
+        ],
+    }
+
+
 def adapter_publish(
-    *, job, by, team, name: str, description: str = "", visibility: str = "team", domain: str = ""
+    *,
+    job,
+    by,
+    team,
+    name: str,
+    description: str = "",
+    visibility: str = "team",
+    domain: str = "",
+    influence_method: str | None = None,
+    recomputed_from: int | None = None,
 ) -> Adapter:
     if not policy.can_publish_job(by, job, team):
         raise ApplicationError("Only the job's owner publishes it, for a team they belong to, once it has succeeded.")
@@ -101,6 +160,9 @@ def adapter_publish(
         contributors, totals = manifest_lib.contributor_summary(rows)
         for contributor in contributors:
             contributor["handle"] = handles.get(contributor["id"])
+        influence = manifest_influence(job, method=influence_method, recomputed_from=recomputed_from)
+        if influence_method and influence is None:
+            raise ApplicationError(f"No {influence_method} influence has been computed for this job.")
         base = job.base_model
         base_info = {"name": base.name, "architecture": base.architecture, "parameters": base.parameter_count,
                      "weights_sha256": base.weights_sha256, "license": base.license}  # fmt: skip
@@ -109,7 +171,8 @@ def adapter_publish(
             "name": name, "slug": slug, "version": version, "description": description, "domain": domain,
             "base_model": base_info, "method": job.method, "config": job.config, "datanets": datanets,
             "evaluation": job.evaluation, "licences": licences, "license": licences[0] if len(licences) == 1 else "other",
-            "contributors": contributors, "totals": totals,
+            "contributors": contributors, "totals": totals, "influence": influence,
+            "influence_by_id": {c["id"]: c for c in (influence or {}).get("contributors", [])},
         })  # fmt: skip
         (tmp / "README.md").write_text(card, encoding="utf-8")
         files["README.md"] = tmp / "README.md"
@@ -129,6 +192,7 @@ def adapter_publish(
                 "code_version": code_version(),
             },  # fmt: skip
             evaluation={k: job.evaluation.get(k) for k in ("base", "tuned")},
+            influence=influence,
             timestamps={
                 "trained_at": job.finished_at.isoformat() if job.finished_at else None,
                 "published_at": now.isoformat(),
@@ -164,6 +228,17 @@ def adapter_publish(
     return adapter
 
 
+def adapter_reattribute(*, adapter: Adapter, method: str, projection_dim: int = 0, progress=None) -> Adapter:
+    """Measure influence for the adapter's job again with ``method`` and publish the result as the next
+    version of the adapter (same files and data, a new signed manifest); published versions never change."""
+    influence_recompute(job=adapter.job, methods=[method], projection_dim=projection_dim, progress=progress)
+    return adapter_publish(
+        job=adapter.job, by=adapter.published_by, team=adapter.team, name=adapter.name,
+        description=adapter.description, visibility=adapter.visibility, domain=adapter.domain,
+        influence_method=method, recomputed_from=adapter.version,
+    )  # fmt: skip
+
+
 def adapter_card(adapter: Adapter) -> str:
     """The model card, read from the signed zip itself so the page shows exactly what was signed."""
     with default_storage.open(adapter.zip_name, "rb") as handle, zipfile.ZipFile(handle) as archive:
@@ -176,6 +251,34 @@ def adapter_download_counted(*, adapter: Adapter):
     return default_storage.open(adapter.zip_name, "rb")
 
 
+def adapter_contributor_rows(adapter: Adapter) -> list[dict]:
+    """The manifest's contributors with their influence beside their token share."""
+    influence = {c["id"]: c for c in (adapter.manifest.get("influence") or {}).get("contributors", [])}
+    return [{**c, "influence": influence.get(c["id"])} for c in adapter.manifest["contributors"]]
+
+
+def reward_split(*, adapter: Adapter, amount: Decimal) -> list[dict]:
+    """Payouts per contributor by influence share, in cents rounded so that they add up to the amount."""
+    influence = adapter.manifest.get("influence")
+    if not influence:
+        raise ApplicationError("This adapter has no influence measurement to split a reward by.")
+    if amount <= 0 or amount.as_tuple().exponent < -2:
+        raise ApplicationError("Enter a positive amount with at most two decimals.")
+    shares = {c["id"]: c["share"] for c in influence["contributors"]}
+    cents = influence_lib.payouts(int(amount * 100), shares)
+    users = {
+        contributor_pseudonym(pk): username
+        for pk, username in adapter.used_records.values_list("record__contributor_id", "record__contributor__username")
+        .distinct()
+        .iterator()
+    }
+    return [
+        {"contributor": cid, "username": users.get(cid, ""), "share": shares[cid],
+         "payout": (Decimal(cents[cid]) / 100).quantize(Decimal("0.01"))}
+        for cid in sorted(shares, key=lambda c: (-cents[c], c))
+    ]  # fmt: skip
+
+
 def contributions_in_adapters(user) -> list[dict]:
     """For a contributor: each adapter their records went into, with how many and their share."""
     pseudonym = contributor_pseudonym(user.pk)
@@ -183,10 +286,12 @@ def contributions_in_adapters(user) -> list[dict]:
     out = []
     for adapter in Adapter.objects.filter(pk__in=adapter_ids).order_by("-created_at"):
         mine = next((c for c in adapter.manifest["contributors"] if c["id"] == pseudonym), None)
+        influence = (adapter.manifest.get("influence") or {}).get("contributors", [])
+        measured = next((c for c in influence if c["id"] == pseudonym), None)
         if mine:
-            out.append(
-                {"adapter": adapter, "records": mine["records"], "share": mine["share_by_tokens"], "id": pseudonym}
-            )
+            out.append({"adapter": adapter, "records": mine["records"], "share": mine["share_by_tokens"],
+                        "id": pseudonym, "influence": measured,
+                        "method": (adapter.manifest.get("influence") or {}).get("method")})  # fmt: skip
     return out
 
 

@@ -6,6 +6,7 @@ urlpatterns = [
     path("adapters/", views.adapter_list, name="adapter_list"),
     path("adapters/<slug:slug>/v<int:version>/", views.adapter_detail, name="adapter_detail"),
     path("adapters/<slug:slug>/v<int:version>/download/", views.adapter_download, name="adapter_download"),
+    path("adapters/<slug:slug>/v<int:version>/rewards.csv", views.adapter_rewards, name="adapter_rewards"),
     path("jobs/<int:pk>/publish/", views.job_publish, name="job_publish"),
     path("contributions/adapters/", views.my_adapter_contributions, name="my_adapter_contributions"),
     path("account/tokens/", views.tokens, name="tokens"),

@@ -1,13 +1,17 @@
 """Adapter catalogue, adapter pages, browser downloads, publishing a job, API tokens."""
 
+import csv
+from decimal import Decimal, InvalidOperation
+
 from django import forms
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
-from django.http import FileResponse, Http404
+from django.http import FileResponse, Http404, HttpResponse
 from django.shortcuts import redirect, render
 
 from accounts.models import Team
+from datanets.services import csv_safe
 from modelfactory.exceptions import ApplicationError
 from training import policy as training_policy
 from training.models import BaseModel
@@ -29,7 +33,7 @@ def adapter_list(request):
 def adapter_detail(request, slug, version):
     adapter = policy.get_adapter_for_user(request.user, slug, version)
     zip_file = f"{adapter.slug}-v{adapter.version}.zip"
-    contributors = adapter.manifest["contributors"]
+    contributors = services.adapter_contributor_rows(adapter)
     return render(
         request,
         "publishing/adapter_detail.html",
@@ -41,11 +45,33 @@ def adapter_detail(request, slug, version):
             "zip_file": zip_file,
             "versions": Adapter.objects.filter(slug=slug).order_by("-version").values_list("version", flat=True),
             "can_download": policy.can_download_adapter(request.user, adapter),
+            "influence": adapter.manifest.get("influence"),
+            "can_split_rewards": policy.can_split_rewards(request.user, adapter),
             "api_url": request.build_absolute_uri(
                 f"/api/v1/adapters/{adapter.slug}/versions/{adapter.version}/download"
             ),
         },
     )
+
+
+@login_required
+def adapter_rewards(request, slug, version):
+    """A CSV of payouts for an amount, split by influence share."""
+    adapter = policy.get_adapter_for_user(request.user, slug, version)
+    if not policy.can_split_rewards(request.user, adapter):
+        raise Http404("No such adapter.")
+    try:
+        rows = services.reward_split(adapter=adapter, amount=Decimal(request.GET.get("amount", "").strip() or "0"))
+    except (ApplicationError, InvalidOperation) as error:
+        messages.error(request, getattr(error, "message", "Enter an amount such as 1000.00."))
+        return redirect("adapter_detail", slug=slug, version=version)
+    response = HttpResponse(content_type="text/csv")
+    response["Content-Disposition"] = f'attachment; filename="{adapter.slug}-v{adapter.version}-rewards.csv"'
+    writer = csv.writer(response)
+    writer.writerow(["contributor", "username", "influence_share", "payout"])
+    for row in rows:
+        writer.writerow([row["contributor"], csv_safe(row["username"]), f"{row['share']:.6f}", f"{row['payout']}"])
+    return response
 
 
 @login_required

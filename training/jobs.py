@@ -22,6 +22,7 @@ from datanets.models import DatanetVersion
 from modelfactory.exceptions import ApplicationError
 
 from . import estimates, presets, trainer
+from .attribution import influence_store
 from .models import BaseModel, FineTuneJob
 
 LOG_LINES = 50
@@ -138,9 +139,7 @@ def jobs_reap(*, stale_after_s: int | None = None) -> list[int]:
 
     stale = timezone.now() - timedelta(seconds=stale_after_s or settings.JOB_HEARTBEAT_STALE_S)
     orphans = list(
-        FineTuneJob.objects.filter(
-            status__in=(FineTuneJob.Status.RUNNING, FineTuneJob.Status.EVALUATING), heartbeat_at__lt=stale
-        ).values_list("pk", flat=True)
+        FineTuneJob.objects.filter(status__in=FineTuneJob.WORKING, heartbeat_at__lt=stale).values_list("pk", flat=True)
     )
     for pk in orphans:
         _append_log(pk, "The worker stopped answering; the job goes back to the queue and resumes from its checkpoint.")
@@ -190,7 +189,7 @@ def work_dir(job: FineTuneJob) -> Path:
     return Path(settings.JOB_WORK_DIR) / f"{job.pk}-{job.created_at:%Y%m%dT%H%M%S%f}"
 
 
-def _write_data(job: FineTuneJob, path: Path) -> None:
+def write_training_data(job: FineTuneJob, path: Path) -> None:
     with open(path, "w", encoding="utf-8") as handle:
         for version in job.datanet_versions.all():
             for line in datanet_services.version_export_lines(version):
@@ -254,8 +253,13 @@ def job_run(*, job_id: int, worker: str) -> str:
             fields.update(step=metrics["last"]["step"], total_steps=metrics["last"]["total_steps"])
         if kind == "evaluating":
             fields["status"] = FineTuneJob.Status.EVALUATING
+        if kind == "attributing":
+            metrics["attribution"] = {"done": event["done"], "total": event["total"]}
+            fields["status"] = FineTuneJob.Status.ATTRIBUTING
         now = time.monotonic()
-        if kind != "step" or now - state["last_write"] >= WRITE_EVERY_S or event["step"] == event["total_steps"]:
+        routine = kind == "step" or (kind == "attributing" and 0 < event["done"] < event["total"])
+        last_step = kind == "step" and event["step"] == event["total_steps"]
+        if not routine or last_step or now - state["last_write"] >= WRITE_EVERY_S:
             FineTuneJob.objects.filter(pk=job.pk).update(**fields)
             state["last_write"] = now
 
@@ -270,9 +274,11 @@ def job_run(*, job_id: int, worker: str) -> str:
         directory.mkdir(parents=True, exist_ok=True)
         data_path = directory / "data.jsonl"
         if not data_path.exists():
-            _write_data(job, data_path)
+            write_training_data(job, data_path)
         config = trainer.TrainConfig.from_dict({**job.config, "base_model_path": job.base_model.local_path})
         result = trainer.train(config, data_path, output, progress=on_event, should_stop=should_stop)
+        if result.get("influence"):
+            influence_store(job=job, output_dir=output)
         prefix = f"jobs/{job.pk}"
         for file in sorted(p for p in output.rglob("*") if p.is_file()):
             name = f"{prefix}/{file.relative_to(output).as_posix()}"

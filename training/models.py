@@ -46,11 +46,13 @@ class FineTuneJob(models.Model):
         QUEUED = "queued", "Queued"
         RUNNING = "running", "Running"
         EVALUATING = "evaluating", "Evaluating"
+        ATTRIBUTING = "attributing", "Attributing"
         SUCCEEDED = "succeeded", "Succeeded"
         FAILED = "failed", "Failed"
         CANCELLED = "cancelled", "Cancelled"
 
-    ACTIVE = (Status.QUEUED, Status.RUNNING, Status.EVALUATING)
+    ACTIVE = (Status.QUEUED, Status.RUNNING, Status.EVALUATING, Status.ATTRIBUTING)
+    WORKING = (Status.RUNNING, Status.EVALUATING, Status.ATTRIBUTING)
     FINISHED = (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED)
 
     name = models.CharField(max_length=200)
@@ -67,6 +69,9 @@ class FineTuneJob(models.Model):
     metrics = models.JSONField(default=dict, blank=True, help_text="Loss curves, rates, timings")
     logs = models.JSONField(default=list, blank=True, help_text="The last log lines")
     evaluation = models.JSONField(default=dict, blank=True)
+    influence = models.JSONField(
+        default=dict, blank=True, help_text="Per-contributor influence by method (contributor = user id)"
+    )
     worker = models.CharField(max_length=200, blank=True)
     device = models.CharField(max_length=200, blank=True)
     attempts = models.PositiveIntegerField(default=0)
@@ -93,3 +98,19 @@ class FineTuneJob(models.Model):
     @property
     def percent(self) -> int:
         return int(100 * self.step / self.total_steps) if self.total_steps else 0
+
+
+class RecordInfluence(models.Model):
+    """One training record's influence on a job's held-out loss, by one method (helpful is positive)."""
+
+    job = models.ForeignKey(FineTuneJob, on_delete=models.CASCADE, related_name="record_influences")
+    record = models.ForeignKey("datanets.Record", on_delete=models.PROTECT, related_name="influences")
+    method = models.CharField(max_length=20)
+    score = models.FloatField()
+    computed_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["job", "record", "method"], name="record_influence_once")]
+
+    def __str__(self) -> str:
+        return f"record {self.record_id} in job {self.job_id}: {self.method} {self.score:.4g}"

@@ -60,6 +60,8 @@ class TrainConfig:
     max_new_tokens: int = 64
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
+    influence_methods: list[str] = field(default_factory=lambda: ["datainf", "tracin"])  # []: no attribution
+    influence_projection_dim: int = 0  # 0: exact LoRA gradients when they fit in memory
     extra: dict = field(default_factory=dict)
 
     @classmethod
@@ -90,6 +92,8 @@ class TrainConfig:
             problems.append("max sequence length must be between 16 and 32768")
         if not 0 < self.eval_fraction < 0.5:
             problems.append("evaluation split must be between 0 and 0.5")
+        if set(self.influence_methods) - {"datainf", "tracin"}:
+            problems.append("influence methods are datainf and tracin")
         if problems:
             raise ValueError("; ".join(problems))
 
@@ -100,12 +104,14 @@ class Example:
     labels: list[int]
     prompt: list[dict] | None  # the conversation before the last answer, for side-by-side generation
     reference: str | None
+    source: dict = field(default_factory=dict)  # {content_hash, contributor} when the data carries them
 
 
 # Data ----------------------------------------------------------------------------------------
 
 
-def load_records(path: Path | str) -> list[dict]:
+def load_rows(path: Path | str) -> list[tuple[dict, dict]]:
+    """(content, source) per line; source is {content_hash, contributor} of a version export line."""
     out = []
     with open(path, encoding="utf-8") as handle:
         for number, line in enumerate(handle, start=1):
@@ -115,10 +121,25 @@ def load_records(path: Path | str) -> list[dict]:
             content = value.get("content", value) if isinstance(value, dict) else None
             if not isinstance(content, dict):
                 raise ValueError(f"{path}:{number}: a record must be a JSON object")
-            out.append(content)
+            source = {"content_hash": value.get("content_hash"), "contributor": value.get("contributor_id")}
+            out.append((content, source if content is not value else {}))
     if not out:
         raise ValueError(f"{path} holds no records")
     return out
+
+
+def load_records(path: Path | str) -> list[dict]:
+    return [content for content, _ in load_rows(path)]
+
+
+def load_examples(tokenizer, path: Path | str, max_len: int) -> list[Example]:
+    examples = []
+    for content, source in load_rows(path):
+        example = encode(tokenizer, content, max_len)
+        if example:
+            example.source = source
+            examples.append(example)
+    return examples
 
 
 def to_messages(content: dict) -> list[dict] | None:
@@ -350,14 +371,90 @@ def generate_answer(model, tokenizer, messages: list[dict], max_new_tokens: int,
     return tokenizer.decode(out[0][len(ids) :], skip_special_tokens=True).strip()
 
 
+def datasets(tokenizer, config: TrainConfig, data_path, eval_path=None) -> tuple[list[Example], list[Example]]:
+    """The training set and the held-out set: a seeded split of the data, or the given held-out file."""
+    examples = load_examples(tokenizer, data_path, config.max_seq_length)
+    if eval_path is not None:
+        held_out = load_examples(tokenizer, eval_path, config.max_seq_length)
+        if not examples or not held_out:
+            raise ValueError("no usable training or held-out records")
+        return examples, held_out
+    if len(examples) < 2:
+        raise ValueError("fewer than 2 usable records: nothing to train and evaluate on")
+    return split(examples, config.eval_fraction, config.seed)
+
+
+def attribute(model, config: TrainConfig, train_set: list[Example], eval_set: list[Example], pad_id: int,
+              device: str, output_dir: Path, report: ProgressFn) -> dict:  # fmt: skip
+    """Influence of each training record on the held-out loss; writes influence.json (and the per-question
+    scores as influence.npz) and returns the summary the job keeps."""
+    import numpy as np
+
+    from attribution import influence
+
+    total = len(train_set) + len(eval_set)
+    report({"event": "attributing", "done": 0, "total": total})
+    result = influence.compute(
+        model,
+        train_set,
+        eval_set,
+        [str(e.source.get("contributor", "unknown")) for e in train_set],
+        pad_id=pad_id,
+        device=device,
+        learning_rate=config.learning_rate,
+        config=influence.InfluenceConfig(
+            methods=tuple(config.influence_methods),
+            projection_dim=config.influence_projection_dim,
+            batch_size=config.batch_size * 2,
+            seed=config.seed,
+        ),
+        progress=lambda done, total: report({"event": "attributing", "done": done, "total": total}),
+    )
+    summary = {
+        "default_method": next(m for m in influence.METHODS if m in result.scores),
+        "parameters": result.parameters,
+        "seconds": round(result.seconds, 3),
+        "gradient_bytes": result.gradient_bytes,
+        "contributors": result.contributors,
+    }
+    records = [
+        {"content_hash": e.source.get("content_hash"), "contributor": e.source.get("contributor"),
+         **{m: float(s[i].mean()) for m, s in result.scores.items()}}
+        for i, e in enumerate(train_set)
+    ]  # fmt: skip
+    (output_dir / "influence.json").write_text(json.dumps({**summary, "records": records}, indent=1))
+    np.savez_compressed(output_dir / "influence.npz", **{m: s.astype(np.float32) for m, s in result.scores.items()})
+    return summary
+
+
+def attribute_saved(config: TrainConfig, data_path: Path | str, adapter_dir: Path | str, output_dir: Path | str,
+                    progress: ProgressFn | None = None, eval_path: Path | str | None = None) -> dict:  # fmt: skip
+    """Attribution for an adapter trained earlier: the same data, split and held-out set as its run."""
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    config.validate()
+    if not config.influence_methods:
+        raise ValueError("name at least one influence method")
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    model, tokenizer = load_model(config)
+    set_peft_model_state_dict(model, load_file(str(Path(adapter_dir) / "adapter_model.safetensors")))
+    train_set, eval_set = datasets(tokenizer, config, data_path, eval_path)
+    report = progress or (lambda event: None)
+    return attribute(model, config, train_set, eval_set, tokenizer.pad_token_id, device_name(), output_dir, report)
+
+
 def train(
     config: TrainConfig,
     data_path: Path | str,
     output_dir: Path | str,
     progress: ProgressFn | None = None,
     should_stop: Callable[[], bool] | None = None,
+    eval_path: Path | str | None = None,
 ) -> dict:
-    """Train, evaluate and save the adapter; return the metrics. Resumes from OUTPUT/checkpoint."""
+    """Train, evaluate, attribute and save the adapter; return the metrics. Resumes from OUTPUT/checkpoint.
+    ``eval_path``: held-out records to evaluate and attribute on, instead of a split of the data."""
     import torch
     from transformers import get_scheduler
 
@@ -378,10 +475,7 @@ def train(
     model, tokenizer = load_model(config)
     pad_id = tokenizer.pad_token_id
 
-    examples = [e for e in (encode(tokenizer, r, config.max_seq_length) for r in load_records(data_path)) if e]
-    if len(examples) < 2:
-        raise ValueError("fewer than 2 usable records: nothing to train and evaluate on")
-    train_set, eval_set = split(examples, config.eval_fraction, config.seed)
+    train_set, eval_set = datasets(tokenizer, config, data_path, eval_path)
     lengths = [len(e.input_ids) for e in train_set]
     batches_per_epoch = math.ceil(len(train_set) / config.batch_size)
     steps_per_epoch = max(1, batches_per_epoch // config.gradient_accumulation)
@@ -482,6 +576,13 @@ def train(
             {"prompt": example.prompt[-1]["content"], "reference": example.reference, "base": base, "tuned": tuned}
         )
 
+    attribution = None
+    if config.influence_methods:
+        log(f"Measuring each record's influence on the held-out loss ({', '.join(config.influence_methods)})")
+        attribution = attribute(model, config, train_set, eval_set, pad_id, device, output_dir, report)
+        if stop():
+            raise Cancelled
+
     adapter_dir = output_dir / "adapter"
     shutil.rmtree(adapter_dir, ignore_errors=True)
     model.save_pretrained(adapter_dir)
@@ -496,6 +597,7 @@ def train(
         "samples": samples,
         "history": history,
         "device": device,
+        "influence": attribution,
     }
     (output_dir / "config.json").write_text(json.dumps(asdict(config), indent=2))
     (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))

@@ -12,10 +12,11 @@ from django_htmx.http import HttpResponseStopPolling
 from datanets import policy as datanet_policy
 from datanets.models import DatanetVersion
 from modelfactory.exceptions import ApplicationError
+from publishing.services import contributor_labels
 
 from . import charts, jobs, policy, workers
 from .forms import BaseModelForm, LaunchForm, MethodForm, VersionsForm
-from .models import BaseModel
+from .models import BaseModel, FineTuneJob
 
 STEPS = {1: "Datanets", 2: "Base model", 3: "Method", 4: "Review"}
 
@@ -158,6 +159,18 @@ def job_list(request):
 
 
 @login_required
+def influence_summary(job) -> dict | None:
+    """The default method's table with contributors as their manifests will name them."""
+    stored = job.influence or {}
+    method = stored.get("default_method")
+    data = stored.get("methods", {}).get(method)
+    if not data:
+        return None
+    labels = contributor_labels([int(row["contributor"]) for row in data["contributors"]])
+    rows = [{**row, "label": labels.get(int(row["contributor"]))} for row in data["contributors"][:50]]
+    return {"method": method, "parameters": data["parameters"], "seconds": data["seconds"], "rows": rows}
+
+
 def job_detail(request, pk):
     job = policy.get_job_for_user(request.user, pk)
     context = {
@@ -165,6 +178,8 @@ def job_detail(request, pk):
         "position": jobs.queue_position(job),
         "chart": charts.loss_chart(job.metrics),
         "last": (job.metrics or {}).get("last", {}),
+        "attribution": (job.metrics or {}).get("attribution") if job.status == FineTuneJob.Status.ATTRIBUTING else None,
+        "influence": influence_summary(job),
     }
     if request.htmx and request.GET.get("poll"):
         response = render(request, "training/job_detail.html#live", context)

@@ -15,8 +15,9 @@ def succeeded_job(transactional_db, tiny_base_model, trainer_user, django_captur
         job = jobs.job_create(owner=trainer_user, name="Codes", base_model=tiny_base_model, versions=[version],
                               method="qlora", preset="quick",
                               overrides={"learning_rate": 0.005, "epochs": 2, "max_seq_length": 64})  # fmt: skip
-    assert jobs.job_run(job_id=job.pk, worker="test") == "succeeded"
+    result = jobs.job_run(job_id=job.pk, worker="test")
     job.refresh_from_db()
+    assert result == "succeeded", (job.error, job.logs[-3:])
     return job
 
 

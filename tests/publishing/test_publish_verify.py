@@ -36,7 +36,7 @@ def test_publish_download_verify_and_load(client, adapter, trainer_user, tiny_ba
     import jsonschema
 
     jsonschema.validate(manifest, json.loads((ROOT / "attribution" / "manifest.schema.json").read_text()))
-    assert manifest["schema"] == "modelfactory.manifest/v1" and manifest["influence"] is None
+    assert manifest["schema"] == "modelfactory.manifest/v1" and manifest["influence"]["method"] == "datainf"
     assert manifest["base_model"]["weights_sha256"] == tiny_base_model.weights_sha256
     assert manifest["totals"]["records"] == 24 == sum(c["records"] for c in manifest["contributors"])
     assert abs(sum(c["share_by_tokens"] for c in manifest["contributors"]) - 1) < 1e-6

@@ -1,0 +1,81 @@
+"""Store and recompute the influence of training records on a job's adapter (attribution.influence)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+from django.core.files.storage import default_storage
+from django.db import transaction
+from django.utils import timezone
+
+from datanets.models import Record
+
+from . import trainer
+from .models import FineTuneJob, RecordInfluence
+
+
+def influence_store(*, job: FineTuneJob, output_dir: Path) -> dict:
+    """Read the trainer's influence.json: per-record scores into RecordInfluence, the per-contributor
+    tables onto the job (merged with methods computed before). Returns the job's influence."""
+    data = json.loads((Path(output_dir) / "influence.json").read_text())
+    methods = list(data["contributors"])
+    record_ids = dict(
+        ((content_hash, str(contributor)), pk)
+        for pk, content_hash, contributor in Record.objects.filter(versions__in=job.datanet_versions.all())
+        .values_list("pk", "content_hash", "contributor_id")
+        .distinct()
+    )
+    scores: dict[tuple[int, str], float] = {}
+    for row in data["records"]:
+        pk = record_ids.get((row["content_hash"], str(row["contributor"])))
+        for method in methods:
+            if pk is not None:  # a record seen twice (two versions) keeps one score: they are the same
+                scores[(pk, method)] = row[method]
+    now = timezone.now().isoformat()
+    influence = dict(job.influence or {})
+    influence.setdefault("methods", {})
+    for method in methods:
+        influence["methods"][method] = {
+            "parameters": data["parameters"],
+            "contributors": data["contributors"][method],
+            "seconds": data["seconds"],
+            "gradient_bytes": data["gradient_bytes"],
+            "computed_at": now,
+        }
+    influence.setdefault("default_method", data["default_method"])
+    with transaction.atomic():
+        RecordInfluence.objects.filter(job=job, method__in=methods).delete()
+        RecordInfluence.objects.bulk_create(
+            [RecordInfluence(job=job, record_id=pk, method=m, score=s) for (pk, m), s in sorted(scores.items())],
+            batch_size=5000,
+        )
+        FineTuneJob.objects.filter(pk=job.pk).update(influence=influence)
+    job.influence = influence
+    return influence
+
+
+def influence_recompute(*, job: FineTuneJob, methods: list[str], projection_dim: int = 0, progress=None) -> dict:
+    """Compute influence again for a succeeded job's stored adapter, with other methods or parameters."""
+    from . import jobs
+
+    if job.status != FineTuneJob.Status.SUCCEEDED:
+        raise ValueError("only a succeeded job's adapter can be attributed")
+    outputs = jobs.job_outputs(job)
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        adapter = tmp / "adapter"
+        adapter.mkdir()
+        for name in ("adapter_config.json", "adapter_model.safetensors"):
+            with default_storage.open(outputs[f"adapter/{name}"]) as source, open(adapter / name, "wb") as target:
+                shutil.copyfileobj(source, target)
+        data = tmp / "data.jsonl"
+        jobs.write_training_data(job, data)
+        config = trainer.TrainConfig.from_dict(
+            {**job.config, "base_model_path": job.base_model.local_path, "influence_methods": methods,
+             "influence_projection_dim": projection_dim}
+        )  # fmt: skip
+        trainer.attribute_saved(config, data, adapter, tmp / "output", progress=progress)
+        return influence_store(job=job, output_dir=tmp / "output")
