@@ -288,7 +288,19 @@ def job_run(*, job_id: int, worker: str) -> str:
                 default_storage.save(name, File(handle))
         FineTuneJob.objects.filter(pk=job.pk).update(
             status=FineTuneJob.Status.SUCCEEDED,
-            evaluation={k: result[k] for k in ("base", "tuned", "samples", "steps", "tokens", "trainable_parameters")},
+            evaluation={
+                k: result[k]
+                for k in (
+                    "base",
+                    "tuned",
+                    "samples",
+                    "steps",
+                    "tokens",
+                    "trainable_parameters",
+                    "train_examples",
+                    "eval_examples",
+                )
+            },
             metrics={**metrics, "eval": result["history"]["eval"]},
             adapter_path=prefix,
             finished_at=timezone.now(),

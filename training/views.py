@@ -158,7 +158,6 @@ def job_list(request):
     return render(request, "training/job_list.html", {"page": page})
 
 
-@login_required
 def influence_summary(job) -> dict | None:
     """The default method's table with contributors as their manifests will name them."""
     stored = job.influence or {}
@@ -171,6 +170,7 @@ def influence_summary(job) -> dict | None:
     return {"method": method, "parameters": data["parameters"], "seconds": data["seconds"], "rows": rows}
 
 
+@login_required
 def job_detail(request, pk):
     job = policy.get_job_for_user(request.user, pk)
     context = {

@@ -38,6 +38,8 @@ def test_matrix(adapter, visibility):
         assert client.get(page).status_code == (200 if sees else 404), role
         expected_download = 302 if user is None else (200 if sees else 404)  # anonymous: log in first
         assert client.get(download).status_code == expected_download, role
+        rewards = client.get(reverse("adapter_rewards", args=[adapter.slug, adapter.version]) + "?amount=10")
+        assert rewards.status_code == (302 if user is None else 200 if role == "staff" else 404), role
         listed = adapter.name in client.get(reverse("adapter_list")).content.decode()
         assert listed is sees, role
         if user is None:

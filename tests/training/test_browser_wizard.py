@@ -3,6 +3,7 @@
 import pytest
 
 from tests.datanets.test_browser_flow import log_in
+from tests.factories import MembershipFactory
 from training.models import FineTuneJob
 
 pytestmark = pytest.mark.browser
@@ -11,6 +12,7 @@ pytestmark = pytest.mark.browser
 def test_walk_the_wizard_and_watch_the_run(live_server, celery_worker_process, page, tiny_base_model, trainer_user,
                                            version, tmp_path):  # fmt: skip
     url = live_server.url
+    team = MembershipFactory(user=trainer_user, role="owner").team
     log_in(page, url, trainer_user)
     page.get_by_role("link", name="Train").click()
     page.get_by_label(f"{version.datanet.name} v1", exact=False).check()
@@ -50,4 +52,14 @@ def test_walk_the_wizard_and_watch_the_run(live_server, celery_worker_process, p
     assert job.status == "succeeded", job.error
     assert page.locator("#job-status").inner_text() == "Succeeded"
     assert float(page.locator("#tuned-loss").inner_text()) < float(page.locator("#base-loss").inner_text())
+    page.locator("#influence").get_by_text("datainf").first.wait_for()  # measured after training
     page.screenshot(path=str(tmp_path / "job.png"), full_page=True)
+
+    # Publish it: the adapter page shows each contributor's influence beside the token share.
+    page.get_by_role("link", name="Publish as an adapter").click()
+    page.get_by_label("Team").select_option(label=team.name)
+    page.get_by_role("button", name="Publish").click()
+    page.wait_for_url("**/adapters/codes-expert/v1/")
+    assert page.locator("#influence-method").inner_text() == "datainf"
+    assert page.locator("td.influence-share").count() == 1
+    assert 0 <= float(page.locator("td.influence-share").inner_text()) <= 1

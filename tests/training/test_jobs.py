@@ -19,7 +19,7 @@ from training.models import FineTuneJob
 FAST = {"learning_rate": 0.005, "epochs": 4, "batch_size": 4, "max_seq_length": 64}
 
 
-def wait_for(job, condition, timeout=120):
+def wait_for(job, condition, timeout=300):
     def refresh():
         job.refresh_from_db()
         return job
@@ -57,6 +57,9 @@ def test_a_job_trains_on_a_real_worker_and_its_adapter_loads_with_peft(
     assert job.device == "cpu" and job.worker.startswith(celery_worker_process.name.split("@")[0])
     assert len(job.metrics["train"]) == job.total_steps
     assert job.evaluation["tuned"]["eval_loss"] < job.evaluation["base"]["eval_loss"]
+    assert job.influence["default_method"] == "datainf"  # measured on the worker after training
+    trained = job.influence["methods"]["datainf"]["parameters"]["train_examples"]
+    assert job.record_influences.filter(method="datainf").count() == trained == job.evaluation["train_examples"]
     assert len(job.evaluation["samples"]) >= 1 and {"base", "tuned", "prompt"} <= set(job.evaluation["samples"][0])
 
     outputs = jobs.job_outputs(job)

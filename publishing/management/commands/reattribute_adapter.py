@@ -16,11 +16,12 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("slug")
-        parser.add_argument("--version", type=int, help="the version to start from (default: the latest)")
+        parser.add_argument("--from-version", type=int, help="the version to start from (default: the latest)")
         parser.add_argument("--method", choices=METHODS, required=True)
         parser.add_argument("--projection-dim", type=int, default=0, help="CountSketch size; 0: exact if it fits")
 
-    def handle(self, *args, slug, version, method, projection_dim, **options):
+    def handle(self, *args, slug, from_version, method, projection_dim, **options):
+        version = from_version
         adapters = Adapter.objects.filter(slug=slug)
         adapter = adapters.filter(version=version).first() if version else adapters.order_by("-version").first()
         if adapter is None:

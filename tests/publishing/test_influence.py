@@ -1,0 +1,146 @@
+"""Influence in the product: a job measures it, the manifest carries it, pages show it, rewards split by it."""
+
+import csv
+import io
+import json
+import subprocess
+import sys
+from decimal import Decimal
+from pathlib import Path
+
+import jsonschema
+import pytest
+from django.core.management import call_command
+from django.urls import reverse
+
+from attribution import synthetic
+from attribution.verify import VerificationError, _check_influence
+from datanets import services as datanet_services
+from datanets.models import Record
+from publishing import services
+from publishing.models import Adapter
+from tests.factories import DatanetFactory, MembershipFactory, UserFactory
+from training import jobs
+from training.models import RecordInfluence
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def contributors(db):
+    return [UserFactory(username=f"expert{i}") for i in range(3)]
+
+
+@pytest.fixture
+def influenced_adapter(transactional_db, tiny_base_model, trainer_user, contributors,
+                       django_capture_on_commit_callbacks):  # fmt: skip
+    """Three contributors, each teaching a generated task; trained, attributed and published for real."""
+    datanet = DatanetFactory(name="Realms", visibility="public", created_by=trainer_user)
+    for task, user in zip(synthetic.make_tasks(3, 8, seed=0), contributors, strict=True):
+        for thing, value in task.facts:
+            datanet_services.record_create(datanet=datanet, contributor=user, value=task.record(thing, value))
+    Record.objects.filter(datanet=datanet).update(status="approved")
+    version = datanet_services.version_publish(datanet=datanet, by=UserFactory(is_staff=True))
+    with django_capture_on_commit_callbacks(execute=False):
+        job = jobs.job_create(owner=trainer_user, name="Realms", base_model=tiny_base_model, versions=[version],
+                              method="qlora", preset="quick",
+                              overrides={"learning_rate": 0.005, "epochs": 2, "max_seq_length": 64})  # fmt: skip
+    result = jobs.job_run(job_id=job.pk, worker="test")
+    job.refresh_from_db()
+    assert result == "succeeded", (job.error, job.logs[-3:])
+    team = MembershipFactory(user=trainer_user, role="owner").team
+    return services.adapter_publish(job=job, by=trainer_user, team=team, name="Realms Expert", visibility="team")
+
+
+def test_a_job_measures_influence_and_the_signed_manifest_carries_it(influenced_adapter, contributors, tmp_path):
+    adapter, job = influenced_adapter, influenced_adapter.job
+    assert set(job.influence["methods"]) == {"datainf", "tracin"} and job.influence["default_method"] == "datainf"
+    assert job.metrics["attribution"]["done"] == job.metrics["attribution"]["total"] > 0
+    assert any("influence" in line for line in job.logs)
+    trained = job.influence["methods"]["datainf"]["parameters"]["train_examples"]
+    assert RecordInfluence.objects.filter(job=job, method="datainf").count() == trained
+    assert RecordInfluence.objects.filter(job=job, method="tracin").count() == trained
+
+    influence = adapter.manifest["influence"]
+    schema = json.loads((ROOT / "attribution" / "manifest.schema.json").read_text())
+    jsonschema.validate(adapter.manifest, schema)
+    assert influence["method"] == "datainf" and "DataInf" in influence["reference"]
+    assert influence["parameters"]["projection"] == "none" and influence["recomputed_from_version"] is None
+    ids = {services.contributor_pseudonym(user.pk) for user in contributors}
+    assert {row["id"] for row in influence["contributors"]} == ids
+    assert abs(sum(row["share"] for row in influence["contributors"]) - 1) < 1e-5
+
+    zip_path = tmp_path / "adapter.zip"
+    with services.adapter_download_counted(adapter=adapter) as handle:
+        zip_path.write_bytes(handle.read())
+    result = subprocess.run([sys.executable, "-m", "attribution.verify", str(zip_path)], cwd=ROOT,
+                            capture_output=True, text=True)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "INFLUENCE by datainf" in result.stdout
+
+    contributors_by_id = {c["id"]: c for c in adapter.manifest["contributors"]}
+    broken = json.loads(json.dumps(influence))
+    broken["contributors"][0]["share"] += 0.2
+    with pytest.raises(VerificationError, match="add up to"):
+        _check_influence(broken, contributors_by_id)
+    broken = json.loads(json.dumps(influence))
+    broken["contributors"][0]["id"] = "c-0000000000000000"
+    with pytest.raises(VerificationError, match="without records"):
+        _check_influence(broken, contributors_by_id)
+
+
+def test_pages_show_influence_beside_token_shares(client, influenced_adapter, trainer_user, contributors):
+    adapter = influenced_adapter
+    client.force_login(trainer_user)
+    page = client.get(reverse("adapter_detail", args=[adapter.slug, adapter.version])).content.decode()
+    assert "Influence share" in page and 'id="influence-method">datainf' in page
+    assert page.count('class="influence-share"') == 3
+    assert 'id="reward-split"' not in page  # staff only
+
+    job_page = client.get(reverse("job_detail", args=[adapter.job.pk])).content.decode()
+    assert 'id="influence"' in job_page and services.contributor_pseudonym(contributors[0].pk) in job_page
+
+    client.force_login(contributors[1])
+    mine = client.get(reverse("my_adapter_contributions")).content.decode()
+    row = next(
+        r
+        for r in adapter.manifest["influence"]["contributors"]
+        if r["id"] == services.contributor_pseudonym(contributors[1].pk)
+    )
+    assert f"{row['share']:.3f}" in mine and "datainf" in mine
+
+
+def test_a_reward_is_split_by_influence_and_adds_up_exactly(client, influenced_adapter, contributors):
+    adapter = influenced_adapter
+    client.force_login(UserFactory(is_staff=True))
+    page = client.get(reverse("adapter_detail", args=[adapter.slug, adapter.version])).content.decode()
+    assert 'id="reward-split"' in page
+    url = reverse("adapter_rewards", args=[adapter.slug, adapter.version])
+    response = client.get(url, {"amount": "1000.01"})
+    assert response.status_code == 200 and response["Content-Type"] == "text/csv"
+    rows = list(csv.DictReader(io.StringIO(response.content.decode())))
+    assert {r["username"] for r in rows} == {u.username for u in contributors}
+    assert sum(Decimal(r["payout"]) for r in rows) == Decimal("1000.01")
+    shares = {r["contributor"]: float(r["influence_share"]) for r in rows}
+    biggest = max(shares, key=shares.get)
+    assert max(rows, key=lambda r: Decimal(r["payout"]))["contributor"] == biggest
+
+    for bad in ("", "-5", "abc", "1.001"):
+        response = client.get(url, {"amount": bad})
+        assert response.status_code == 302, bad
+
+
+def test_reattribution_publishes_a_new_version_and_leaves_the_old_one(influenced_adapter):
+    adapter = influenced_adapter
+    before = adapter.manifest_sha256
+    out = io.StringIO()
+    call_command("reattribute_adapter", adapter.slug, "--method", "tracin", "--projection-dim", "64", stdout=out)
+    assert "Published realms-expert v2 with tracin influence" in out.getvalue()
+    new = Adapter.objects.get(slug=adapter.slug, version=2)
+    assert new.manifest["influence"]["method"] == "tracin"
+    assert new.manifest["influence"]["recomputed_from_version"] == 1
+    assert new.manifest["influence"]["parameters"]["projection"] == "countsketch-64"
+    assert new.manifest["contributors"] == adapter.manifest["contributors"]
+    adapter.refresh_from_db()
+    assert adapter.manifest_sha256 == before and adapter.manifest["influence"]["method"] == "datainf"
+    assert RecordInfluence.objects.filter(job=adapter.job, method="tracin").exists()
