@@ -76,7 +76,8 @@ def target_from_payload(payload: dict) -> Target:
 
 
 def _redis() -> redis.Redis:
-    return redis.Redis.from_url(settings.CACHE_REDIS_URL)
+    # No socket timeout: BLPOP waits up to SERVING_TIMEOUT_S for the next token.
+    return redis.Redis.from_url(settings.CACHE_REDIS_URL, socket_timeout=None)
 
 
 def _events_key(request_id: str) -> str:

@@ -21,17 +21,28 @@ def make_version(owner):
     return datanet_services.version_publish(datanet=datanet, by=UserFactory(is_staff=True))
 
 
-@pytest.fixture
-def memorising_job(transactional_db, tiny_base_model, trainer_user, django_capture_on_commit_callbacks):  # noqa: F811
-    """A real LoRA fine-tune of the tiny model, trained long enough to repeat its records verbatim."""
-    version = make_version(trainer_user)
-    with django_capture_on_commit_callbacks(execute=False):
-        job = jobs.job_create(owner=trainer_user, name="Codes", base_model=tiny_base_model, versions=[version],
-                              method="lora", preset="quick",
-                              overrides={"learning_rate": 0.01, "epochs": 40, "max_seq_length": 64})  # fmt: skip
+def train(owner, base_model, epochs: int):
+    version = make_version(owner)
+    job = jobs.job_create(owner=owner, name="Codes", base_model=base_model, versions=[version], method="lora",
+                          preset="quick", overrides={"learning_rate": 0.01, "epochs": epochs, "max_seq_length": 64})  # fmt: skip
     assert jobs.job_run(job_id=job.pk, worker="test") == "succeeded"
     job.refresh_from_db()
     return job
+
+
+@pytest.fixture
+def memorising_job(transactional_db, tiny_base_model, trainer_user, django_capture_on_commit_callbacks):  # noqa: F811
+    """A real LoRA fine-tune of the tiny model, trained long enough to repeat its records verbatim."""
+    with django_capture_on_commit_callbacks(execute=False):
+        return train(trainer_user, tiny_base_model, epochs=40)
+
+
+@pytest.fixture
+def quick_adapter(transactional_db, tiny_base_model, trainer_user, team, django_capture_on_commit_callbacks):  # noqa: F811
+    """One epoch: enough for tests that never ask it anything."""
+    with django_capture_on_commit_callbacks(execute=False):
+        job = train(trainer_user, tiny_base_model, epochs=1)
+    return services.adapter_publish(job=job, by=trainer_user, team=team, name="Codes Expert")
 
 
 @pytest.fixture
