@@ -125,21 +125,24 @@ def bench_engine(model_path: str, args) -> None:
           f"transformers generate {max(theirs):.1f} tokens/s, ratio {max(ours) / max(theirs):.2f}x (best of {args.repeats})")  # fmt: skip
     del plain
 
+    def chat(adapter, barrier, first, finished):
+        barrier.wait()
+        start = time.perf_counter()
+        for i, _ in enumerate(
+            engine.generate(MESSAGES, adapter=adapter, sampling=Sampling(temperature=0.7, max_tokens=32))
+        ):
+            if i == 0:
+                first.append(time.perf_counter() - start)
+        finished.append(time.perf_counter() - start)
+
     for chats in (1, 4):
         first: list[float] = []
         finished: list[float] = []
         barrier = threading.Barrier(chats + 1)
-
-        def chat(adapter):
-            barrier.wait()
-            start = time.perf_counter()
-            for i, _ in enumerate(engine.generate(MESSAGES, adapter=adapter,
-                                                  sampling=Sampling(temperature=0.7, max_tokens=32))):  # fmt: skip
-                if i == 0:
-                    first.append(time.perf_counter() - start)
-            finished.append(time.perf_counter() - start)
-
-        threads = [threading.Thread(target=chat, args=(adapters[i % len(adapters)],)) for i in range(chats)]
+        threads = [
+            threading.Thread(target=chat, args=(adapters[i % len(adapters)], barrier, first, finished))
+            for i in range(chats)
+        ]
         for thread in threads:
             thread.start()
         barrier.wait()

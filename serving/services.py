@@ -58,8 +58,9 @@ def target_for_adapter(adapter: Adapter) -> Target:
 
 
 def target_for_job(job: FineTuneJob) -> Target:
-    if job.status != FineTuneJob.Status.SUCCEEDED or "adapter/adapter_model.safetensors" not in training_jobs.job_outputs(
-        job
+    if (
+        job.status != FineTuneJob.Status.SUCCEEDED
+        or "adapter/adapter_model.safetensors" not in training_jobs.job_outputs(job)
     ):
         raise ApplicationError("This job has no finished adapter to chat with.")
     stamp = job.finished_at.strftime("%Y%m%d%H%M%S%f") if job.finished_at else "0"
@@ -188,10 +189,10 @@ def chat_result(*, request_id: str) -> dict | None:
 
 def chat_complete(*, request_id: str) -> dict:
     """Wait for the whole answer."""
-    event = {}
+    last = {}
     for event in chat_events(request_id=request_id):
-        pass
-    return event
+        last = event
+    return last
 
 
 # Files the inference worker needs --------------------------------------------------------------

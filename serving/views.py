@@ -91,8 +91,13 @@ def _playground(request, target, back_url: str):
             sampling = services.clean_sampling(temperature=data["temperature"], top_p=data["top_p"],
                                                max_tokens=data["max_tokens"])  # fmt: skip
             requests = {
-                side: services.chat_start(target=target, messages=_history(turns, side, data["message"]),
-                                          sampling=sampling, owner=owner, use_adapter=side == "adapter")  # fmt: skip
+                side: services.chat_start(
+                    target=target,
+                    messages=_history(turns, side, data["message"]),
+                    sampling=sampling,
+                    owner=owner,
+                    use_adapter=side == "adapter",
+                )  # fmt: skip
                 for side in ("adapter", "base")
             }
         except ApplicationError as problem:
