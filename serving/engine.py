@@ -1,7 +1,9 @@
 """Inference engine: one base model in memory, LoRA adapters hot-swapped on it, tokens streamed. No Django.
 
-Adapters are loaded into one peft ``PeftModel`` with ``load_adapter`` and chosen per request with
-``set_adapter``; base-model answers run inside ``disable_adapter()``. The loaded adapters form an
+Adapters are loaded into one peft ``PeftModel`` with ``load_adapter`` (removed with
+``delete_adapter``) and chosen per decoding step by setting the LoRA layers' active adapter, as
+``set_adapter`` does but without its walk over every module; base-model answers run with the
+adapter layers disabled. The loaded adapters form an
 LRU bounded by count and by bytes. Concurrent chats take turns one decoding step at a time under a
 lock (the active adapter is model-wide state), so a new chat's first token waits for one step of
 each other chat, not for their whole answers.
@@ -14,11 +16,11 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
-from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+_UNKNOWN = object()
 
 
 @dataclass(frozen=True)
@@ -71,6 +73,8 @@ class Engine:
         eos = self.base.generation_config.eos_token_id
         self.stop_ids = {self.tokenizer.eos_token_id, *(eos if isinstance(eos, list) else [eos])} - {None}
         self.last_switch_s = 0.0
+        self.layers = None  # the LoRA layers, found once per change of loaded adapters
+        self.state = _UNKNOWN  # the adapter the layers are set to (None: disabled)
 
     # Adapters ---------------------------------------------------------------------------------
 
@@ -90,6 +94,7 @@ class Engine:
             self.model.eval()
             self.loaded[name] = _adapter_bytes(adapter.path)
             self._evict(keep=name)
+            self.layers, self.state = None, _UNKNOWN  # peft changed the layers and their flags
             return name
 
     def _evict(self, keep: str) -> None:
@@ -107,16 +112,28 @@ class Engine:
             del self.loaded[name]
 
     def _activate(self, name: str | None):
-        """Context for one decoding step with this adapter (None: the base model alone)."""
+        """Make this adapter (None: none, the base model alone) the one the next step runs with.
+
+        peft's ``set_adapter`` and ``disable_adapter`` walk every module and toggle gradients (tens of
+        ms on a 135M model); serving only needs each LoRA layer's active-adapter and disabled flags, so
+        those are set directly on a cached list of the layers."""
         if self.model is None:
-            return nullcontext(self.base)
-        if name is None:
-            return _Disabled(self.model)
-        if self.model.active_adapters != [name]:
+            return self.base
+        if self.state != name:
             started = time.perf_counter()
-            self.model.set_adapter(name)
+            if self.layers is None:
+                from peft.tuners.tuners_utils import BaseTunerLayer
+
+                self.layers = [m for m in self.model.modules() if isinstance(m, BaseTunerLayer)]
+            for layer in self.layers:
+                layer._disable_adapters = name is None
+                if name is not None:
+                    layer._active_adapter = [name]
+            if name is not None:
+                self.model.base_model.active_adapter = name
+            self.state = name
             self.last_switch_s = time.perf_counter() - started
-        return nullcontext(self.model)
+        return self.model
 
     # Generation -------------------------------------------------------------------------------
 
@@ -154,7 +171,8 @@ class Engine:
             for _ in range(max(1, sampling.max_tokens)):
                 if should_stop is not None and should_stop():
                     return
-                with self.lock, torch.inference_mode(), self._activate(name) as model:
+                with self.lock, torch.inference_mode():
+                    model = self._activate(name)
                     logits = model(input_ids=step_input, past_key_values=cache, use_cache=True).logits[0, -1]
                 token = _sample(logits.float(), sampling, generator)
                 if token in self.stop_ids:
@@ -169,19 +187,6 @@ class Engine:
 
     def decode(self, ids: list[int]) -> str:
         return self.tokenizer.decode(ids, skip_special_tokens=True)
-
-
-class _Disabled:
-    def __init__(self, model):
-        self.model, self.context = model, None
-
-    def __enter__(self):
-        self.context = self.model.disable_adapter()
-        self.context.__enter__()
-        return self.model
-
-    def __exit__(self, *exc):
-        return self.context.__exit__(*exc)
 
 
 def _sample(logits, sampling: Sampling, generator) -> int:
