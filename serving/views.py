@@ -25,11 +25,7 @@ class ChatForm(forms.Form):
     message = forms.CharField(widget=forms.Textarea(attrs={"rows": 2}), max_length=4000)
     temperature = forms.FloatField(min_value=0, max_value=2, initial=0.7)
     top_p = forms.FloatField(min_value=0.01, max_value=1, initial=0.95, label="Top-p")
-    max_tokens = forms.IntegerField(min_value=1, initial=128, label="Max tokens")
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.fields["max_tokens"].max_value = settings.SERVING_MAX_TOKENS
+    max_tokens = forms.IntegerField(min_value=1, initial=128, label="Max tokens")  # upper bound: clean_sampling
 
 
 def segments(text: str, attribution: dict | None) -> list[dict]:
@@ -112,11 +108,12 @@ def _playground(request, target, back_url: str):
             return redirect(request.path)
     if wants_json:
         return JsonResponse({"errors": form.errors.get_json_data()}, status=400)
-    for turn in turns:
-        for side in ("adapter", "base"):
-            if turn.get(side):
-                turn[side]["segments"] = segments(turn[side]["text"], turn[side].get("attribution"))
-    context = {"target": target, "form": form, "turns": turns, "back_url": back_url,
+    shown = [
+        {**turn, **{side: {**turn[side], "segments": segments(turn[side]["text"], turn[side].get("attribution"))}
+                    for side in ("adapter", "base") if turn.get(side)}}
+        for turn in turns
+    ]  # fmt: skip
+    context = {"target": target, "form": form, "turns": shown, "back_url": back_url,
                "min_tokens": settings.SERVING_SPAN_MIN_TOKENS}  # fmt: skip
     return render(request, "serving/playground.html", context)
 
