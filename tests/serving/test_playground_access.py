@@ -19,6 +19,7 @@ def test_playground_pages_follow_the_download_rules(quick_adapter, trainer_user,
     detail = client.get(reverse("adapter_detail", args=[quick_adapter.slug, quick_adapter.version])).content.decode()
     assert page in detail
     assert client.get(job_page).status_code == 200
+    assert job_page in client.get(reverse("job_detail", args=[quick_adapter.job_id])).content.decode()
 
     stranger = Client()
     stranger.force_login(MembershipFactory(user=UserFactory(), role="owner").user)
