@@ -1,4 +1,4 @@
-"""The Celery app: queue "default" for web-side work, queue "gpu" for long accelerator work."""
+"""The Celery app: queue "default" for web-side work, "gpu" for long accelerator work, "inference" for chats."""
 
 import os
 
@@ -9,13 +9,15 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "modelfactory.settings")
 
 app = Celery("modelfactory")
 app.config_from_object("django.conf:settings", namespace="CELERY")
-app.conf.task_queues = (Queue("default"), Queue("gpu"))
+app.conf.task_queues = (Queue("default"), Queue("gpu"), Queue("inference"))
 app.conf.task_default_queue = "default"
 # Tasks named "gpu.*" are the long, idempotent, resumable ones: they go to the gpu queue and are
 # declared with acks_late, so a killed worker hands them on. GPU workers run with
 # --prefetch-multiplier=1 (see modelfactory/launcher.py and docker-compose.yml) so one slow run
 # never holds a second one hostage.
-app.conf.task_routes = {"gpu.*": {"queue": "gpu"}}
+# "inference.*" tasks go to the inference worker, which keeps base models loaded for its lifetime
+# (serving/tasks.py); web processes never load a model.
+app.conf.task_routes = {"gpu.*": {"queue": "gpu"}, "inference.*": {"queue": "inference"}}
 app.autodiscover_tasks()
 
 

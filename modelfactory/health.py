@@ -46,7 +46,8 @@ def check_workers() -> dict:
     missing = sorted({"default", "gpu"} - served)
     if missing:
         raise RuntimeError(f"no worker consumes queue(s): {', '.join(missing)}")
-    return {"workers": workers}
+    # The inference worker (playground, /v1/) is reported, not required: training works without it.
+    return {"workers": workers, "inference": "inference" in served}
 
 
 def check_base_models() -> dict:

@@ -1,7 +1,8 @@
 """`make run`: bring up ModelFactory on one machine with embedded defaults, and stop it all on Ctrl-C.
 
 Migrates, imports the bundled base model once, creates a first admin with a generated password,
-starts an embedded Redis (unless REDIS_URL is set), one Celery worker on every queue and gunicorn on
+starts an embedded Redis (unless REDIS_URL is set), one Celery worker on the default and gpu queues, the
+inference worker (queue inference: the playground and /v1/ API) and gunicorn on
 127.0.0.1:$PORT. A second run reuses everything that already exists.
 """
 
@@ -98,6 +99,13 @@ def main() -> int:
             "--beat", "--schedule", str(settings.VAR_DIR / "celerybeat-schedule"),
         ]  # fmt: skip
         started.append(subprocess.Popen(worker))
+        # The inference worker loads base models once and keeps them for its lifetime; threads let
+        # concurrent chats share one model (serving/engine.py interleaves their decoding steps).
+        inference = [
+            python, "-m", "celery", "-A", "modelfactory", "worker", "-Q", "inference", "--pool", "threads",
+            "--concurrency", "4", "--prefetch-multiplier", "1", "--loglevel", "INFO", "-n", "inference@%h",
+        ]  # fmt: skip
+        started.append(subprocess.Popen(inference))
         port = os.environ.get("PORT", "8000")
         web = [
             python, "-m", "gunicorn", "modelfactory.wsgi", "--bind", f"127.0.0.1:{port}",

@@ -70,6 +70,7 @@ INSTALLED_APPS = [
     "datanets",
     "training",
     "publishing",
+    "serving",
 ]
 
 MIDDLEWARE = [
@@ -223,3 +224,15 @@ SIGNING_KEY_PATH = Path(os.environ.get("SIGNING_KEY_PATH", VAR_DIR / "signing_ke
 # Requests per token (and per anonymous address) on /api/v1/, e.g. "600/m".
 API_RATE_LIMIT = os.environ.get("API_RATE_LIMIT", "600/m")
 API_ANON_RATE_LIMIT = os.environ.get("API_ANON_RATE_LIMIT", "60/m")
+
+# Serving (playground and /v1/ OpenAI-compatible API): the inference worker's model cache and limits.
+SERVING_CACHE_DIR = Path(os.environ.get("SERVING_CACHE_DIR", VAR_DIR / "serving"))
+SERVING_MAX_BASE_MODELS = int(os.environ.get("SERVING_MAX_BASE_MODELS", "1"))
+SERVING_MAX_ADAPTERS = int(os.environ.get("SERVING_MAX_ADAPTERS", "8"))
+SERVING_MAX_ADAPTER_BYTES = int(os.environ.get("SERVING_MAX_ADAPTER_BYTES", 1024 * 1024 * 1024))
+SERVING_TIMEOUT_S = float(os.environ.get("SERVING_TIMEOUT_S", "120"))
+SERVING_MAX_TOKENS = int(os.environ.get("SERVING_MAX_TOKENS", "1024"))
+SERVING_DEFAULT_MAX_TOKENS = int(os.environ.get("SERVING_DEFAULT_MAX_TOKENS", "256"))
+SERVING_MAX_PROMPT_CHARS = int(os.environ.get("SERVING_MAX_PROMPT_CHARS", "32000"))
+# Answers are attributed to training records through spans of at least this many tokens.
+SERVING_SPAN_MIN_TOKENS = int(os.environ.get("SERVING_SPAN_MIN_TOKENS", "8"))

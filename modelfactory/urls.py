@@ -14,5 +14,6 @@ urlpatterns = [
     path("", include("training.urls")),
     path("", include("datanets.urls")),
     path("", include("publishing.urls")),
+    path("", include("serving.urls")),
     path("api/v1/", api.urls),
 ]

@@ -225,6 +225,9 @@ def adapter_publish(
             payload={"adapter": slug, "version": version, "manifest_sha256": adapter.manifest_sha256, "job_id": job.pk},
             actor=by,
         )
+        from serving.tasks import span_index_build_task  # the span index for answer attribution
+
+        span_index_build_task.delay_on_commit(adapter.pk)
     return adapter
 
 

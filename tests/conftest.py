@@ -48,16 +48,16 @@ def database_url_for_workers() -> str:
 
 
 class WorkerProcess:
-    """A real `celery worker` process consuming both queues, on the test database."""
+    """A real `celery worker` process, on the test database: both training queues by default."""
 
-    def __init__(self, database_url: str, log_path: Path):
+    def __init__(self, database_url: str, log_path: Path, queues: str = "default,gpu", pool: str = "solo"):
         self.name = f"test-{uuid.uuid4().hex[:8]}@%h"
         self.log_path = log_path
         env = {**os.environ, "DATABASE_URL": database_url}
         self.log = open(log_path, "w")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "modelfactory", "worker", "-Q", "default,gpu",
-             "--pool", "solo", "--prefetch-multiplier", "1", "-n", self.name, "--loglevel", "INFO",
+            [sys.executable, "-m", "celery", "-A", "modelfactory", "worker", "-Q", queues,
+             "--pool", pool, "--prefetch-multiplier", "1", "-n", self.name, "--loglevel", "INFO",
              "--without-gossip", "--without-mingle"],
             cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT,
         )  # fmt: skip
@@ -94,6 +94,14 @@ class WorkerProcess:
 def celery_worker_process(transactional_db, tmp_path):
     """Start a worker process for one test; the test's rows are committed, so the worker sees them."""
     worker = WorkerProcess(database_url_for_workers(), tmp_path / "worker.log")
+    yield worker
+    worker.stop()
+
+
+@pytest.fixture
+def inference_worker_process(transactional_db, tmp_path):
+    """The inference worker as `make run` starts it: queue "inference", a thread pool, models kept loaded."""
+    worker = WorkerProcess(database_url_for_workers(), tmp_path / "inference.log", queues="inference", pool="threads")
     yield worker
     worker.stop()
 

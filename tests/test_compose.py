@@ -30,6 +30,8 @@ def test_compose_has_every_service_with_health_checks():
     assert gpu["command"][gpu["command"].index("--prefetch-multiplier") + 1] == "1"
     assert gpu["deploy"]["resources"]["reservations"]["devices"][0]["capabilities"] == ["gpu"]
     assert "media:/data/media" in services["web"]["volumes"]
+    inference = services["worker-inference"]
+    assert inference["command"][inference["command"].index("-Q") + 1] == "inference" and "healthcheck" in inference
 
 
 def test_compose_config_validates_where_a_compose_client_exists():

