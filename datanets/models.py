@@ -136,6 +136,21 @@ class Record(models.Model):
         return f"record {self.pk} ({self.status})"
 
 
+class RecordBand(models.Model):
+    """One LSH band key of a record's MinHash. Records that share a key in their Datanet are
+    near-duplicate candidates; kept in the database so an ingest never holds a Datanet's index in memory."""
+
+    datanet = models.ForeignKey(Datanet, on_delete=models.CASCADE, related_name="+", db_index=False)
+    record = models.ForeignKey(Record, on_delete=models.CASCADE, related_name="bands")
+    key = models.BigIntegerField()
+
+    class Meta:
+        indexes = [models.Index(fields=["datanet", "key"])]
+
+    def __str__(self) -> str:
+        return f"band {self.key} of record {self.record_id}"
+
+
 class RejectionReason(models.Model):
     """A reusable reason moderators pick when rejecting."""
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import tempfile
 from collections import defaultdict
@@ -19,7 +20,7 @@ from modelfactory.exceptions import ApplicationError
 
 from . import flags, merkle, policy, records
 from .ledger import ledger_append
-from .models import AccessRequest, Datanet, DatanetVersion, Record, RejectionReason, Upload
+from .models import AccessRequest, Datanet, DatanetVersion, Record, RecordBand, RejectionReason, Upload
 
 TOKEN = re.compile(r"\w+|[^\w\s]")
 MAX_REPORTED_ERRORS = 1000
@@ -223,18 +224,27 @@ def _existing_hashes(datanet: Datanet, hashes: list[str]) -> set[str]:
     return found
 
 
-def _near_duplicate_index(datanet: Datanet) -> flags.NearDuplicateIndex:
-    """MinHash LSH over the Datanet's records, keyed by content hash."""
-    index = flags.NearDuplicateIndex()
-    rows = Record.objects.filter(datanet=datanet).exclude(status=Record.Status.WITHDRAWN)
-    for content_hash, signature in rows.values_list("content_hash", "minhash").iterator(chunk_size=5000):
-        index.add(content_hash, flags.signature_from_bytes(bytes(signature)))
-    return index
+def _band_matches(datanet: Datanet, keys: list[int]) -> dict[int, int]:
+    """For each band key some record of the Datanet has (withdrawn records aside): the earliest such record's id."""
+    if not keys:
+        return {}
+    band, record = (connection.ops.quote_name(model._meta.db_table) for model in (RecordBand, Record))
+    if connection.vendor == "postgresql":
+        wanted, param = "= ANY(%s::bigint[])", list(keys)
+    else:  # one parameter, whatever the number of keys (SQLite's JSON1)
+        wanted, param = "IN (SELECT value FROM json_each(%s))", json.dumps(keys)
+    sql = (
+        f"SELECT b.key, MIN(b.record_id) FROM {band} b JOIN {record} r ON r.id = b.record_id "
+        f"WHERE b.datanet_id = %s AND b.key {wanted} AND r.status <> %s GROUP BY b.key"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [datanet.pk, param, Record.Status.WITHDRAWN])
+        return dict(cursor.fetchall())
 
 
 INSERT_FIELDS = (
     "datanet", "contributor", "upload", "line_number", "content", "content_hash", "text", "token_count", "flags",
-    "flag_kinds", "minhash", "status", "rejection_reason", "created_at",
+    "flag_kinds", "near_duplicate_of", "minhash", "status", "rejection_reason", "created_at",
 )  # fmt: skip
 
 
@@ -261,25 +271,96 @@ def _insert_records(rows: list[dict]) -> None:
         cursor.executemany(sql, params)
 
 
+def _insert_bands(datanet: Datanet, rows: list[tuple[int, list[int]]]) -> None:
+    table = connection.ops.quote_name(RecordBand._meta.db_table)
+    params = [(datanet.pk, record_id, key) for record_id, keys in rows for key in keys]
+    with connection.cursor() as cursor:
+        cursor.executemany(f"INSERT INTO {table} (datanet_id, record_id, key) VALUES (%s, %s, %s)", params)
+
+
+class _Batch:
+    """Valid records waiting to be stored: checked against the Datanet and flagged together, then stored
+    with one insert. Everything about a record that is not in the database lives here only until the
+    batch is stored, so memory does not grow with the file."""
+
+    def __init__(self, upload: Upload):
+        self.upload = upload
+        self.datanet = upload.datanet
+        self.lines: list[int] = []
+        self.records: list[records.Record] = []
+        self.hashes: set[str] = set()
+        self.added = self.duplicates = self.flagged = 0
+        self.last_id = Record.objects.order_by("-id").values_list("id", flat=True).first() or 0
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def add(self, number: int, record: records.Record) -> None:
+        if record.content_hash in self.hashes:
+            self.duplicates += 1
+            return
+        self.hashes.add(record.content_hash)
+        self.lines.append(number)
+        self.records.append(record)
+
+    def store(self) -> None:
+        """Skip exact duplicates of stored records, flag, find near-duplicates, insert records and bands."""
+        datanet, upload = self.datanet, self.upload
+        existing = _existing_hashes(datanet, [record.content_hash for record in self.records])
+        fresh = [(n, r) for n, r in zip(self.lines, self.records, strict=True) if r.content_hash not in existing]
+        self.duplicates += len(self.records) - len(fresh)
+        self.lines, self.records, self.hashes = [], [], set()
+        if not fresh:
+            return
+        signatures = flags.signatures([record.text for _, record in fresh])
+        keys = flags.band_keys(signatures)
+        stored = _band_matches(datanet, [key for record_keys in keys for key in record_keys])
+        first_here: dict[int, int] = {}  # band key -> line number of the first record of this batch with it
+        rows, links = [], []
+        for (number, record), record_keys, signature in zip(fresh, keys, signatures, strict=True):
+            record_flags = flags.personal_data_flags(record.text)
+            earlier = [stored[key] for key in record_keys if key in stored]
+            here = [first_here[key] for key in record_keys if key in first_here]
+            if earlier or here:
+                record_flags.append({"kind": "near_duplicate", "start": 0, "end": 0})
+                if not earlier:
+                    links.append((number, min(here)))
+            for key in record_keys:
+                first_here.setdefault(key, number)
+            self.flagged += bool(record_flags)
+            rows.append({
+                "datanet": datanet.pk, "contributor": upload.contributor_id, "upload": upload.pk,
+                "line_number": number, "content": record.content, "content_hash": record.content_hash,
+                "text": record.text, "token_count": token_count(record.text), "flags": record_flags,
+                "flag_kinds": ",".join(sorted({flag["kind"] for flag in record_flags})),
+                "near_duplicate_of": min(earlier) if earlier else None,
+                "minhash": flags.signature_bytes(signature), "status": Record.Status.PENDING,
+                "rejection_reason": "", "created_at": None,
+            })  # fmt: skip
+        _insert_records(rows)
+        # Ids of what was just inserted: ours are the rows of this upload above the last id seen before.
+        ids = dict(
+            Record.objects.filter(upload=upload, id__gt=self.last_id).values_list("line_number", "id").order_by()
+        )
+        self.last_id = max(ids.values())
+        _insert_bands(
+            datanet, [(ids[number], record_keys) for (number, _), record_keys in zip(fresh, keys, strict=True)]
+        )
+        if links:
+            table = connection.ops.quote_name(Record._meta.db_table)
+            with connection.cursor() as cursor:
+                cursor.executemany(
+                    f"UPDATE {table} SET near_duplicate_of_id = %s WHERE id = %s",
+                    [(ids[other], ids[number]) for number, other in links],
+                )
+        self.added += len(rows)
+
+
 def _ingest(upload: Upload, path: Path, total: int) -> tuple[int, int, int]:
     datanet = upload.datanet
-    index = _near_duplicate_index(datanet)
-    batch: list[dict] = []
-    added = duplicates = flagged = 0
+    batch = _Batch(upload)
     errors: list[dict] = []
     error_count = 0
-    seen: set[str] = set()
-    near: dict[str, str] = {}  # content hash of a new record -> content hash of its near duplicate
-
-    def flush() -> None:
-        nonlocal added, duplicates
-        existing = _existing_hashes(datanet, [row["content_hash"] for row in batch])
-        fresh = [row for row in batch if row["content_hash"] not in existing]
-        _insert_records(fresh)
-        added += len(fresh)
-        duplicates += len(batch) - len(fresh)
-        batch.clear()
-
     lines = 0
     for line in records.read_lines(path, upload.format, datanet.schema):
         lines += 1
@@ -296,48 +377,19 @@ def _ingest(upload: Upload, path: Path, total: int) -> tuple[int, int, int]:
             if len(errors) < MAX_REPORTED_ERRORS:
                 errors.append({"line": line.number, "reason": reason})
             continue
-        if error_count or record.content_hash in seen:
-            duplicates += not error_count
+        if error_count:
             continue  # once a line is bad nothing will be stored: only keep validating
-        seen.add(record.content_hash)
-        signature = flags.minhash(record.text)
-        record_flags = flags.personal_data_flags(record.text)
-        similar = index.similar(signature)
-        if similar:
-            record_flags.append({"kind": "near_duplicate", "start": 0, "end": 0})
-            near[record.content_hash] = similar[0]
-        index.add(record.content_hash, signature)
-        flagged += bool(record_flags)
-        batch.append({
-            "datanet": datanet.pk, "contributor": upload.contributor_id, "upload": upload.pk,
-            "line_number": line.number, "content": record.content, "content_hash": record.content_hash,
-            "text": record.text, "token_count": token_count(record.text), "flags": record_flags,
-            "flag_kinds": ",".join(sorted({flag["kind"] for flag in record_flags})),
-            "minhash": flags.signature_bytes(signature), "status": Record.Status.PENDING, "rejection_reason": "",
-            "created_at": None,
-        })  # fmt: skip
+        batch.add(line.number, record)
         if len(batch) >= BATCH:
-            flush()
+            batch.store()
     if lines == 0:
         raise records.FileError("The file holds no records.")
     if error_count:
         upload.lines_read, upload.errors, upload.error_count = lines, errors, error_count
         raise Rejected
-    if batch:
-        flush()
-    _link_near_duplicates(datanet, near)
+    batch.store()
     upload.lines_read = lines
-    return added, duplicates, flagged
-
-
-def _link_near_duplicates(datanet: Datanet, near: dict[str, str]) -> None:
-    if not near:
-        return
-    wanted = list(set(near) | set(near.values()))
-    ids = dict(Record.objects.filter(datanet=datanet, content_hash__in=wanted).values_list("content_hash", "id"))
-    for new, other in near.items():
-        if new in ids and other in ids:
-            Record.objects.filter(pk=ids[new]).update(near_duplicate_of_id=ids[other])
+    return batch.added, batch.duplicates, batch.flagged
 
 
 def record_create(*, datanet: Datanet, contributor, value: dict) -> Record:
@@ -350,23 +402,27 @@ def record_create(*, datanet: Datanet, contributor, value: dict) -> Record:
         raise ApplicationError(f"This record is not valid: {error}.") from error
     if Record.objects.filter(datanet=datanet, content_hash=record.content_hash).exists():
         raise ApplicationError("This exact record is already in the Datanet.")
-    signature = flags.minhash(record.text)
+    signature = flags.signatures([record.text])[0]
+    keys = flags.band_keys(signature[None, :])[0]
     record_flags = flags.personal_data_flags(record.text)
-    similar = _near_duplicate_index(datanet).similar(signature)
-    if similar:
+    matches = _band_matches(datanet, keys)
+    if matches:
         record_flags.append({"kind": "near_duplicate", "start": 0, "end": 0})
-    return Record.objects.create(
-        datanet=datanet,
-        contributor=contributor,
-        content=record.content,
-        content_hash=record.content_hash,
-        text=record.text,
-        token_count=token_count(record.text),
-        flags=record_flags,
-        flag_kinds=",".join(sorted({flag["kind"] for flag in record_flags})),
-        near_duplicate_of=Record.objects.filter(datanet=datanet, content_hash=similar[0]).first() if similar else None,
-        minhash=flags.signature_bytes(signature),
-    )
+    with transaction.atomic():
+        created = Record.objects.create(
+            datanet=datanet,
+            contributor=contributor,
+            content=record.content,
+            content_hash=record.content_hash,
+            text=record.text,
+            token_count=token_count(record.text),
+            flags=record_flags,
+            flag_kinds=",".join(sorted({flag["kind"] for flag in record_flags})),
+            near_duplicate_of_id=min(matches.values()) if matches else None,
+            minhash=flags.signature_bytes(signature),
+        )
+        RecordBand.objects.bulk_create(RecordBand(datanet=datanet, record=created, key=key) for key in keys)
+    return created
 
 
 def record_withdraw(*, record: Record, by) -> Record:

@@ -152,3 +152,53 @@ def test_near_duplicates_in_one_upload_are_linked_for_moderators(datanet, contri
     first, second = Record.objects.order_by("line_number")
     assert second.near_duplicate_of_id == first.pk and second.flag_kinds == "near_duplicate"
     assert first.near_duplicate_of_id is None
+
+
+NEAR_CASE = (
+    "The patient, a 54-year-old man, presented to the emergency department with crushing chest pain "
+    "radiating to the left arm and jaw, sweating and nausea that began forty minutes earlier while he "
+    "was shovelling snow. An ECG showed ST elevation in the inferior leads, so he was given aspirin, "
+    "heparin and was taken to the catheter laboratory for primary angioplasty of the right coronary artery."
+)
+
+
+def test_near_duplicate_of_a_record_from_an_earlier_upload_is_flagged_and_linked(datanet, contributor):
+    first = ingest(datanet, contributor, jsonl_file([qa(1), {"instruction": "Summarise case A", "output": NEAR_CASE}]))
+    assert first.flagged == 0
+    original = Record.objects.get(line_number=2, upload=first)
+    later = [qa(2), {"instruction": "Summarise case A", "output": NEAR_CASE.replace("shovelling", "clearing")}]
+    second = ingest(datanet, contributor, jsonl_file(later))
+    assert (second.records_added, second.flagged) == (2, 1)
+    near = Record.objects.get(upload=second, line_number=2)
+    assert near.flag_kinds == "near_duplicate" and near.near_duplicate_of_id == original.pk
+    assert Record.objects.get(upload=second, line_number=1).flag_kinds == ""
+
+
+def test_near_duplicates_across_batches_and_withdrawn_records(datanet, contributor, monkeypatch):
+    monkeypatch.setattr(services, "BATCH", 3)  # the near duplicate lands in a later batch than its original
+    rows = [{"instruction": "Summarise case A", "output": NEAR_CASE}] + [qa(i) for i in range(2, 8)]
+    rows.append({"instruction": "Summarise case A", "output": NEAR_CASE.replace("jaw", "neck")})
+    rows.append(qa(2))  # an exact duplicate of line 2, in a later batch: skipped
+    upload = ingest(datanet, contributor, jsonl_file(rows))
+    assert (upload.records_added, upload.duplicates, upload.flagged) == (8, 1, 1)
+    first, near = Record.objects.get(line_number=1), Record.objects.get(line_number=8)
+    assert near.near_duplicate_of_id == first.pk
+
+    # A withdrawn record no longer makes a new one a near duplicate; the form flags like an upload does.
+    services.record_withdraw(record=first, by=contributor)
+    services.record_withdraw(record=near, by=contributor)
+    fresh = services.record_create(
+        datanet=datanet, contributor=contributor, value={"instruction": "Case A", "output": NEAR_CASE}
+    )
+    assert fresh.flag_kinds == "" and fresh.near_duplicate_of is None
+    again = services.record_create(
+        datanet=datanet, contributor=contributor, value={"instruction": "Case A?", "output": NEAR_CASE}
+    )
+    assert again.flag_kinds == "near_duplicate" and again.near_duplicate_of_id == fresh.pk
+
+
+def test_exact_duplicates_of_stored_records_are_not_counted_as_flagged(datanet, contributor):
+    rows = [qa(1), {"instruction": "Summarise case A", "output": NEAR_CASE}]
+    ingest(datanet, contributor, jsonl_file(rows))
+    again = ingest(datanet, contributor, jsonl_file(rows + [qa(3)]))
+    assert (again.records_added, again.duplicates, again.flagged) == (1, 2, 0)

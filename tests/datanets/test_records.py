@@ -2,10 +2,15 @@
 
 import hashlib
 import json
+import random
+import re
+import zlib
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from datasketch import MinHash, MinHashLSH
 
 from datanets import flags, merkle, records
 
@@ -172,19 +177,43 @@ def test_personal_data_flags():
     assert flags.personal_data_flags("The femur is the longest bone in the human body.") == []
 
 
-def test_near_duplicates_are_found_and_distinct_texts_are_not():
-    index = flags.NearDuplicateIndex()
-    base = (
-        "The patient, a 54-year-old man, presented to the emergency department with crushing chest pain "
-        "radiating to the left arm and jaw, sweating and nausea that began forty minutes earlier while he "
-        "was shovelling snow. An ECG showed ST elevation in the inferior leads, so he was given aspirin, "
-        "heparin and was taken to the catheter laboratory for primary angioplasty of the right coronary artery."
-    )
-    index.add("a", flags.minhash(base))
-    assert index.similar(flags.minhash(base.replace("shovelling snow", "clearing snow"))) == ["a"]
-    assert index.similar(flags.minhash("a recipe for sourdough bread needs flour water salt and patience")) == []
-    signature = flags.minhash(base)
-    assert flags.signature_from_bytes(flags.signature_bytes(signature)).jaccard(signature) == 1.0
+CASE = (
+    "The patient, a 54-year-old man, presented to the emergency department with crushing chest pain "
+    "radiating to the left arm and jaw, sweating and nausea that began forty minutes earlier while he "
+    "was shovelling snow. An ECG showed ST elevation in the inferior leads, so he was given aspirin, "
+    "heparin and was taken to the catheter laboratory for primary angioplasty of the right coronary artery."
+)
+
+
+def test_near_duplicates_share_a_band_and_distinct_texts_do_not():
+    near = CASE.replace("shovelling snow", "clearing snow")
+    other = "a recipe for sourdough bread needs flour water salt and patience"
+    case, near, other = (set(keys) for keys in flags.band_keys(flags.signatures([CASE, near, other])))
+    assert case & near
+    assert not case & other
+    signature = flags.signatures([CASE])[0]
+    assert (flags.signature_from_bytes(flags.signature_bytes(signature)) == signature).all()
+
+
+def datasketch_minhash(text: str) -> np.ndarray:
+    """How signatures were computed before the batch version: one datasketch MinHash per record."""
+    words = re.findall(r"\w+", text.lower())
+    shingles = {" ".join(words[i : i + 5]).encode() for i in range(max(1, len(words) - 4))}
+    minhash = MinHash(num_perm=64, seed=1, scheme="affine32", hashfunc=zlib.crc32)
+    minhash.update_batch(list(shingles))
+    return minhash.hashvalues
+
+
+def test_batch_signatures_equal_datasketch_minhash_and_lsh_banding():
+    rng = random.Random(3)
+    texts = [CASE, "", "one", "one two three four five", "one two three four five six", "Ünïcödé wörds ß À x_y 9"]
+    texts += ["".join(rng.choice("ab _-\t\n\x1c.Z9é") for _ in range(rng.randint(0, 60))) for _ in range(300)]
+    texts.append(" ".join(["word"] * 20_000))  # a long record is permuted in a group of its own
+    batch = flags.signatures(texts)
+    for text, signature in zip(texts, batch, strict=True):
+        assert (signature == datasketch_minhash(text)).all(), text
+    lsh = MinHashLSH(threshold=flags.THRESHOLD, num_perm=flags.NUM_PERM)
+    assert (lsh.b, lsh.r) == (flags.BANDS, flags.ROWS)
 
 
 @pytest.mark.parametrize("n", [1, 2, 3, 7, 8, 33])
