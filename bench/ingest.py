@@ -1,7 +1,7 @@
 """Benchmark: Datanet ingest throughput and memory, and moderation/Datanet page latency at scale.
 
-    .venv/bin/python bench/ingest.py                 # 10k and 100k records, pages at 100k
-    .venv/bin/python bench/ingest.py --sizes 10000 100000 1000000
+    .venv/bin/python bench/ingest.py                 # 10k, 100k and 1M records, pages at 100k
+    .venv/bin/python bench/ingest.py --sizes 10000 100000
 
 Each ingest size runs in its own process (fresh database under a temp dir, embedded SQLite unless
 DATABASE_URL is set) so that its peak RSS is its own. Prints figures; asserts nothing.
@@ -138,7 +138,8 @@ def run_one(n: int, pages: bool) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
+    parser.add_argument("--pages-at", type=int, default=100_000, help="time the pages after this size's ingest")
     parser.add_argument("--child", type=int)
     parser.add_argument("--pages", action="store_true")
     args = parser.parse_args()
@@ -158,7 +159,7 @@ def main() -> None:
             env.update(DEBUG="0", SECRET_KEY="bench-" + "x" * 50, ALLOWED_HOSTS="testserver")
             env.pop("MODELS_DIR", None)
             env.pop("MEDIA_ROOT", None)
-            command = [sys.executable, __file__, "--child", str(n)] + (["--pages"] if n == 100_000 else [])
+            command = [sys.executable, __file__, "--child", str(n)] + (["--pages"] if n == args.pages_at else [])
             out = subprocess.run(command, env=env, capture_output=True, text=True, cwd=ROOT)
             if out.returncode:
                 print(out.stderr[-3000:])

@@ -138,14 +138,20 @@ class Record(models.Model):
 
 class RecordBand(models.Model):
     """One LSH band key of a record's MinHash. Records that share a key in their Datanet are
-    near-duplicate candidates; kept in the database so an ingest never holds a Datanet's index in memory."""
+    near-duplicate candidates; kept in the database so an ingest never holds a Datanet's index in memory.
 
+    Written 8 times per record, so it is as narrow as it can be: the primary key (datanet, key, record)
+    is the one index (on SQLite the table is WITHOUT ROWID, see migration 0002). Bands go with their
+    Datanet; a record's bands are not deleted with it (records are withdrawn, not deleted), and lookups
+    join the record, so a band without one matches nothing.
+    """
+
+    pk = models.CompositePrimaryKey("datanet", "key", "record")
     datanet = models.ForeignKey(Datanet, on_delete=models.CASCADE, related_name="+", db_index=False)
-    record = models.ForeignKey(Record, on_delete=models.CASCADE, related_name="bands")
     key = models.BigIntegerField()
-
-    class Meta:
-        indexes = [models.Index(fields=["datanet", "key"])]
+    record = models.ForeignKey(
+        Record, on_delete=models.DO_NOTHING, db_constraint=False, db_index=False, related_name="+"
+    )
 
     def __str__(self) -> str:
         return f"band {self.key} of record {self.record_id}"

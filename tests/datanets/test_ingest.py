@@ -202,3 +202,20 @@ def test_exact_duplicates_of_stored_records_are_not_counted_as_flagged(datanet, 
     ingest(datanet, contributor, jsonl_file(rows))
     again = ingest(datanet, contributor, jsonl_file(rows + [qa(3)]))
     assert (again.records_added, again.duplicates, again.flagged) == (1, 2, 0)
+
+
+def test_worker_processes_store_and_reject_exactly_like_the_ingest_alone(datanet, contributor, settings, monkeypatch):
+    monkeypatch.setattr(services, "CHUNK", 3)  # several chunks, each prepared by a worker process
+    rows = [qa(i) for i in range(1, 8)] + [qa(2), "", {"instruction": "Who?", "output": "Mail jane.doe@example.org"}]
+    results = {}
+    for workers, pool_min in ((0, 10**9), (2, 1)):
+        settings.INGEST_WORKERS = workers
+        monkeypatch.setattr(services, "POOL_MIN_LINES", pool_min)
+        Record.objects.all().delete()
+        good = ingest(datanet, contributor, jsonl_file(rows))
+        stored = list(Record.objects.order_by("line_number").values_list("line_number", "content_hash", "flag_kinds"))
+        bad = ingest(datanet, contributor, jsonl_file(rows[:4] + ["{broken", {"instruction": "no answer"}, qa(1)]))
+        results[workers] = (good.records_added, good.duplicates, good.flagged, good.lines_read, stored, bad.errors)
+    assert results[0] == results[2]
+    assert results[2][:4] == (8, 1, 1, 9)  # the blank line 9 is not a record
+    assert [e["line"] for e in results[2][5]] == [5, 6]

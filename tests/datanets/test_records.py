@@ -226,3 +226,24 @@ def test_merkle_inclusion_proofs(n):
     outsider = hashlib.sha256(b"outsider").hexdigest()
     assert not merkle.verify_inclusion(outsider, merkle.inclusion_proof(hashes, hashes[0]), root)
     assert merkle.merkle_root([]) == merkle.EMPTY_ROOT
+
+
+def test_token_count_fast_path_counts_like_the_regex():
+    from datanets.prepare import TOKEN, token_count
+
+    rng = random.Random(5)
+    texts = ["", "Hello, world!", "a_b c-d\t\x1c\x1f e\x7f\x00 (x)", "naïve café, déjà vu."]
+    texts += [
+        "".join(rng.choice("aZ9_ \t\n\x0b\x1c\x1f.,-()\x00\x7fé") for _ in range(rng.randint(0, 50)))
+        for _ in range(500)
+    ]
+    for text in texts:
+        assert token_count(text) == len(TOKEN.findall(text)), repr(text)
+
+
+def test_canonical_bytes_equal_the_documented_json_for_every_character():
+    text = "".join(chr(i) for i in range(0x10000) if not 0xD800 <= i < 0xE000) + "\U0001f600"
+    content = {"messages": [{"role": "user", "content": text}], "b": text, "a": ""}
+    assert records.canonical_bytes(content) == records.canonical_json(content).encode()
+    with pytest.raises(UnicodeEncodeError):  # a lone surrogate is refused, with the same error as before
+        records.make_record({"text": "\ud800"}, "text")
