@@ -79,9 +79,20 @@ def run_one(n: int, pages: bool) -> dict:
         upload.file.save("records.jsonl", File(handle), save=False)
         upload.save()
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    cpu_before = [resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
     start = time.perf_counter()
     upload = services.upload_ingest(upload=upload)
     seconds = time.perf_counter() - start
+    # CPU seconds of the ingest's process and of its worker processes: unlike the wall clock, they do
+    # not depend on what else the machine runs.
+    cpu = [
+        round(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime, 1)
+        for before, after in zip(
+            cpu_before,
+            [resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)],
+            strict=True,
+        )
+    ]
     result = {
         "records": n,
         "file_mb": round(size / 1e6, 1),
@@ -89,6 +100,8 @@ def run_one(n: int, pages: bool) -> dict:
         "seconds": round(seconds, 2),
         "records_per_s": round(n / seconds),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+        "cpu_s": cpu[0],
+        "workers_cpu_s": cpu[1],
         "rss_before_mb": round(rss_before / 1024),
         "database": connection.vendor,
     }
@@ -151,7 +164,10 @@ def main() -> None:
     redis = (
         None if os.environ.get("REDIS_URL") else embedded_redis.start(Path(redis_dir) / "redis.sock", Path(redis_dir))
     )
-    print(f"{'records':>9} {'file MB':>8} {'seconds':>8} {'records/s':>10} {'peak RSS MB':>12}  database")
+    print(
+        f"{'records':>9} {'file MB':>8} {'seconds':>8} {'records/s':>10} {'peak RSS MB':>12} "
+        f"{'CPU s':>6} {'workers CPU s':>14}  database"
+    )
     for n in args.sizes:
         with tempfile.TemporaryDirectory() as var:
             env = {**os.environ, "MF_VAR_DIR": var, "MF_REDIS_SOCKET": f"{redis_dir}/redis.sock"}
@@ -166,7 +182,7 @@ def main() -> None:
             r = json.loads(out.stdout.strip().splitlines()[-1])
             print(
                 f"{r['records']:>9} {r['file_mb']:>8} {r['seconds']:>8} {r['records_per_s']:>10} "
-                f"{r['peak_rss_mb']:>12}  {r['database']}"
+                f"{r['peak_rss_mb']:>12} {r['cpu_s']:>6} {r['workers_cpu_s']:>14}  {r['database']}"
             )
             for page, figures in r.get("pages", {}).items():
                 print(

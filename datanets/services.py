@@ -362,21 +362,41 @@ def _jsonl_chunks(path: Path, size: int):
             yield number, chunk
 
 
+@contextmanager
+def _children_allowed():
+    """Let a daemonic process start the ingest's worker processes.
+
+    Celery's prefork workers are daemonic, and multiprocessing refuses children to a daemonic process
+    so that none outlives it. The pool is shut down before the ingest returns (and its processes exit
+    when their parent's pipe closes), so the flag is lifted while it runs. ``_config`` is private to
+    multiprocessing: this is the usual workaround, there is no public switch.
+    """
+    config = multiprocessing.current_process()._config
+    daemon = config.get("daemon")
+    config["daemon"] = False
+    try:
+        yield
+    finally:
+        if daemon is not None:
+            config["daemon"] = daemon
+
+
 def _prepared(upload: Upload, path: Path, total: int):
     """Every line of the file as a prepare.Prepared record or a Line with its error, in file order.
 
     A big JSONL file is prepared by worker processes, a chunk of raw lines each, while this process
     stores; at most two chunks per worker are in flight, so memory stays flat. Other files, small
-    files and machines with one core are prepared here.
+    files and INGEST_WORKERS=0 are prepared here. The workers are forked: they start at once, with
+    everything imported, and run only datanets.prepare (never the inherited database connection).
     """
-    schema = str(upload.datanet.schema)  # a plain str: a worker process has no Django to unpickle a Choices
+    schema = str(upload.datanet.schema)  # a plain str, not a Choices member, crosses to the workers
     workers = settings.INGEST_WORKERS
     if upload.format != "jsonl" or total < POOL_MIN_LINES or workers < 1:
         lines = records.read_lines(path, upload.format, schema)
         while chunk := list(islice(lines, CHUNK)):
             yield from prepare.prepare_lines(chunk, schema)
         return
-    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+    with _children_allowed(), ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
         pending: deque = deque()
         try:
             for first, raw in _jsonl_chunks(path, CHUNK):
