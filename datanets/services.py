@@ -27,7 +27,7 @@ from .models import AccessRequest, Datanet, DatanetVersion, Record, RecordBand, 
 
 MAX_REPORTED_ERRORS = 1000
 PROGRESS_EVERY = 2000
-BATCH = 1000  # records stored at once
+BATCH = 5000  # records stored at once
 CHUNK = 2000  # lines prepared at once (by a worker process for big files)
 POOL_MIN_LINES = 50_000  # below this, starting worker processes costs more than they save
 token_count = prepare.token_count
@@ -238,41 +238,31 @@ INSERT_FIELDS = (
 )  # fmt: skip
 
 
-def _insert_records(rows: list[dict]) -> None:
-    """One executemany for a batch: the ORM's per-field compilation cost more than everything else.
+def _insert_records(rows: list[tuple]) -> None:
+    """One executemany for a batch of rows in INSERT_FIELDS order (JSON columns already serialised):
+    the ORM's per-field compilation cost more than everything else.
 
     A record whose content hash the Datanet already holds is skipped by the unique constraint
     (ON CONFLICT DO NOTHING): the insert probes that index anyway, so a lookup first would do it twice.
-    JSON columns are serialised with orjson (any JSON text reads back the same; it was a tenth of the
-    ingest's time with the JSONField's json.dumps).
     """
     meta = Record._meta
     fields = [meta.get_field(name) for name in INSERT_FIELDS]
-    json_fields = {"content", "flags"}
     cast = "::jsonb" if connection.vendor == "postgresql" else ""
     sql = (
         f"INSERT INTO {connection.ops.quote_name(meta.db_table)} "
         f"({', '.join(connection.ops.quote_name(f.column) for f in fields)}) "
-        f"VALUES ({', '.join('%s' + cast if f.name in json_fields else '%s' for f in fields)}) ON CONFLICT DO NOTHING"
+        f"VALUES ({', '.join('%s' + cast if f.name in ('content', 'flags') else '%s' for f in fields)}) "
+        "ON CONFLICT DO NOTHING"
     )
-    now = meta.get_field("created_at").get_db_prep_save(timezone.now(), connection)
-    dumps = orjson.dumps
-    params = [
-        [
-            dumps(row[field.name]).decode() if field.name in json_fields
-            else now if field.name == "created_at" else row[field.name]
-            for field in fields
-        ]
-        for row in rows
-    ]  # fmt: skip
     with connection.cursor() as cursor:
-        cursor.executemany(sql, params)
+        cursor.executemany(sql, rows)
 
 
 def _insert_bands(datanet: Datanet, rows: list[tuple[int, list[int]]]) -> None:
     table = connection.ops.quote_name(RecordBand._meta.db_table)
     # In key order: neighbouring inserts land on the same pages of the key's b-tree.
-    params = [(datanet.pk, key, record_id) for record_id, keys in rows for key in keys]
+    datanet_id = datanet.pk
+    params = [(datanet_id, key, record_id) for record_id, keys in rows for key in keys]
     params.sort()
     with connection.cursor() as cursor:
         cursor.executemany(f"INSERT INTO {table} (datanet_id, key, record_id) VALUES (%s, %s, %s)", params)
@@ -309,26 +299,31 @@ class _Batch:
         stored = _band_matches(datanet, [key for record in batch for key in record.keys])
         first_here: dict[int, int] = {}  # band key -> line number of the first record of this batch with it
         rows, links, flagged = [], [], set()
+        # The columns of INSERT_FIELDS. JSON is serialised with orjson: any JSON text reads back the
+        # same, and the JSONField's json.dumps was a tenth of the ingest's time.
+        dumps, pending = orjson.dumps, Record.Status.PENDING
+        now = Record._meta.get_field("created_at").get_db_prep_save(timezone.now(), connection)
+        datanet_id, contributor_id, upload_id = datanet.pk, upload.contributor_id, upload.pk
         for record in batch:
-            record_flags = list(record.flags)
+            record_flags = record.flags
             earlier = [stored[key] for key in record.keys if key in stored]
             here = [first_here[key] for key in record.keys if key in first_here]
             if earlier or here:
-                record_flags.append({"kind": "near_duplicate", "start": 0, "end": 0})
+                record_flags = [*record_flags, {"kind": "near_duplicate", "start": 0, "end": 0}]
                 if not earlier:
                     links.append((record.number, min(here)))
             for key in record.keys:
                 first_here.setdefault(key, record.number)
             if record_flags:
                 flagged.add(record.number)
-            rows.append({
-                "datanet": datanet.pk, "contributor": upload.contributor_id, "upload": upload.pk,
-                "line_number": record.number, "content": record.content, "content_hash": record.content_hash,
-                "text": record.text, "token_count": record.tokens, "flags": record_flags,
-                "flag_kinds": ",".join(sorted({flag["kind"] for flag in record_flags})),
-                "near_duplicate_of": min(earlier) if earlier else None, "minhash": record.signature,
-                "status": Record.Status.PENDING, "rejection_reason": "", "created_at": None,
-            })  # fmt: skip
+                kinds = ",".join(sorted({flag["kind"] for flag in record_flags}))
+            else:
+                kinds = ""
+            rows.append((
+                datanet_id, contributor_id, upload_id, record.number, dumps(record.content).decode(),
+                record.content_hash, record.text, record.tokens, dumps(record_flags).decode(), kinds,
+                min(earlier) if earlier else None, record.signature, pending, "", now,
+            ))  # fmt: skip
         _insert_records(rows)
         # What was inserted, by line: this upload's rows above the last id seen. A line missing here
         # was an exact duplicate of a record the Datanet already holds.

@@ -1,7 +1,10 @@
 """Ingest: a real worker validates a file, stores every record or none, and reports bad lines."""
 
+from datetime import timedelta
+
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
+from django.utils import timezone
 
 from datanets import services
 from datanets.models import Record, Upload
@@ -171,6 +174,8 @@ def test_near_duplicate_of_a_record_from_an_earlier_upload_is_flagged_and_linked
     assert (second.records_added, second.flagged) == (2, 1)
     near = Record.objects.get(upload=second, line_number=2)
     assert near.flag_kinds == "near_duplicate" and near.near_duplicate_of_id == original.pk
+    assert near.content == later[1] | {"input": ""} and near.flags[-1]["kind"] == "near_duplicate"
+    assert abs(near.created_at - timezone.now()) < timedelta(minutes=5)
     assert Record.objects.get(upload=second, line_number=1).flag_kinds == ""
 
 
