@@ -91,11 +91,6 @@ _ASCII_WORD = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_"
 _NON_WORD_TO_SPACE = bytes(c if c in _ASCII_WORD else 32 for c in range(256))
 
 
-def _crc32(data: bytes) -> int:
-    """Stable across processes and fast (C); the affine permutations do the mixing."""
-    return zlib.crc32(data)
-
-
 def words(text: str) -> list:
     """The record's lowercased words (\\w+), as bytes for ASCII text and str otherwise."""
     lowered = text.lower()
