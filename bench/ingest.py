@@ -1,7 +1,7 @@
 """Benchmark: Datanet ingest throughput and memory, and moderation/Datanet page latency at scale.
 
-    .venv/bin/python bench/ingest.py                 # 10k and 100k records, pages at 100k
-    .venv/bin/python bench/ingest.py --sizes 10000 100000 1000000
+    .venv/bin/python bench/ingest.py                 # 10k, 100k and 1M records, pages at 100k
+    .venv/bin/python bench/ingest.py --sizes 10000 100000
 
 Each ingest size runs in its own process (fresh database under a temp dir, embedded SQLite unless
 DATABASE_URL is set) so that its peak RSS is its own. Prints figures; asserts nothing.
@@ -50,13 +50,13 @@ def run_one(n: int, pages: bool) -> dict:
     from django.conf import settings
     from django.core.files.uploadedfile import SimpleUploadedFile  # noqa: F401
     from django.core.management import call_command
-    from django.db import connection, reset_queries
+    from django.db import connection
     from django.test import Client
     from django.test.utils import CaptureQueriesContext
 
     from accounts.models import Membership, Team
     from datanets import services
-    from datanets.models import Datanet, Upload
+    from datanets.models import Datanet, Record, Upload
 
     call_command("migrate", verbosity=0)
     from django.contrib.auth import get_user_model
@@ -79,9 +79,20 @@ def run_one(n: int, pages: bool) -> dict:
         upload.file.save("records.jsonl", File(handle), save=False)
         upload.save()
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    cpu_before = [resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
     start = time.perf_counter()
     upload = services.upload_ingest(upload=upload)
     seconds = time.perf_counter() - start
+    # CPU seconds of the ingest's process and of its worker processes: unlike the wall clock, they do
+    # not depend on what else the machine runs.
+    cpu = [
+        round(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime, 1)
+        for before, after in zip(
+            cpu_before,
+            [resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)],
+            strict=True,
+        )
+    ]
     result = {
         "records": n,
         "file_mb": round(size / 1e6, 1),
@@ -89,6 +100,8 @@ def run_one(n: int, pages: bool) -> dict:
         "seconds": round(seconds, 2),
         "records_per_s": round(n / seconds),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+        "cpu_s": cpu[0],
+        "workers_cpu_s": cpu[1],
         "rss_before_mb": round(rss_before / 1024),
         "database": connection.vendor,
     }
@@ -104,25 +117,24 @@ def run_one(n: int, pages: bool) -> dict:
         ).enable()
         client = Client()
         client.force_login(curator)
+        contributor_client = Client()
+        contributor_client.force_login(contributor)
+        # Page 2,000 of the queue, reached the way its links do: after the last id of page 1,999.
+        deep = Record.objects.filter(datanet=datanet).order_by("id").values_list("id", flat=True)[1999 * 25 - 1]
         timings = {}
-        for name, url in (
-            ("moderation p1", "/moderation/"),
-            ("moderation p2000", "/moderation/?page=2000"),
-            ("moderation flagged", "/moderation/?flag=any"),
-            ("datanet detail", f"/datanets/{datanet.slug}/"),
-            ("datanet list", "/datanets/"),
-            ("my contributions", "/contributions/"),
+        for name, url, who in (
+            ("moderation p1", "/moderation/", client),
+            ("moderation p2000", f"/moderation/?after={deep}&page=2000", client),
+            ("moderation flagged", "/moderation/?flag=any", client),
+            ("datanet detail", f"/datanets/{datanet.slug}/", client),
+            ("datanet list", "/datanets/", client),
+            ("my contributions", "/contributions/", contributor_client),
         ):
             samples, queries = [], 0
             for _ in range(15):
-                reset_queries()
                 with CaptureQueriesContext(connection) as captured:
                     t = time.perf_counter()
-                    response = client.get(url) if name != "my contributions" else None
-                    if response is None:
-                        client.force_login(contributor)
-                        response = client.get(url)
-                        client.force_login(curator)
+                    response = who.get(url)
                     samples.append((time.perf_counter() - t) * 1000)
                 assert response.status_code == 200, (url, response.status_code)
                 queries = len(captured)
@@ -138,7 +150,8 @@ def run_one(n: int, pages: bool) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
+    parser.add_argument("--pages-at", type=int, default=100_000, help="time the pages after this size's ingest")
     parser.add_argument("--child", type=int)
     parser.add_argument("--pages", action="store_true")
     args = parser.parse_args()
@@ -151,14 +164,17 @@ def main() -> None:
     redis = (
         None if os.environ.get("REDIS_URL") else embedded_redis.start(Path(redis_dir) / "redis.sock", Path(redis_dir))
     )
-    print(f"{'records':>9} {'file MB':>8} {'seconds':>8} {'records/s':>10} {'peak RSS MB':>12}  database")
+    print(
+        f"{'records':>9} {'file MB':>8} {'seconds':>8} {'records/s':>10} {'peak RSS MB':>12} "
+        f"{'CPU s':>6} {'workers CPU s':>14}  database"
+    )
     for n in args.sizes:
         with tempfile.TemporaryDirectory() as var:
             env = {**os.environ, "MF_VAR_DIR": var, "MF_REDIS_SOCKET": f"{redis_dir}/redis.sock"}
             env.update(DEBUG="0", SECRET_KEY="bench-" + "x" * 50, ALLOWED_HOSTS="testserver")
             env.pop("MODELS_DIR", None)
             env.pop("MEDIA_ROOT", None)
-            command = [sys.executable, __file__, "--child", str(n)] + (["--pages"] if n == 100_000 else [])
+            command = [sys.executable, __file__, "--child", str(n)] + (["--pages"] if n == args.pages_at else [])
             out = subprocess.run(command, env=env, capture_output=True, text=True, cwd=ROOT)
             if out.returncode:
                 print(out.stderr[-3000:])
@@ -166,7 +182,7 @@ def main() -> None:
             r = json.loads(out.stdout.strip().splitlines()[-1])
             print(
                 f"{r['records']:>9} {r['file_mb']:>8} {r['seconds']:>8} {r['records_per_s']:>10} "
-                f"{r['peak_rss_mb']:>12}  {r['database']}"
+                f"{r['peak_rss_mb']:>12} {r['cpu_s']:>6} {r['workers_cpu_s']:>14}  {r['database']}"
             )
             for page, figures in r.get("pages", {}).items():
                 print(

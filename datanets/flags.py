@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import re
 import zlib
+from hashlib import blake2b
+from itertools import chain
 
 import numpy as np
-from datasketch import MinHash, MinHashLSH
+from datasketch import MinHash
 from stdnum import iban, luhn
 
 EMAIL = re.compile(r"\b[\w.+-]+@[\w-]+(?:\.[\w-]+)*\.[A-Za-z]{2,}\b")
@@ -71,50 +73,111 @@ def personal_data_flags(text: str) -> list[dict]:
 NUM_PERM = 64
 SHINGLE = 5
 SCHEME = "affine32"
+# LSH banding for a Jaccard threshold of 0.7 with 64 permutations: the (bands, rows) that
+# datasketch's MinHashLSH picks for these settings (a test checks they still agree).
+THRESHOLD = 0.7
+BANDS, ROWS = 8, 8
 _WORD = re.compile(r"\w+")
 
 
 # Computed once: building a MinHash's permutations costs more than hashing a whole record.
 _PERMUTATIONS = MinHash(num_perm=NUM_PERM, seed=1, scheme=SCHEME).permutations
+_CELLS = 1 << 16  # shingles permuted at once: 16 MiB of uint32 values
+_A = _PERMUTATIONS[0].astype(np.uint32)
+_B = _PERMUTATIONS[1].astype(np.uint32)
+
+# For ASCII text (most records), bytes.translate finds the same words as the \w+ regex, several times faster.
+_ASCII_WORD = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_"
+_NON_WORD_TO_SPACE = bytes(c if c in _ASCII_WORD else 32 for c in range(256))
 
 
-def _crc32(data: bytes) -> int:
-    """Stable across processes and fast (C); the affine permutations do the mixing."""
-    return zlib.crc32(data)
+def words(text: str) -> list:
+    """The record's lowercased words (\\w+), as bytes for ASCII text and str otherwise."""
+    lowered = text.lower()
+    if lowered.isascii():
+        return lowered.encode().translate(_NON_WORD_TO_SPACE).split()
+    return _WORD.findall(lowered)
 
 
-def minhash(text: str) -> MinHash:
-    words = _WORD.findall(text.lower())
-    shingles = {" ".join(words[i : i + SHINGLE]).encode() for i in range(max(1, len(words) - SHINGLE + 1))}
-    signature = MinHash(num_perm=NUM_PERM, seed=1, scheme=SCHEME, hashfunc=_crc32, permutations=_PERMUTATIONS)
-    signature.update_batch(list(shingles))
-    return signature
+def shingle_hashes(text: str) -> list[int]:
+    """CRC-32 of the UTF-8 bytes of each word 5-shingle (words joined by one space), duplicates kept."""
+    found = words(text)
+    if found and isinstance(found[0], str):
+        found = [word.encode() for word in found]
+    crc = zlib.crc32
+    if len(found) <= SHINGLE:
+        return [crc(b" ".join(found))]
+    joined = memoryview(b" ".join(found))
+    starts = [0]
+    for word in found:
+        starts.append(starts[-1] + len(word) + 1)
+    return [crc(joined[starts[i] : starts[i + SHINGLE] - 1]) for i in range(len(found) - SHINGLE + 1)]
 
 
-def signature_bytes(signature: MinHash) -> bytes:
-    return signature.hashvalues.astype(np.uint64).tobytes()
+def _fmix32(hv: np.ndarray) -> np.ndarray:
+    """MurmurHash3's 32-bit finalizer: datasketch's affine32 scheme pre-mixes every input hash with it."""
+    hv = hv ^ (hv >> np.uint32(16))
+    hv = hv * np.uint32(0x85EBCA6B)
+    hv = hv ^ (hv >> np.uint32(13))
+    hv = hv * np.uint32(0xC2B2AE35)
+    return hv ^ (hv >> np.uint32(16))
 
 
-def signature_from_bytes(data: bytes) -> MinHash:
-    return MinHash(
-        num_perm=NUM_PERM,
-        seed=1,
-        hashvalues=np.frombuffer(data, dtype=np.uint64),
-        scheme=SCHEME,
-        hashfunc=_crc32,
-        permutations=_PERMUTATIONS,
-    )
+def signatures(texts: list[str]) -> np.ndarray:
+    """MinHash signatures of many texts at once, shape (len(texts), NUM_PERM), uint32.
+
+    Row i equals datasketch's ``MinHash(num_perm=64, seed=1, scheme="affine32", hashfunc=zlib.crc32)``
+    updated with the text's shingles: the same hash and permutations, but one vectorised permutation
+    for a group of records instead of a MinHash object per record.
+    """
+    out = np.empty((len(texts), NUM_PERM), dtype=np.uint32)
+    per_text = [shingle_hashes(text) for text in texts]
+    counts = np.fromiter(map(len, per_text), dtype=np.int64, count=len(per_text))
+    order = np.argsort(counts, kind="stable")
+    start = 0
+    while start < len(order):
+        # Records of similar length together, padded to the longest: at most _CELLS shingles at a time.
+        end = start + 1
+        while end < len(order) and (end - start + 1) * int(counts[order[end]]) <= _CELLS:
+            end += 1
+        group = order[start:end]
+        width = int(counts[group[-1]])
+        sizes = counts[group]
+        flat = np.fromiter(chain.from_iterable(per_text[i] for i in group), dtype=np.uint32, count=int(sizes.sum()))
+        offsets = np.zeros(len(group), dtype=np.int64)
+        np.cumsum(sizes[:-1], out=offsets[1:])
+        column = np.arange(width)
+        # Past a record's last shingle, repeat its first: a repeated shingle leaves the minimum unchanged.
+        padded = flat[offsets[:, None] + np.where(column < sizes[:, None], column, 0)]
+        permuted = _fmix32(padded)[:, :, None] * _A + _B  # uint32 arithmetic wraps: that is the mod 2^32
+        out[group] = permuted.min(axis=1)
+        start = end
+    return out
 
 
-class NearDuplicateIndex:
-    """Records whose estimated Jaccard similarity of word 5-shingles is at least ``threshold``."""
+def band_keys(signatures: np.ndarray) -> list[list[int]]:
+    """LSH band keys: per signature, one signed 64-bit key per band of ROWS values.
 
-    def __init__(self, threshold: float = 0.7):
-        self.lsh = MinHashLSH(threshold=threshold, num_perm=NUM_PERM)
+    Two records are near-duplicate candidates when any band matches exactly, as in datasketch's
+    MinHashLSH. A key is BLAKE2b-64 of the band's number and values, so it fits an indexed
+    database column; a false match between different bands is a 2^-64 chance.
+    """
+    width = ROWS * 4
+    keys = []
+    for row in np.ascontiguousarray(signatures, dtype="<u4"):
+        data = row.tobytes()
+        keys.append([
+            int.from_bytes(blake2b(bytes((band,)) + data[band * width : (band + 1) * width], digest_size=8).digest(),
+                           "little", signed=True)
+            for band in range(BANDS)
+        ])  # fmt: skip
+    return keys
 
-    def add(self, key: str, signature: MinHash) -> None:
-        if key not in self.lsh:
-            self.lsh.insert(key, signature)
 
-    def similar(self, signature: MinHash) -> list[str]:
-        return self.lsh.query(signature)
+def signature_bytes(signature: np.ndarray) -> bytes:
+    """How a signature is stored on a record: its 64 values as little-endian uint64."""
+    return signature.astype("<u8").tobytes()
+
+
+def signature_from_bytes(data: bytes) -> np.ndarray:
+    return np.frombuffer(data, dtype="<u8").astype(np.uint32)

@@ -130,10 +130,33 @@ class Record(models.Model):
         indexes = [
             models.Index(fields=["datanet", "status", "id"]),
             models.Index(fields=["contributor", "datanet"]),
+            # The flagged queue in id order without reading every unflagged record (few are flagged).
+            models.Index(fields=["datanet", "status", "id"], condition=~models.Q(flag_kinds=""), name="record_flagged"),
         ]
 
     def __str__(self) -> str:
         return f"record {self.pk} ({self.status})"
+
+
+class RecordBand(models.Model):
+    """One LSH band key of a record's MinHash. Records that share a key in their Datanet are
+    near-duplicate candidates; kept in the database so an ingest never holds a Datanet's index in memory.
+
+    Written 8 times per record, so it is as narrow as it can be: the primary key (datanet, key, record)
+    is the one index (on SQLite the table is WITHOUT ROWID, see migration 0002). Bands go with their
+    Datanet; a record's bands are not deleted with it (records are withdrawn, not deleted), and lookups
+    join the record, so a band without one matches nothing.
+    """
+
+    pk = models.CompositePrimaryKey("datanet", "key", "record")
+    datanet = models.ForeignKey(Datanet, on_delete=models.CASCADE, related_name="+", db_index=False)
+    key = models.BigIntegerField()
+    record = models.ForeignKey(
+        Record, on_delete=models.DO_NOTHING, db_constraint=False, db_index=False, related_name="+"
+    )
+
+    def __str__(self) -> str:
+        return f"band {self.key} of record {self.record_id}"
 
 
 class RejectionReason(models.Model):

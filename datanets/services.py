@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-import re
+import json
+import multiprocessing
 import tempfile
-from collections import defaultdict
+from collections import defaultdict, deque
+from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
+from itertools import islice
 from pathlib import Path
 
+import orjson
 from django.conf import settings
 from django.core.cache import cache
 from django.db import connection, transaction
@@ -17,19 +21,16 @@ from django.utils.text import slugify
 from accounts import policy as team_policy
 from modelfactory.exceptions import ApplicationError
 
-from . import flags, merkle, policy, records
+from . import flags, merkle, policy, prepare, records
 from .ledger import ledger_append
-from .models import AccessRequest, Datanet, DatanetVersion, Record, RejectionReason, Upload
+from .models import AccessRequest, Datanet, DatanetVersion, Record, RecordBand, RejectionReason, Upload
 
-TOKEN = re.compile(r"\w+|[^\w\s]")
 MAX_REPORTED_ERRORS = 1000
 PROGRESS_EVERY = 2000
-BATCH = 1000
-
-
-def token_count(text: str) -> int:
-    """Tokens as words and punctuation marks: a tokenizer-independent estimate, stable across base models."""
-    return len(TOKEN.findall(text))
+BATCH = 5000  # records stored at once
+CHUNK = 2000  # lines prepared at once (by a worker process for big files)
+POOL_MIN_LINES = 50_000  # below this, starting worker processes costs more than they save
+token_count = prepare.token_count
 
 
 def datanet_create(*, by, team, name: str, **fields) -> Datanet:
@@ -213,131 +214,224 @@ def upload_ingest(*, upload: Upload) -> Upload:
     )
 
 
-def _existing_hashes(datanet: Datanet, hashes: list[str]) -> set[str]:
-    found = set()
-    for i in range(0, len(hashes), 5000):
-        chunk = hashes[i : i + 5000]
-        found.update(
-            Record.objects.filter(datanet=datanet, content_hash__in=chunk).values_list("content_hash", flat=True)
-        )
-    return found
-
-
-def _near_duplicate_index(datanet: Datanet) -> flags.NearDuplicateIndex:
-    """MinHash LSH over the Datanet's records, keyed by content hash."""
-    index = flags.NearDuplicateIndex()
-    rows = Record.objects.filter(datanet=datanet).exclude(status=Record.Status.WITHDRAWN)
-    for content_hash, signature in rows.values_list("content_hash", "minhash").iterator(chunk_size=5000):
-        index.add(content_hash, flags.signature_from_bytes(bytes(signature)))
-    return index
+def _band_matches(datanet: Datanet, keys: list[int]) -> dict[int, int]:
+    """For each band key some record of the Datanet has (withdrawn records aside): the earliest such record's id."""
+    if not keys:
+        return {}
+    band, record = (connection.ops.quote_name(model._meta.db_table) for model in (RecordBand, Record))
+    if connection.vendor == "postgresql":
+        wanted, param = "= ANY(%s::bigint[])", list(keys)
+    else:  # one parameter, whatever the number of keys (SQLite's JSON1)
+        wanted, param = "IN (SELECT value FROM json_each(%s))", json.dumps(keys)
+    sql = (
+        f"SELECT b.key, MIN(b.record_id) FROM {band} b JOIN {record} r ON r.id = b.record_id "
+        f"WHERE b.datanet_id = %s AND b.key {wanted} AND r.status <> %s GROUP BY b.key"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [datanet.pk, param, Record.Status.WITHDRAWN])
+        return dict(cursor.fetchall())
 
 
 INSERT_FIELDS = (
     "datanet", "contributor", "upload", "line_number", "content", "content_hash", "text", "token_count", "flags",
-    "flag_kinds", "minhash", "status", "rejection_reason", "created_at",
+    "flag_kinds", "near_duplicate_of", "minhash", "status", "rejection_reason", "created_at",
 )  # fmt: skip
 
 
-def _insert_records(rows: list[dict]) -> None:
-    """One executemany for a batch: the ORM's per-field compilation cost more than everything else."""
+def _insert_records(rows: list[tuple]) -> None:
+    """One executemany for a batch of rows in INSERT_FIELDS order (JSON columns already serialised):
+    the ORM's per-field compilation cost more than everything else.
+
+    A record whose content hash the Datanet already holds is skipped by the unique constraint
+    (ON CONFLICT DO NOTHING): the insert probes that index anyway, so a lookup first would do it twice.
+    """
     meta = Record._meta
     fields = [meta.get_field(name) for name in INSERT_FIELDS]
-    json_fields = {"content", "flags"}
+    cast = "::jsonb" if connection.vendor == "postgresql" else ""
     sql = (
         f"INSERT INTO {connection.ops.quote_name(meta.db_table)} "
         f"({', '.join(connection.ops.quote_name(f.column) for f in fields)}) "
-        f"VALUES ({', '.join(['%s'] * len(fields))})"
+        f"VALUES ({', '.join('%s' + cast if f.name in ('content', 'flags') else '%s' for f in fields)}) "
+        "ON CONFLICT DO NOTHING"
     )
-    now = meta.get_field("created_at").get_db_prep_save(timezone.now(), connection)
-    params = [
-        [
-            field.get_db_prep_save(row[field.name], connection) if field.name in json_fields
-            else now if field.name == "created_at" else row[field.name]
-            for field in fields
-        ]
-        for row in rows
-    ]  # fmt: skip
     with connection.cursor() as cursor:
-        cursor.executemany(sql, params)
+        cursor.executemany(sql, rows)
+
+
+def _insert_bands(datanet: Datanet, rows: list[tuple[int, list[int]]]) -> None:
+    table = connection.ops.quote_name(RecordBand._meta.db_table)
+    # In key order: neighbouring inserts land on the same pages of the key's b-tree.
+    datanet_id = datanet.pk
+    params = [(datanet_id, key, record_id) for record_id, keys in rows for key in keys]
+    params.sort()
+    with connection.cursor() as cursor:
+        cursor.executemany(f"INSERT INTO {table} (datanet_id, key, record_id) VALUES (%s, %s, %s)", params)
+
+
+class _Batch:
+    """Valid records waiting to be stored together: near-duplicates are looked up and records and
+    their band keys inserted once per batch. Nothing about a record stays in memory once its batch
+    is stored, so memory does not grow with the file."""
+
+    def __init__(self, upload: Upload):
+        self.upload = upload
+        self.datanet = upload.datanet
+        self.records: list[prepare.Prepared] = []
+        self.hashes: set[str] = set()
+        self.added = self.duplicates = self.flagged = 0
+        self.last_id = Record.objects.order_by("-id").values_list("id", flat=True).first() or 0
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def add(self, record: prepare.Prepared) -> None:
+        if record.content_hash in self.hashes:
+            self.duplicates += 1
+            return
+        self.hashes.add(record.content_hash)
+        self.records.append(record)
+
+    def store(self) -> None:
+        batch, datanet, upload = self.records, self.datanet, self.upload
+        self.records, self.hashes = [], set()
+        if not batch:
+            return
+        stored = _band_matches(datanet, [key for record in batch for key in record.keys])
+        first_here: dict[int, int] = {}  # band key -> line number of the first record of this batch with it
+        rows, links, flagged = [], [], set()
+        # The columns of INSERT_FIELDS. JSON is serialised with orjson: any JSON text reads back the
+        # same, and the JSONField's json.dumps was a tenth of the ingest's time.
+        dumps, pending = orjson.dumps, Record.Status.PENDING
+        now = Record._meta.get_field("created_at").get_db_prep_save(timezone.now(), connection)
+        datanet_id, contributor_id, upload_id = datanet.pk, upload.contributor_id, upload.pk
+        for record in batch:
+            record_flags = record.flags
+            earlier = [stored[key] for key in record.keys if key in stored]
+            here = [first_here[key] for key in record.keys if key in first_here]
+            if earlier or here:
+                record_flags = [*record_flags, {"kind": "near_duplicate", "start": 0, "end": 0}]
+                if not earlier:
+                    links.append((record.number, min(here)))
+            for key in record.keys:
+                first_here.setdefault(key, record.number)
+            if record_flags:
+                flagged.add(record.number)
+                kinds = ",".join(sorted({flag["kind"] for flag in record_flags}))
+            else:
+                kinds = ""
+            rows.append((
+                datanet_id, contributor_id, upload_id, record.number, dumps(record.content).decode(),
+                record.content_hash, record.text, record.tokens, dumps(record_flags).decode(), kinds,
+                min(earlier) if earlier else None, record.signature, pending, "", now,
+            ))  # fmt: skip
+        _insert_records(rows)
+        # What was inserted, by line: this upload's rows above the last id seen. A line missing here
+        # was an exact duplicate of a record the Datanet already holds.
+        ids = dict(
+            Record.objects.filter(upload=upload, id__gt=self.last_id).values_list("line_number", "id").order_by()
+        )
+        self.last_id = max(ids.values(), default=self.last_id)
+        self.added += len(ids)
+        self.duplicates += len(batch) - len(ids)
+        self.flagged += len(flagged & ids.keys())
+        _insert_bands(datanet, [(ids[record.number], record.keys) for record in batch if record.number in ids])
+        # A record near another of this batch points at it; if that one was an exact duplicate of an
+        # earlier record, the earlier record's bands matched too and the link was made at insert.
+        links = [(ids[other], ids[number]) for number, other in links if number in ids and other in ids]
+        if links:
+            table = connection.ops.quote_name(Record._meta.db_table)
+            with connection.cursor() as cursor:
+                cursor.executemany(f"UPDATE {table} SET near_duplicate_of_id = %s WHERE id = %s", links)
+
+
+def _jsonl_chunks(path: Path, size: int):
+    """(first line number, raw lines) of a JSONL file, ``size`` lines at a time."""
+    with open(path, "rb") as handle:
+        number, chunk = 1, []
+        for raw in handle:
+            chunk.append(raw)
+            if len(chunk) == size:
+                yield number, chunk
+                number, chunk = number + size, []
+        if chunk:
+            yield number, chunk
+
+
+@contextmanager
+def _children_allowed():
+    """Let a daemonic process start the ingest's worker processes.
+
+    Celery's prefork workers are daemonic, and multiprocessing refuses children to a daemonic process
+    so that none outlives it. The pool is shut down before the ingest returns (and its processes exit
+    when their parent's pipe closes), so the flag is lifted while it runs. ``_config`` is private to
+    multiprocessing: this is the usual workaround, there is no public switch.
+    """
+    config = multiprocessing.current_process()._config
+    daemon = config.get("daemon")
+    config["daemon"] = False
+    try:
+        yield
+    finally:
+        if daemon is not None:
+            config["daemon"] = daemon
+
+
+def _prepared(upload: Upload, path: Path, total: int):
+    """Every line of the file as a prepare.Prepared record or a Line with its error, in file order.
+
+    A big JSONL file is prepared by worker processes, a chunk of raw lines each, while this process
+    stores; at most two chunks per worker are in flight, so memory stays flat. Other files, small
+    files and INGEST_WORKERS=0 are prepared here. The workers are forked: they start at once, with
+    everything imported, and run only datanets.prepare (never the inherited database connection).
+    """
+    schema = str(upload.datanet.schema)  # a plain str, not a Choices member, crosses to the workers
+    workers = settings.INGEST_WORKERS
+    if upload.format != "jsonl" or total < POOL_MIN_LINES or workers < 1:
+        lines = records.read_lines(path, upload.format, schema)
+        while chunk := list(islice(lines, CHUNK)):
+            yield from prepare.prepare_lines(chunk, schema)
+        return
+    with _children_allowed(), ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
+        pending: deque = deque()
+        try:
+            for first, raw in _jsonl_chunks(path, CHUNK):
+                pending.append(pool.submit(prepare.prepare_jsonl, first, raw, schema))
+                if len(pending) >= 2 * workers:
+                    yield from pending.popleft().result()
+            while pending:
+                yield from pending.popleft().result()
+        finally:
+            for future in pending:
+                future.cancel()
 
 
 def _ingest(upload: Upload, path: Path, total: int) -> tuple[int, int, int]:
-    datanet = upload.datanet
-    index = _near_duplicate_index(datanet)
-    batch: list[dict] = []
-    added = duplicates = flagged = 0
+    batch = _Batch(upload)
     errors: list[dict] = []
     error_count = 0
-    seen: set[str] = set()
-    near: dict[str, str] = {}  # content hash of a new record -> content hash of its near duplicate
-
-    def flush() -> None:
-        nonlocal added, duplicates
-        existing = _existing_hashes(datanet, [row["content_hash"] for row in batch])
-        fresh = [row for row in batch if row["content_hash"] not in existing]
-        _insert_records(fresh)
-        added += len(fresh)
-        duplicates += len(batch) - len(fresh)
-        batch.clear()
-
     lines = 0
-    for line in records.read_lines(path, upload.format, datanet.schema):
+    for item in _prepared(upload, path, total):
         lines += 1
         if lines % PROGRESS_EVERY == 0:
             _progress(upload, lines_read=lines, percent=min(99, 100 * lines // total))
-        reason = line.error
-        if reason is None:
-            try:
-                record = records.make_record(line.value, datanet.schema)
-            except ValueError as error:
-                reason = str(error)
-        if reason is not None:
+        if isinstance(item, records.Line):
             error_count += 1
             if len(errors) < MAX_REPORTED_ERRORS:
-                errors.append({"line": line.number, "reason": reason})
+                errors.append({"line": item.number, "reason": item.error})
             continue
-        if error_count or record.content_hash in seen:
-            duplicates += not error_count
+        if error_count:
             continue  # once a line is bad nothing will be stored: only keep validating
-        seen.add(record.content_hash)
-        signature = flags.minhash(record.text)
-        record_flags = flags.personal_data_flags(record.text)
-        similar = index.similar(signature)
-        if similar:
-            record_flags.append({"kind": "near_duplicate", "start": 0, "end": 0})
-            near[record.content_hash] = similar[0]
-        index.add(record.content_hash, signature)
-        flagged += bool(record_flags)
-        batch.append({
-            "datanet": datanet.pk, "contributor": upload.contributor_id, "upload": upload.pk,
-            "line_number": line.number, "content": record.content, "content_hash": record.content_hash,
-            "text": record.text, "token_count": token_count(record.text), "flags": record_flags,
-            "flag_kinds": ",".join(sorted({flag["kind"] for flag in record_flags})),
-            "minhash": flags.signature_bytes(signature), "status": Record.Status.PENDING, "rejection_reason": "",
-            "created_at": None,
-        })  # fmt: skip
+        batch.add(item)
         if len(batch) >= BATCH:
-            flush()
+            batch.store()
     if lines == 0:
         raise records.FileError("The file holds no records.")
     if error_count:
         upload.lines_read, upload.errors, upload.error_count = lines, errors, error_count
         raise Rejected
-    if batch:
-        flush()
-    _link_near_duplicates(datanet, near)
+    batch.store()
     upload.lines_read = lines
-    return added, duplicates, flagged
-
-
-def _link_near_duplicates(datanet: Datanet, near: dict[str, str]) -> None:
-    if not near:
-        return
-    wanted = list(set(near) | set(near.values()))
-    ids = dict(Record.objects.filter(datanet=datanet, content_hash__in=wanted).values_list("content_hash", "id"))
-    for new, other in near.items():
-        if new in ids and other in ids:
-            Record.objects.filter(pk=ids[new]).update(near_duplicate_of_id=ids[other])
+    return batch.added, batch.duplicates, batch.flagged
 
 
 def record_create(*, datanet: Datanet, contributor, value: dict) -> Record:
@@ -350,23 +444,27 @@ def record_create(*, datanet: Datanet, contributor, value: dict) -> Record:
         raise ApplicationError(f"This record is not valid: {error}.") from error
     if Record.objects.filter(datanet=datanet, content_hash=record.content_hash).exists():
         raise ApplicationError("This exact record is already in the Datanet.")
-    signature = flags.minhash(record.text)
+    signature = flags.signatures([record.text])[0]
+    keys = flags.band_keys(signature[None, :])[0]
     record_flags = flags.personal_data_flags(record.text)
-    similar = _near_duplicate_index(datanet).similar(signature)
-    if similar:
+    matches = _band_matches(datanet, keys)
+    if matches:
         record_flags.append({"kind": "near_duplicate", "start": 0, "end": 0})
-    return Record.objects.create(
-        datanet=datanet,
-        contributor=contributor,
-        content=record.content,
-        content_hash=record.content_hash,
-        text=record.text,
-        token_count=token_count(record.text),
-        flags=record_flags,
-        flag_kinds=",".join(sorted({flag["kind"] for flag in record_flags})),
-        near_duplicate_of=Record.objects.filter(datanet=datanet, content_hash=similar[0]).first() if similar else None,
-        minhash=flags.signature_bytes(signature),
-    )
+    with transaction.atomic():
+        created = Record.objects.create(
+            datanet=datanet,
+            contributor=contributor,
+            content=record.content,
+            content_hash=record.content_hash,
+            text=record.text,
+            token_count=token_count(record.text),
+            flags=record_flags,
+            flag_kinds=",".join(sorted({flag["kind"] for flag in record_flags})),
+            near_duplicate_of_id=min(matches.values()) if matches else None,
+            minhash=flags.signature_bytes(signature),
+        )
+        RecordBand.objects.bulk_create(RecordBand(datanet=datanet, record=created, key=key) for key in keys)
+    return created
 
 
 def record_withdraw(*, record: Record, by) -> Record:

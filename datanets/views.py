@@ -160,10 +160,20 @@ def upload_report(request, pk):
     return response
 
 
+def _page_query(request, **cursor) -> str:
+    """The page's query string with its filters kept and its page cursor replaced."""
+    query = request.GET.copy()
+    for name in ("after", "before", "page"):
+        query.pop(name, None)
+    query.update(cursor)
+    return query.urlencode()
+
+
 @login_required
 def moderation(request):
-    datanets = policy.curated_datanets(request.user)
-    datanet = datanets.filter(slug=request.GET.get("datanet")).first() if request.GET.get("datanet") else None
+    datanets = list(policy.curated_datanets(request.user))
+    slug = request.GET.get("datanet")
+    datanet = next((d for d in datanets if d.slug == slug), None) if slug else None
     filters = {
         "flag": request.GET.get("flag", ""),
         "contributor": request.GET.get("contributor", "").strip(),
@@ -193,20 +203,24 @@ def moderation(request):
             return redirect(request.get_full_path())
         for error in form.errors.values():
             messages.error(request, " ".join(error))
-    page = Paginator(queue, 25).get_page(request.GET.get("page"))
-    rows = [(record, selectors.highlighted(record)) for record in page]
+    page = selectors.keyset_page(
+        queue, after=request.GET.get("after"), before=request.GET.get("before"), number=request.GET.get("page")
+    )
+    rows = [(record, selectors.highlighted(record)) for record in page.rows]
     return render(
         request,
         "datanets/moderation.html",
         {
             "page": page,
+            "first_query": _page_query(request),
+            "next_query": _page_query(request, after=page.after, page=page.number + 1) if page.after else None,
+            "previous_query": _page_query(request, before=page.before, page=page.number - 1) if page.before else None,
             "rows": rows,
             "datanets": datanets,
             "datanet": datanet,
             "filters": filters,
             "reasons": RejectionReason.objects.all()[:50],
             "flag_kinds": ["any", "email", "phone", "card_number", "iban", "secret", "near_duplicate"],
-            "querystring": request.GET.urlencode(),
         },
     )
 

@@ -1,6 +1,10 @@
 """Who may do what with a Datanet: roles x visibilities x pages, downloads and actions, in one matrix."""
 
+import re
+
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from datanets import services
@@ -160,3 +164,55 @@ def test_report_csv_neutralises_formulas(client, datanet, contributor):
     body = client.get(reverse("upload_report", args=[upload.pk])).content.decode()
     assert "'=HYPERLINK" in body and "'@SUM" in body
     assert "\n=" not in body and ",=" not in body
+
+
+def test_moderation_pages_by_keyset_with_page_numbers_and_constant_queries(client, datanet, curator):
+    author = UserFactory()
+    upload = services.upload_create(datanet=datanet, contributor=author, file=jsonl_file([qa(i) for i in range(60)]))
+    services.upload_ingest(upload=upload)
+    ids = list(Record.objects.order_by("id").values_list("id", flat=True))
+    client.force_login(curator)
+
+    def shown(response):
+        return [int(value) for value in re.findall(r'name="records" value="(\d+)"', response.content.decode())]
+
+    def link(response, label):
+        found = re.search(rf'href="\?([^"]*)">[^<]*{label}', response.content.decode())
+        return found and "?" + found.group(1).replace("&amp;", "&")
+
+    with CaptureQueriesContext(connection) as first_page:
+        first = client.get(reverse("moderation"), {"datanet": datanet.slug})
+    assert shown(first) == ids[:25] and "Page 1 of 3 (60 records)" in first.content.decode()
+    assert link(first, "Previous") is None
+    second = client.get(reverse("moderation") + link(first, "Next"))
+    assert shown(second) == ids[25:50] and "Page 2 of 3" in second.content.decode()
+    with CaptureQueriesContext(connection) as last_page:
+        third = client.get(reverse("moderation") + link(second, "Next"))
+    assert shown(third) == ids[50:] and "Page 3 of 3" in third.content.decode() and link(third, "Next") is None
+    assert f"datanet={datanet.slug}" in link(third, "Previous")  # filters are kept
+    back = client.get(reverse("moderation") + link(third, "Previous"))
+    assert shown(back) == ids[25:50] and "Page 2 of 3" in back.content.decode()
+    assert shown(client.get(reverse("moderation") + link(back, "Previous"))) == ids[:25]
+    assert len(last_page) == len(first_page)  # a deep page costs the queries of the first
+
+    # Records approved meanwhile leave the queue: the next page still starts after the last one seen.
+    services.records_moderate(records_qs=Record.objects.filter(id__in=ids[:30]), by=curator, approve=True)
+    after = client.get(reverse("moderation") + link(first, "Next"))
+    assert shown(after) == ids[30:55] and "of 2 (30 records)" in after.content.decode()
+    assert shown(client.get(reverse("moderation"), {"after": "junk"})) == ids[30:55]  # a bad cursor: page 1
+
+
+def test_moderation_queue_of_a_curator_of_two_datanets_pages_across_both(client, datanet, curator):
+    other = DatanetFactory(name="Oncology QA", slug="oncology-qa")
+    other.curators.add(curator)
+    author = UserFactory()
+    for target, start in ((datanet, 0), (other, 100), (datanet, 200)):
+        rows = [qa(i) for i in range(start, start + 10)]
+        services.upload_ingest(upload=services.upload_create(datanet=target, contributor=author, file=jsonl_file(rows)))
+    ids = list(Record.objects.order_by("id").values_list("id", flat=True))
+    client.force_login(curator)
+    first = client.get(reverse("moderation")).content.decode()
+    assert re.findall(r'name="records" value="(\d+)"', first) == [str(i) for i in ids[:25]]
+    assert "Page 1 of 2 (30 records)" in first
+    only_other = client.get(reverse("moderation"), {"datanet": "oncology-qa"}).content.decode()
+    assert "(10 records)" not in only_other and len(re.findall(r'name="records"', only_other)) == 10

@@ -1,7 +1,10 @@
 """Ingest: a real worker validates a file, stores every record or none, and reports bad lines."""
 
+from datetime import timedelta
+
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
+from django.utils import timezone
 
 from datanets import services
 from datanets.models import Record, Upload
@@ -152,3 +155,72 @@ def test_near_duplicates_in_one_upload_are_linked_for_moderators(datanet, contri
     first, second = Record.objects.order_by("line_number")
     assert second.near_duplicate_of_id == first.pk and second.flag_kinds == "near_duplicate"
     assert first.near_duplicate_of_id is None
+
+
+NEAR_CASE = (
+    "The patient, a 54-year-old man, presented to the emergency department with crushing chest pain "
+    "radiating to the left arm and jaw, sweating and nausea that began forty minutes earlier while he "
+    "was shovelling snow. An ECG showed ST elevation in the inferior leads, so he was given aspirin, "
+    "heparin and was taken to the catheter laboratory for primary angioplasty of the right coronary artery."
+)
+
+
+def test_near_duplicate_of_a_record_from_an_earlier_upload_is_flagged_and_linked(datanet, contributor):
+    first = ingest(datanet, contributor, jsonl_file([qa(1), {"instruction": "Summarise case A", "output": NEAR_CASE}]))
+    assert first.flagged == 0
+    original = Record.objects.get(line_number=2, upload=first)
+    later = [qa(2), {"instruction": "Summarise case A", "output": NEAR_CASE.replace("shovelling", "clearing")}]
+    second = ingest(datanet, contributor, jsonl_file(later))
+    assert (second.records_added, second.flagged) == (2, 1)
+    near = Record.objects.get(upload=second, line_number=2)
+    assert near.flag_kinds == "near_duplicate" and near.near_duplicate_of_id == original.pk
+    assert near.content == later[1] | {"input": ""} and near.flags[-1]["kind"] == "near_duplicate"
+    assert abs(near.created_at - timezone.now()) < timedelta(minutes=5)
+    assert Record.objects.get(upload=second, line_number=1).flag_kinds == ""
+
+
+def test_near_duplicates_across_batches_and_withdrawn_records(datanet, contributor, monkeypatch):
+    monkeypatch.setattr(services, "BATCH", 3)  # the near duplicate lands in a later batch than its original
+    rows = [{"instruction": "Summarise case A", "output": NEAR_CASE}] + [qa(i) for i in range(2, 8)]
+    rows.append({"instruction": "Summarise case A", "output": NEAR_CASE.replace("jaw", "neck")})
+    rows.append(qa(2))  # an exact duplicate of line 2, in a later batch: skipped
+    upload = ingest(datanet, contributor, jsonl_file(rows))
+    assert (upload.records_added, upload.duplicates, upload.flagged) == (8, 1, 1)
+    first, near = Record.objects.get(line_number=1), Record.objects.get(line_number=8)
+    assert near.near_duplicate_of_id == first.pk
+
+    # A withdrawn record no longer makes a new one a near duplicate; the form flags like an upload does.
+    services.record_withdraw(record=first, by=contributor)
+    services.record_withdraw(record=near, by=contributor)
+    fresh = services.record_create(
+        datanet=datanet, contributor=contributor, value={"instruction": "Case A", "output": NEAR_CASE}
+    )
+    assert fresh.flag_kinds == "" and fresh.near_duplicate_of is None
+    again = services.record_create(
+        datanet=datanet, contributor=contributor, value={"instruction": "Case A?", "output": NEAR_CASE}
+    )
+    assert again.flag_kinds == "near_duplicate" and again.near_duplicate_of_id == fresh.pk
+
+
+def test_exact_duplicates_of_stored_records_are_not_counted_as_flagged(datanet, contributor):
+    rows = [qa(1), {"instruction": "Summarise case A", "output": NEAR_CASE}]
+    ingest(datanet, contributor, jsonl_file(rows))
+    again = ingest(datanet, contributor, jsonl_file(rows + [qa(3)]))
+    assert (again.records_added, again.duplicates, again.flagged) == (1, 2, 0)
+
+
+def test_worker_processes_store_and_reject_exactly_like_the_ingest_alone(datanet, contributor, settings, monkeypatch):
+    monkeypatch.setattr(services, "CHUNK", 3)  # several chunks, each prepared by a worker process
+    rows = [qa(i) for i in range(1, 8)] + [qa(2), "", {"instruction": "Who?", "output": "Mail jane.doe@example.org"}]
+    results = {}
+    for workers, pool_min in ((0, 10**9), (2, 1)):
+        settings.INGEST_WORKERS = workers
+        monkeypatch.setattr(services, "POOL_MIN_LINES", pool_min)
+        Record.objects.all().delete()
+        good = ingest(datanet, contributor, jsonl_file(rows))
+        stored = list(Record.objects.order_by("line_number").values_list("line_number", "content_hash", "flag_kinds"))
+        bad = ingest(datanet, contributor, jsonl_file(rows[:4] + ["{broken", {"instruction": "no answer"}, qa(1)]))
+        results[workers] = (good.records_added, good.duplicates, good.flagged, good.lines_read, stored, bad.errors)
+    assert results[0] == results[2]
+    assert results[2][:4] == (8, 1, 1, 9)  # the blank line 9 is not a record
+    assert [e["line"] for e in results[2][5]] == [5, 6]

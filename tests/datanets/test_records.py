@@ -2,10 +2,15 @@
 
 import hashlib
 import json
+import random
+import re
+import zlib
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from datasketch import MinHash, MinHashLSH
 
 from datanets import flags, merkle, records
 
@@ -172,19 +177,43 @@ def test_personal_data_flags():
     assert flags.personal_data_flags("The femur is the longest bone in the human body.") == []
 
 
-def test_near_duplicates_are_found_and_distinct_texts_are_not():
-    index = flags.NearDuplicateIndex()
-    base = (
-        "The patient, a 54-year-old man, presented to the emergency department with crushing chest pain "
-        "radiating to the left arm and jaw, sweating and nausea that began forty minutes earlier while he "
-        "was shovelling snow. An ECG showed ST elevation in the inferior leads, so he was given aspirin, "
-        "heparin and was taken to the catheter laboratory for primary angioplasty of the right coronary artery."
-    )
-    index.add("a", flags.minhash(base))
-    assert index.similar(flags.minhash(base.replace("shovelling snow", "clearing snow"))) == ["a"]
-    assert index.similar(flags.minhash("a recipe for sourdough bread needs flour water salt and patience")) == []
-    signature = flags.minhash(base)
-    assert flags.signature_from_bytes(flags.signature_bytes(signature)).jaccard(signature) == 1.0
+CASE = (
+    "The patient, a 54-year-old man, presented to the emergency department with crushing chest pain "
+    "radiating to the left arm and jaw, sweating and nausea that began forty minutes earlier while he "
+    "was shovelling snow. An ECG showed ST elevation in the inferior leads, so he was given aspirin, "
+    "heparin and was taken to the catheter laboratory for primary angioplasty of the right coronary artery."
+)
+
+
+def test_near_duplicates_share_a_band_and_distinct_texts_do_not():
+    near = CASE.replace("shovelling snow", "clearing snow")
+    other = "a recipe for sourdough bread needs flour water salt and patience"
+    case, near, other = (set(keys) for keys in flags.band_keys(flags.signatures([CASE, near, other])))
+    assert case & near
+    assert not case & other
+    signature = flags.signatures([CASE])[0]
+    assert (flags.signature_from_bytes(flags.signature_bytes(signature)) == signature).all()
+
+
+def datasketch_minhash(text: str) -> np.ndarray:
+    """How signatures were computed before the batch version: one datasketch MinHash per record."""
+    words = re.findall(r"\w+", text.lower())
+    shingles = {" ".join(words[i : i + 5]).encode() for i in range(max(1, len(words) - 4))}
+    minhash = MinHash(num_perm=64, seed=1, scheme="affine32", hashfunc=zlib.crc32)
+    minhash.update_batch(list(shingles))
+    return minhash.hashvalues
+
+
+def test_batch_signatures_equal_datasketch_minhash_and_lsh_banding():
+    rng = random.Random(3)
+    texts = [CASE, "", "one", "one two three four five", "one two three four five six", "Ünïcödé wörds ß À x_y 9"]
+    texts += ["".join(rng.choice("ab _-\t\n\x1c.Z9é") for _ in range(rng.randint(0, 60))) for _ in range(300)]
+    texts.append(" ".join(["word"] * 20_000))  # a long record is permuted in a group of its own
+    batch = flags.signatures(texts)
+    for text, signature in zip(texts, batch, strict=True):
+        assert (signature == datasketch_minhash(text)).all(), text
+    lsh = MinHashLSH(threshold=flags.THRESHOLD, num_perm=flags.NUM_PERM)
+    assert (lsh.b, lsh.r) == (flags.BANDS, flags.ROWS)
 
 
 @pytest.mark.parametrize("n", [1, 2, 3, 7, 8, 33])
@@ -197,3 +226,24 @@ def test_merkle_inclusion_proofs(n):
     outsider = hashlib.sha256(b"outsider").hexdigest()
     assert not merkle.verify_inclusion(outsider, merkle.inclusion_proof(hashes, hashes[0]), root)
     assert merkle.merkle_root([]) == merkle.EMPTY_ROOT
+
+
+def test_token_count_fast_path_counts_like_the_regex():
+    from datanets.prepare import TOKEN, token_count
+
+    rng = random.Random(5)
+    texts = ["", "Hello, world!", "a_b c-d\t\x1c\x1f e\x7f\x00 (x)", "naïve café, déjà vu."]
+    texts += [
+        "".join(rng.choice("aZ9_ \t\n\x0b\x1c\x1f.,-()\x00\x7fé") for _ in range(rng.randint(0, 50)))
+        for _ in range(500)
+    ]
+    for text in texts:
+        assert token_count(text) == len(TOKEN.findall(text)), repr(text)
+
+
+def test_canonical_bytes_equal_the_documented_json_for_every_character():
+    text = "".join(chr(i) for i in range(0x10000) if not 0xD800 <= i < 0xE000) + "\U0001f600"
+    content = {"messages": [{"role": "user", "content": text}], "b": text, "a": ""}
+    assert records.canonical_bytes(content) == records.canonical_json(content).encode()
+    with pytest.raises(UnicodeEncodeError):  # a lone surrogate is refused, with the same error as before
+        records.make_record({"text": "\ud800"}, "text")
