@@ -20,7 +20,7 @@ from datanets.models import Record
 from publishing import services
 from publishing.models import Adapter
 from tests.factories import DatanetFactory, MembershipFactory, UserFactory
-from training import jobs
+from tests.publishing.conftest import run_job
 from training.models import RecordInfluence
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -41,13 +41,7 @@ def influenced_adapter(transactional_db, tiny_base_model, trainer_user, contribu
             datanet_services.record_create(datanet=datanet, contributor=user, value=task.record(thing, value))
     Record.objects.filter(datanet=datanet).update(status="approved")
     version = datanet_services.version_publish(datanet=datanet, by=UserFactory(is_staff=True))
-    with django_capture_on_commit_callbacks(execute=False):
-        job = jobs.job_create(owner=trainer_user, name="Realms", base_model=tiny_base_model, versions=[version],
-                              method="qlora", preset="quick",
-                              overrides={"learning_rate": 0.005, "epochs": 2, "max_seq_length": 64})  # fmt: skip
-    result = jobs.job_run(job_id=job.pk, worker="test")
-    job.refresh_from_db()
-    assert result == "succeeded", (job.error, job.logs[-3:])
+    job = run_job(trainer_user, tiny_base_model, version, django_capture_on_commit_callbacks, name="Realms")
     team = MembershipFactory(user=trainer_user, role="owner").team
     return services.adapter_publish(job=job, by=trainer_user, team=team, name="Realms Expert", visibility="team")
 
