@@ -103,3 +103,32 @@ def test_rank_statistics():
     assert influence.spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
     assert influence.auc([0.9, 0.8, 0.1, 0.2], [True, True, False, False]) == 1.0
     assert influence.auc([0.1, 0.2, 0.9, 0.8], [True, True, False, False]) == 0.0
+
+
+def test_per_example_gradients_add_up_to_the_batch_gradient(tmp_path):
+    """The hooks' per-example LoRA gradients are exact: they sum to autograd's gradient of the batch."""
+    import torch
+
+    tasks = synthetic.make_tasks(2, 4, seed=0)
+    train_path, _, _ = synthetic.write_datanet(tasks, tmp_path / "data")
+    config = trainer.TrainConfig(base_model_path=str(build_tiny_model(tmp_path / "model")), method="lora",
+                                 lora_dropout=0.0, max_seq_length=96)  # fmt: skip
+    model, tokenizer = trainer.load_model(config)
+    for name, parameter in model.named_parameters():
+        if "lora_B" in name:  # B starts at zero, which would leave A's gradients zero
+            torch.nn.init.normal_(parameter, std=0.02)
+    examples = trainer.load_examples(tokenizer, train_path, config.max_seq_length)[:4]
+    capture = influence.GradientCapture(model, 0, seed=0)
+    per_example = influence.gradients(model, examples, capture=capture, batch_size=4,
+                                      pad_id=tokenizer.pad_token_id, device="cpu", per_token=False)  # fmt: skip
+    batch = trainer.collate(examples, tokenizer.pad_token_id)
+    model.eval()
+    model(**batch, num_items_in_batch=torch.tensor(1)).loss.backward()
+    for (_, module), grads in zip(capture.modules, per_example, strict=True):
+        assert grads.shape[0] == 4
+        np.testing.assert_allclose(grads.sum(axis=0), module.weight.grad.reshape(-1).numpy(), rtol=1e-4, atol=1e-6)
+    capture.close()
+    alone = influence.gradients(model, examples[:1], capture=influence.GradientCapture(model, 0, seed=0),
+                                batch_size=1, pad_id=tokenizer.pad_token_id, device="cpu", per_token=False)  # fmt: skip
+    for together, single in zip(per_example, alone, strict=True):
+        np.testing.assert_allclose(together[0], single[0], rtol=1e-4, atol=1e-6)  # padding changes nothing
