@@ -9,13 +9,13 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 
 import pytest
 
 from tests.pytest_env import TEST_VAR
+from tests.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -70,14 +70,14 @@ class WorkerProcess:
     def wait_ready(self, timeout: float = 60) -> None:
         from modelfactory.celery import app
 
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        def ping() -> dict:
             if self.process.poll() is not None:
                 raise RuntimeError(f"worker exited early: {self.log_path.read_text()[-2000:]}")
-            replies = app.control.inspect(timeout=0.5).ping() or {}
-            if any(name.startswith(self.name.split("@")[0]) for name in replies):
-                return
-        raise RuntimeError(f"worker did not answer within {timeout} s: {self.log_path.read_text()[-2000:]}")
+            return app.control.inspect(timeout=0.5).ping() or {}
+
+        prefix = self.name.split("@")[0]
+        wait_until(ping, lambda replies: any(name.startswith(prefix) for name in replies), timeout=timeout, every=0,
+                   describe=lambda: f"the worker did not answer: {self.log_path.read_text()[-2000:]}")  # fmt: skip
 
     def stop(self) -> None:
         if self.process.poll() is None:

@@ -1,17 +1,20 @@
 """`make run`'s launcher on embedded defaults: comes up green with the bundled model, stops on Ctrl-C."""
 
+import contextlib
 import json
 import os
 import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
+import uuid
 from pathlib import Path
 
 import pytest
+
+from tests.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow
@@ -36,7 +39,7 @@ class Launch:
         drop = {"DATABASE_URL", "REDIS_URL", "MF_REDIS_SOCKET", "MODELS_DIR", "MEDIA_ROOT", "DJANGO_SETTINGS_MODULE"}
         env = {k: v for k, v in os.environ.items() if k not in drop}
         env.update(MF_VAR_DIR=str(var_dir), PORT=str(port))
-        self.log_path = var_dir.parent / f"launch-{time.monotonic_ns()}.log"
+        self.log_path = var_dir.parent / f"launch-{uuid.uuid4().hex[:8]}.log"
         self.log = open(self.log_path, "w")
         self.url = f"http://127.0.0.1:{port}"
         # A session of its own, so Ctrl-C can be sent to the whole group the way a terminal does.
@@ -54,26 +57,27 @@ class Launch:
         return self.log_path.read_text()
 
     def wait_healthy(self, timeout: float) -> dict:
-        deadline = time.monotonic() + timeout
-        body = None
-        while time.monotonic() < deadline:
+        last = {"body": None}
+
+        def probe() -> dict | None:
             assert self.process.poll() is None, self.output[-3000:]
             try:
                 with urllib.request.urlopen(self.url + "/healthz", timeout=5) as response:
                     return json.load(response)
             except urllib.error.HTTPError as error:
-                body = error.read().decode()
+                last["body"] = error.read().decode()
             except OSError:
                 pass
-            time.sleep(1)
-        raise AssertionError(f"not healthy in {timeout} s: {body}\n{self.output[-3000:]}")
+            return None
+
+        return wait_until(probe, lambda health: health is not None, timeout=timeout, every=1,
+                          describe=lambda: f"not healthy: {last['body']}\n{self.output[-3000:]}")  # fmt: skip
 
     def ctrl_c(self) -> None:
         os.killpg(self.process.pid, signal.SIGINT)
         self.process.wait(timeout=60)
-        deadline = time.monotonic() + 30
-        while group_alive(self.process.pid) and time.monotonic() < deadline:
-            time.sleep(0.2)
+        with contextlib.suppress(AssertionError):  # the test says which process outlived Ctrl-C
+            wait_until(lambda: group_alive(self.process.pid), lambda alive: not alive, timeout=30, every=0.2)
         self.log.close()
 
 
