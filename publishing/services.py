@@ -25,7 +25,7 @@ from attribution import manifest as manifest_lib
 from datanets.ledger import ledger_append
 from modelfactory.exceptions import ApplicationError
 from training import jobs as training_jobs
-from training.attribution import influence_recompute
+from training.attribution import influence_by_method, influence_recompute
 
 from . import policy, signing
 from .models import Adapter, AdapterRecord, ApiToken, ContributorPreference
@@ -35,6 +35,12 @@ def contributor_pseudonym(user_id: int) -> str:
     """Stable per instance, not reversible without the instance's secret."""
     digest = hmac.new(settings.SECRET_KEY.encode(), f"contributor:{user_id}".encode(), hashlib.sha256).hexdigest()
     return f"c-{digest[:16]}"
+
+
+def contributor_handles() -> dict[str, str]:
+    """Pseudonym -> username of every contributor who opted in to being named by handle."""
+    opted = ContributorPreference.objects.filter(show_handle=True).select_related("user")
+    return {contributor_pseudonym(pref.user_id): pref.user.username for pref in opted}
 
 
 def contributor_labels(user_ids: list[int]) -> dict[int, str]:
@@ -59,10 +65,7 @@ def code_version() -> str:
 
 def _training_rows(job) -> tuple[list[dict], list[dict], dict[str, str], list[int]]:
     versions = list(job.datanet_versions.select_related("datanet").order_by("datanet__slug", "number"))
-    handles = {
-        contributor_pseudonym(pref.user_id): pref.user.username
-        for pref in ContributorPreference.objects.filter(show_handle=True).select_related("user")
-    }
+    handles = contributor_handles()
     rows, datanets, record_ids = [], [], []
     for version in versions:
         datanets.append({
@@ -90,9 +93,7 @@ METHOD_REFERENCES = {
 
 def manifest_influence(job, *, method: str | None = None, recomputed_from: int | None = None) -> dict | None:
     """The manifest's influence section from the job's stored influence, contributors as pseudonyms."""
-    stored = job.influence or {}
-    method = method or stored.get("default_method")
-    data = stored.get("methods", {}).get(method)
+    method, data = influence_by_method(job, method)
     if data is None:
         return None
     return {

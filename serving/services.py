@@ -22,7 +22,7 @@ from django.core.files.storage import default_storage
 
 from datanets.models import Record
 from modelfactory.exceptions import ApplicationError
-from publishing.models import Adapter, ContributorPreference
+from publishing.models import Adapter
 from training import jobs as training_jobs
 from training.models import BaseModel, FineTuneJob
 
@@ -244,12 +244,11 @@ def _index_records(target: Target):
 
 
 def _contributor_names(target: Target) -> dict[str, str]:
-    from publishing.services import contributor_pseudonym
+    from publishing.services import contributor_handles
 
     if target.adapter:
         return {c["id"]: c.get("handle") or c["id"] for c in target.adapter.manifest["contributors"]}
-    opted = ContributorPreference.objects.filter(show_handle=True).select_related("user")
-    return {contributor_pseudonym(p.user_id): p.user.username for p in opted}
+    return contributor_handles()
 
 
 def span_index_ensure(*, target: Target) -> Path:
@@ -285,7 +284,7 @@ def span_index_ensure(*, target: Target) -> Path:
             if messages is None:
                 yield tokenizer(record.content["text"], add_special_tokens=False)["input_ids"]
             else:
-                yield trainer._template_ids(tokenizer, messages, generation_prompt=False)
+                yield trainer.template_ids(tokenizer, messages, generation_prompt=False)
 
     span_index.build(token_ids(), tmp)
     (tmp / "records.json").write_text(json.dumps(table))

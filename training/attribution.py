@@ -17,6 +17,13 @@ from . import trainer
 from .models import FineTuneJob, RecordInfluence
 
 
+def influence_by_method(job: FineTuneJob, method: str | None = None) -> tuple[str | None, dict | None]:
+    """The stored per-contributor influence of ``method`` (default: the job's default method)."""
+    stored = job.influence or {}
+    method = method or stored.get("default_method")
+    return method, stored.get("methods", {}).get(method)
+
+
 def influence_store(*, job: FineTuneJob, output_dir: Path) -> dict:
     """Read the trainer's influence.json: per-record scores into RecordInfluence, the per-contributor
     tables onto the job (merged with methods computed before). Returns the job's influence."""

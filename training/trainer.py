@@ -151,7 +151,7 @@ def to_messages(content: dict) -> list[dict] | None:
     return None  # plain text
 
 
-def _template_ids(tokenizer, messages: list[dict], *, generation_prompt: bool) -> list[int]:
+def template_ids(tokenizer, messages: list[dict], *, generation_prompt: bool) -> list[int]:
     ids = tokenizer.apply_chat_template(messages, add_generation_prompt=generation_prompt, tokenize=True)
     if isinstance(ids, dict) or hasattr(ids, "keys"):
         ids = ids["input_ids"]
@@ -172,8 +172,8 @@ def encode(tokenizer, content: dict, max_len: int) -> Example | None:
     for i, message in enumerate(messages):
         if message["role"] != "assistant":
             continue
-        before = _template_ids(tokenizer, messages[:i], generation_prompt=True)
-        through = _template_ids(tokenizer, messages[: i + 1], generation_prompt=False)
+        before = template_ids(tokenizer, messages[:i], generation_prompt=True)
+        through = template_ids(tokenizer, messages[: i + 1], generation_prompt=False)
         if through[: len(before)] != before or len(before) < len(ids):
             raise ValueError("the chat template does not extend conversations by appending")
         labels += [IGNORE] * (len(before) - len(ids)) + through[len(before) :]
@@ -356,7 +356,7 @@ def evaluate_loss(model, examples: list[Example], batch_size: int, pad_id: int, 
 def generate_answer(model, tokenizer, messages: list[dict], max_new_tokens: int, device: str) -> str:
     import torch
 
-    ids = _template_ids(tokenizer, messages, generation_prompt=True)
+    ids = template_ids(tokenizer, messages, generation_prompt=True)
     input_ids = torch.tensor([ids], device=device)
     model.eval()
     with torch.no_grad():

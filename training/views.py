@@ -15,6 +15,7 @@ from modelfactory.exceptions import ApplicationError
 from publishing.services import contributor_labels
 
 from . import charts, jobs, policy, workers
+from .attribution import influence_by_method
 from .forms import BaseModelForm, LaunchForm, MethodForm, VersionsForm
 from .models import BaseModel, FineTuneJob
 
@@ -160,9 +161,7 @@ def job_list(request):
 
 def influence_summary(job) -> dict | None:
     """The default method's table with contributors as their manifests will name them."""
-    stored = job.influence or {}
-    method = stored.get("default_method")
-    data = stored.get("methods", {}).get(method)
+    method, data = influence_by_method(job)
     if not data:
         return None
     labels = contributor_labels([int(row["contributor"]) for row in data["contributors"]])
