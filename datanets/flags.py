@@ -7,9 +7,6 @@ moderation page can highlight it.
 from __future__ import annotations
 
 import re
-import zlib
-from hashlib import blake2b
-from itertools import chain
 
 import numpy as np
 from datasketch import MinHash
@@ -33,6 +30,23 @@ SECRETS = re.compile(
 DROP_DIGITS = str.maketrans("", "", "0123456789")
 SECRET_HINTS = ("akia", "sk-", "ghp_", "gho_", "ghu_", "ghs_", "ghr_", "xox", "private key", "api", "secret", "token",
                 "password")  # fmt: skip
+
+
+_HINTS = "|".join(re.escape(hint) for hint in SECRET_HINTS)
+
+
+def personal_data_flags_many(texts: list[str]) -> list[list[dict]]:
+    """``personal_data_flags`` of each text. The cheap tests run on all the texts at once (pyarrow's
+    RE2, in C), so only the few texts that have a secret-like word, an '@' or 9 digits are scanned."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    column = pa.array(texts, pa.string())
+    maybe = pc.or_(
+        pc.or_(pc.match_substring_regex(column, _HINTS, ignore_case=True), pc.match_substring(column, "@")),
+        pc.greater_equal(pc.count_substring_regex(column, "[0-9]"), 9),
+    )
+    return [personal_data_flags(text) if scan else [] for text, scan in zip(texts, maybe.to_pylist(), strict=True)]
 
 
 def personal_data_flags(text: str) -> list[dict]:
@@ -79,39 +93,60 @@ THRESHOLD = 0.7
 BANDS, ROWS = 8, 8
 _WORD = re.compile(r"\w+")
 
-
 # Computed once: building a MinHash's permutations costs more than hashing a whole record.
 _PERMUTATIONS = MinHash(num_perm=NUM_PERM, seed=1, scheme=SCHEME).permutations
-_CELLS = 1 << 16  # shingles permuted at once: 16 MiB of uint32 values
 _A = _PERMUTATIONS[0].astype(np.uint32)
 _B = _PERMUTATIONS[1].astype(np.uint32)
+_TEXT_BYTES = 1 << 18  # word bytes hashed in one numpy pass: about 40,000 shingles, 10 MiB once permuted
 
 # For ASCII text (most records), bytes.translate finds the same words as the \w+ regex, several times faster.
-_ASCII_WORD = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_"
+_ASCII_WORD = b"abcdefghijklmnopqrstuvwxyz0123456789_"
 _NON_WORD_TO_SPACE = bytes(c if c in _ASCII_WORD else 32 for c in range(256))
 
+# The shingle hash (documented in README.md): arithmetic modulo 2^64.
+_MASK = (1 << 64) - 1
+_P = 0x100000001B3  # odd, so it has an inverse modulo 2^64
+_P_INVERSE = pow(_P, -1, 1 << 64)
+_M = (0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9, 0xD6E8FEB86659FD93, 0xFF51AFD7ED558CCD)
+_KEY = 0x94D049BB133111EB
 
-def words(text: str) -> list:
-    """The record's lowercased words (\\w+), as bytes for ASCII text and str otherwise."""
+
+def word_bytes(text: str) -> bytes:
+    """The record's lowercased \\w+ words as UTF-8, separated by spaces (perhaps several)."""
     lowered = text.lower()
     if lowered.isascii():
-        return lowered.encode().translate(_NON_WORD_TO_SPACE).split()
-    return _WORD.findall(lowered)
+        return lowered.encode().translate(_NON_WORD_TO_SPACE)
+    return " ".join(_WORD.findall(lowered)).encode()
 
 
-def shingle_hashes(text: str) -> list[int]:
-    """CRC-32 of the UTF-8 bytes of each word 5-shingle (words joined by one space), duplicates kept."""
-    found = words(text)
-    if found and isinstance(found[0], str):
-        found = [word.encode() for word in found]
-    crc = zlib.crc32
-    if len(found) <= SHINGLE:
-        return [crc(b" ".join(found))]
-    joined = memoryview(b" ".join(found))
-    starts = [0]
-    for word in found:
-        starts.append(starts[-1] + len(word) + 1)
-    return [crc(joined[starts[i] : starts[i + SHINGLE] - 1]) for i in range(len(found) - SHINGLE + 1)]
+def _fmix64_int(h: int) -> int:
+    h ^= h >> 33
+    h = (h * 0xFF51AFD7ED558CCD) & _MASK
+    h ^= h >> 33
+    h = (h * 0xC4CEB9FE1A85EC53) & _MASK
+    return h ^ (h >> 33)
+
+
+def shingle_hash(words: tuple[bytes, ...]) -> int:
+    """The 32-bit hash of a shingle (up to 5 consecutive words), one at a time: the definition that
+    ``signatures`` computes for a whole batch with numpy (a test checks both agree, through datasketch).
+
+    Each word w (bytes b_0..b_n-1) hashes to fmix64(sum b_j * P^j xor n); a shingle of words w_0..w_k
+    to the top 32 bits of fmix64(sum hash(w_i) * M_i), all modulo 2^64 (MurmurHash3's 64-bit finaliser).
+    """
+    total = 0
+    for i, word in enumerate(words):
+        value = sum(byte * pow(_P, j, 1 << 64) for j, byte in enumerate(word)) & _MASK
+        total += _fmix64_int(value ^ len(word)) * _M[i]
+    return _fmix64_int(total & _MASK) >> 32
+
+
+def _fmix64(h: np.ndarray) -> np.ndarray:
+    h = h ^ (h >> np.uint64(33))
+    h = h * np.uint64(0xFF51AFD7ED558CCD)
+    h = h ^ (h >> np.uint64(33))
+    h = h * np.uint64(0xC4CEB9FE1A85EC53)
+    return h ^ (h >> np.uint64(33))
 
 
 def _fmix32(hv: np.ndarray) -> np.ndarray:
@@ -123,61 +158,81 @@ def _fmix32(hv: np.ndarray) -> np.ndarray:
     return hv ^ (hv >> np.uint32(16))
 
 
+def _powers(base: int, n: int) -> np.ndarray:
+    powers = np.full(n, base, dtype=np.uint64)
+    powers[0] = 1
+    return np.multiply.accumulate(powers, out=powers)  # uint64 wraps: modulo 2^64
+
+
+def _group_signatures(texts: list[bytes]) -> np.ndarray:
+    """Signatures of a few records' word bytes in one pass: every word hashed at once by prefix sums
+    (sum b_j * P^j over the whole buffer, then divided by P^start), then every shingle, then every
+    permutation, then each record's minimum."""
+    n = len(texts)
+    buffer = np.frombuffer(b" ".join(texts) + b" ", dtype=np.uint8)
+    starts = np.zeros(n, dtype=np.int64)
+    np.cumsum(np.fromiter(map(len, texts), dtype=np.int64, count=n)[:-1] + 1, out=starts[1:])
+    edges = np.diff((buffer != 32).view(np.int8), prepend=np.int8(0))
+    first, last = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)  # each word is buffer[first:last]
+    prefix = np.zeros(len(buffer) + 1, dtype=np.uint64)
+    np.cumsum(buffer * _powers(_P, len(buffer)), out=prefix[1:])
+    words = _fmix64(
+        (prefix[last] - prefix[first]) * _powers(_P_INVERSE, len(buffer))[first] ^ (last - first).astype(np.uint64)
+    )
+    owner = np.searchsorted(starts, first, side="right") - 1  # the record of each word
+    counts = np.bincount(owner, minlength=n)
+    count = len(words)
+    # Shingles of SHINGLE words that stay within one record...
+    span = max(count - SHINGLE + 1, 0)
+    long = np.zeros(span, dtype=np.uint64)
+    for i in range(SHINGLE):
+        long += words[i : i + span] * np.uint64(_M[i])
+    inside = owner[:span] == owner[SHINGLE - 1 : SHINGLE - 1 + span]
+    # ...and one shingle of all its words for a record of fewer (none: the hash of no words, 0).
+    few = np.flatnonzero(counts < SHINGLE)
+    begin = np.cumsum(counts) - counts
+    short = np.zeros(len(few), dtype=np.uint64)
+    for i in range(SHINGLE - 1):
+        has = counts[few] > i
+        short[has] += words[begin[few[has]] + i] * np.uint64(_M[i])
+    hashes = np.concatenate([long[inside], short])
+    record = np.concatenate([owner[:span][inside], few])
+    order = np.argsort(record, kind="stable")
+    values = (_fmix64(hashes[order]) >> np.uint64(32)).astype(np.uint32)
+    permuted = _fmix32(values)[None, :] * _A[:, None]  # one row per permutation: contiguous minima below
+    permuted += _B[:, None]  # uint32 arithmetic wraps: that is the mod 2^32
+    return np.minimum.reduceat(permuted, np.searchsorted(record[order], np.arange(n)), axis=1).T
+
+
 def signatures(texts: list[str]) -> np.ndarray:
     """MinHash signatures of many texts at once, shape (len(texts), NUM_PERM), uint32.
 
-    Row i equals datasketch's ``MinHash(num_perm=64, seed=1, scheme="affine32", hashfunc=zlib.crc32)``
-    updated with the text's shingles: the same hash and permutations, but one vectorised permutation
-    for a group of records instead of a MinHash object per record.
+    Row i equals datasketch's ``MinHash(num_perm=64, seed=1, scheme="affine32", hashfunc=shingle_hash)``
+    updated with the text's word 5-shingles (a text of fewer words is one shingle): the same
+    permutations, computed for a group of records at once instead of a MinHash object per record.
     """
     out = np.empty((len(texts), NUM_PERM), dtype=np.uint32)
-    per_text = [shingle_hashes(text) for text in texts]
-    counts = np.fromiter(map(len, per_text), dtype=np.int64, count=len(per_text))
-    order = np.argsort(counts, kind="stable")
-    start = 0
-    while start < len(order):
-        # Records of similar length together, padded to the longest: at most _CELLS shingles at a time.
-        end = start + 1
-        while end < len(order) and (end - start + 1) * int(counts[order[end]]) <= _CELLS:
-            end += 1
-        group = order[start:end]
-        width = int(counts[group[-1]])
-        sizes = counts[group]
-        flat = np.fromiter(chain.from_iterable(per_text[i] for i in group), dtype=np.uint32, count=int(sizes.sum()))
-        offsets = np.zeros(len(group), dtype=np.int64)
-        np.cumsum(sizes[:-1], out=offsets[1:])
-        column = np.arange(width)
-        # Past a record's last shingle, repeat its first: a repeated shingle leaves the minimum unchanged.
-        padded = flat[offsets[:, None] + np.where(column < sizes[:, None], column, 0)]
-        permuted = _fmix32(padded)[:, :, None] * _A + _B  # uint32 arithmetic wraps: that is the mod 2^32
-        out[group] = permuted.min(axis=1)
-        start = end
+    data = [word_bytes(text) for text in texts]
+    start = size = 0
+    for end, item in enumerate(data):
+        if size and size + len(item) > _TEXT_BYTES:
+            out[start:end] = _group_signatures(data[start:end])
+            start, size = end, 0
+        size += len(item) + 1
+    if start < len(data):
+        out[start:] = _group_signatures(data[start:])
     return out
 
 
-def band_keys(signatures: np.ndarray) -> list[list[int]]:
-    """LSH band keys: per signature, one signed 64-bit key per band of ROWS values.
+def band_keys(signatures: np.ndarray) -> np.ndarray:
+    """LSH band keys, shape (len(signatures), BANDS), int64: one key per band of ROWS values.
 
     Two records are near-duplicate candidates when any band matches exactly, as in datasketch's
-    MinHashLSH. A key is BLAKE2b-64 of the band's number and values, so it fits an indexed
-    database column; a false match between different bands is a 2^-64 chance.
+    MinHashLSH. A key mixes the band's number and values with MurmurHash3's 64-bit finaliser, so it
+    fits an indexed database column; a false match is about a 2^-64 chance.
     """
-    width = ROWS * 4
-    keys = []
-    for row in np.ascontiguousarray(signatures, dtype="<u4"):
-        data = row.tobytes()
-        keys.append([
-            int.from_bytes(blake2b(bytes((band,)) + data[band * width : (band + 1) * width], digest_size=8).digest(),
-                           "little", signed=True)
-            for band in range(BANDS)
-        ])  # fmt: skip
-    return keys
-
-
-def signature_bytes(signature: np.ndarray) -> bytes:
-    """How a signature is stored on a record: its 64 values as little-endian uint64."""
-    return signature.astype("<u8").tobytes()
-
-
-def signature_from_bytes(data: bytes) -> np.ndarray:
-    return np.frombuffer(data, dtype="<u8").astype(np.uint32)
+    values = np.asarray(signatures, dtype=np.uint64).reshape(len(signatures), BANDS, ROWS)
+    keys = np.broadcast_to(np.arange(1, BANDS + 1, dtype=np.uint64), values.shape[:2])
+    for row in range(ROWS):
+        keys = _fmix64((keys ^ values[:, :, row]) * np.uint64(_KEY))
+    return keys.view(np.int64)

@@ -104,21 +104,35 @@ class Record(models.Model):
         REJECTED = "rejected", "Rejected"
         WITHDRAWN = "withdrawn", "Withdrawn"
 
-    datanet = models.ForeignKey(Datanet, on_delete=models.CASCADE, related_name="records")
-    contributor = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="records")
-    upload = models.ForeignKey(Upload, null=True, blank=True, on_delete=models.SET_NULL, related_name="records")
+    # Foreign keys without an index of their own where a composite index below starts with them, or
+    # where nothing looks records up by them: every index is written once per ingested record.
+    datanet = models.ForeignKey(Datanet, on_delete=models.CASCADE, related_name="records", db_index=False)
+    contributor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="records", db_index=False
+    )
+    upload = models.ForeignKey(
+        Upload, null=True, blank=True, on_delete=models.SET_NULL, related_name="records", db_index=False
+    )
     line_number = models.PositiveIntegerField(null=True, blank=True)
     content = models.JSONField()
     content_hash = models.CharField(max_length=64)
     text = models.TextField(help_text="The record's strings joined; flag spans index into it")
     token_count = models.PositiveIntegerField(default=0)
     flags = models.JSONField(default=list, blank=True)
-    flag_kinds = models.CharField(max_length=200, blank=True, db_index=True)
-    near_duplicate_of = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
-    minhash = models.BinaryField(editable=False)
+    flag_kinds = models.CharField(max_length=200, blank=True)
+    # Within its Datanet, and records are withdrawn rather than deleted: a plain column, no constraint.
+    near_duplicate_of = models.ForeignKey(
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.DO_NOTHING,
+        db_constraint=False,
+        db_index=False,
+        related_name="+",
+    )
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.PENDING)
     reviewed_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+", db_index=False
     )
     reviewed_at = models.DateTimeField(null=True, blank=True)
     rejection_reason = models.TextField(blank=True)

@@ -11,6 +11,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+import numpy as np
+import orjson
+
 from . import flags, records
 
 TOKEN = re.compile(r"\w+|[^\w\s]")
@@ -29,55 +32,59 @@ def token_count(text: str) -> int:
 
 @dataclass(slots=True)
 class Prepared:
-    """A valid record with everything the ingest stores about it, short of its near-duplicates."""
+    """A chunk of lines, prepared: the valid records, column by column in line order, with everything
+    the ingest stores about them short of their near-duplicates, and the bad lines with their reasons.
+    Plain lists of strings and one array pickle fast on their way back from a worker process."""
 
-    number: int
-    content: dict
-    content_hash: str
-    text: str
-    tokens: int
-    flags: list[dict]  # personal data; the ingest adds near_duplicate
-    signature: bytes  # MinHash, as stored on the record (flags.signature_bytes)
-    keys: list[int]  # LSH band keys (flags.band_keys)
+    lines: int  # lines that hold a record, good or bad (blank lines are not counted)
+    errors: list[tuple[int, str]]  # (line number, reason)
+    numbers: list[int]
+    contents: list[str]  # canonical JSON (records.canonical_bytes)
+    hashes: list[str]
+    texts: list[str]
+    tokens: list[int]
+    flags: list[list[dict]]  # personal data; the ingest adds near_duplicate
+    keys: np.ndarray  # (records, flags.BANDS) int64: LSH band keys (flags.band_keys)
 
 
-def prepare_lines(lines: list[records.Line], schema: str) -> list[records.Line | Prepared]:
-    """Each line as a Prepared record, or as a Line with its error (the same reasons as make_record)."""
-    out: list[records.Line | Prepared] = []
-    valid: list[tuple[int, records.Record]] = []
+def prepare_lines(lines: list[records.Line], schema: str) -> Prepared:
+    """The records of ``lines``, validated and prepared, and the bad lines with the same reasons as make_record."""
+    errors, valid = [], []
     for line in lines:
         reason = line.error
         if reason is None:
             try:
-                record = records.make_record(line.value, schema)
+                valid.append((line.number, records.make_record(line.value, schema)))
+                continue
             except ValueError as error:
                 reason = str(error)
-        if reason is not None:
-            out.append(line if line.error else records.Line(line.number, error=reason))
-            continue
-        valid.append((len(out), record))
-        out.append(None)  # type: ignore[arg-type]  # filled below
-    if valid:
-        signatures = flags.signatures([record.text for _, record in valid])
-        keys = flags.band_keys(signatures)
-        for (at, record), signature, record_keys in zip(valid, signatures, keys, strict=True):
-            out[at] = Prepared(
-                number=lines[at].number,
-                content=record.content,
-                content_hash=record.content_hash,
-                text=record.text,
-                tokens=token_count(record.text),
-                flags=flags.personal_data_flags(record.text),
-                signature=flags.signature_bytes(signature),
-                keys=record_keys,
-            )
-    return out
+        errors.append((line.number, reason))
+    texts = [record.text for _, record in valid]
+    return Prepared(
+        lines=len(lines),
+        errors=errors,
+        numbers=[number for number, _ in valid],
+        contents=[record.canonical for _, record in valid],
+        hashes=[record.content_hash for _, record in valid],
+        texts=texts,
+        tokens=[token_count(text) for text in texts],
+        flags=flags.personal_data_flags_many(texts) if texts else [],
+        keys=flags.band_keys(flags.signatures(texts)),
+    )
 
 
-def prepare_jsonl(first_number: int, raw_lines: list[bytes], schema: str) -> list[records.Line | Prepared]:
+def prepare_jsonl(first_number: int, raw_lines: list[bytes], schema: str) -> Prepared:
     """``prepare_lines`` for consecutive raw JSONL lines, the first being line ``first_number``."""
     lines = []
+    loads, limit, depth = orjson.loads, records.MAX_RECORD_BYTES, records.MAX_DEPTH
     for number, raw in enumerate(raw_lines, start=first_number):
+        # The usual line: orjson parses it, and with so few brackets it cannot nest too deep.
+        if len(raw) <= limit and raw.count(b"{") + raw.count(b"[") <= depth:
+            try:
+                lines.append(records.Line(number, value=loads(raw)))
+                continue
+            except orjson.JSONDecodeError:
+                pass  # the standard parser words the reason the same way for every line (or skips a blank one)
         line = records.parse_jsonl_line(number, raw)
         if line is not None:
             lines.append(line)

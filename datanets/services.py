@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import sqlite3
 import tempfile
 from collections import defaultdict, deque
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
-from itertools import islice
+from itertools import chain, islice, repeat
 from pathlib import Path
 
+import numpy as np
 import orjson
 from django.conf import settings
 from django.core.cache import cache
-from django.db import connection, transaction
+from django.db import connection, models, transaction
 from django.utils import timezone
 from django.utils.text import slugify
 
@@ -26,9 +28,7 @@ from .ledger import ledger_append
 from .models import AccessRequest, Datanet, DatanetVersion, Record, RecordBand, RejectionReason, Upload
 
 MAX_REPORTED_ERRORS = 1000
-PROGRESS_EVERY = 2000
-BATCH = 5000  # records stored at once
-CHUNK = 2000  # lines prepared at once (by a worker process for big files)
+CHUNK = 2000  # lines prepared (by a worker process for big files) and stored at once
 POOL_MIN_LINES = 50_000  # below this, starting worker processes costs more than they save
 token_count = prepare.token_count
 
@@ -234,110 +234,113 @@ def _band_matches(datanet: Datanet, keys: list[int]) -> dict[int, int]:
 
 INSERT_FIELDS = (
     "datanet", "contributor", "upload", "line_number", "content", "content_hash", "text", "token_count", "flags",
-    "flag_kinds", "near_duplicate_of", "minhash", "status", "rejection_reason", "created_at",
+    "flag_kinds", "near_duplicate_of", "status", "rejection_reason", "created_at",
 )  # fmt: skip
+NEAR_DUPLICATE = {"kind": "near_duplicate", "start": 0, "end": 0}
 
 
-def _insert_records(rows: list[tuple]) -> None:
-    """One executemany for a batch of rows in INSERT_FIELDS order (JSON columns already serialised):
-    the ORM's per-field compilation cost more than everything else.
+def _max_parameters() -> int:
+    if connection.vendor == "sqlite":
+        connection.ensure_connection()
+        return connection.connection.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
+    return 65535  # PostgreSQL's protocol
 
-    A record whose content hash the Datanet already holds is skipped by the unique constraint
-    (ON CONFLICT DO NOTHING): the insert probes that index anyway, so a lookup first would do it twice.
-    """
-    meta = Record._meta
-    fields = [meta.get_field(name) for name in INSERT_FIELDS]
+
+def _insert_values(model, fields: tuple[str, ...], rows: list[tuple], suffix: str = "") -> list[tuple]:
+    """INSERT rows (tuples in ``fields`` order, JSON already serialised) with multi-row VALUES, as many
+    rows a statement as the database takes parameters. Row by row (executemany), the database driver's
+    own work per row cost more than the inserts; the ORM's per-field compilation more again.
+    With a RETURNING ``suffix``, returns what it returned."""
+    meta, quote = model._meta, connection.ops.quote_name
+    columns = [meta.get_field(name) for name in fields]
     cast = "::jsonb" if connection.vendor == "postgresql" else ""
-    sql = (
-        f"INSERT INTO {connection.ops.quote_name(meta.db_table)} "
-        f"({', '.join(connection.ops.quote_name(f.column) for f in fields)}) "
-        f"VALUES ({', '.join('%s' + cast if f.name in ('content', 'flags') else '%s' for f in fields)}) "
-        "ON CONFLICT DO NOTHING"
-    )
+    one = "(" + ", ".join("%s" + cast if isinstance(f, models.JSONField) else "%s" for f in columns) + ")"
+    head = f"INSERT INTO {quote(meta.db_table)} ({', '.join(quote(f.column) for f in columns)}) VALUES "
+    per = max(1, _max_parameters() // len(fields))
+    returned = []
     with connection.cursor() as cursor:
-        cursor.executemany(sql, rows)
+        for start in range(0, len(rows), per):
+            part = rows[start : start + per]
+            cursor.execute(head + ", ".join([one] * len(part)) + suffix, list(chain.from_iterable(part)))
+            if suffix:
+                returned += cursor.fetchall()
+    return returned
 
 
-def _insert_bands(datanet: Datanet, rows: list[tuple[int, list[int]]]) -> None:
-    table = connection.ops.quote_name(RecordBand._meta.db_table)
-    # In key order: neighbouring inserts land on the same pages of the key's b-tree.
-    datanet_id = datanet.pk
-    params = [(datanet_id, key, record_id) for record_id, keys in rows for key in keys]
-    params.sort()
-    with connection.cursor() as cursor:
-        cursor.executemany(f"INSERT INTO {table} (datanet_id, key, record_id) VALUES (%s, %s, %s)", params)
+def _kinds(record_flags: list[dict]) -> str:
+    return ",".join(sorted({flag["kind"] for flag in record_flags}))
 
 
-class _Batch:
-    """Valid records waiting to be stored together: near-duplicates are looked up and records and
-    their band keys inserted once per batch. Nothing about a record stays in memory once its batch
-    is stored, so memory does not grow with the file."""
+def _near_in_chunk(keys: np.ndarray) -> dict[int, int]:
+    """For each record of a chunk that shares a band key with an earlier record of the same chunk:
+    the first such record (by position)."""
+    flat = keys.ravel()
+    order = np.argsort(flat, kind="stable")  # equal keys stay in record order
+    ranked = flat[order]
+    new_run = np.ones(len(ranked), dtype=bool)
+    new_run[1:] = ranked[1:] != ranked[:-1]
+    first = order[np.maximum.accumulate(np.where(new_run, np.arange(len(ranked)), 0))] // flags.BANDS
+    here: dict[int, int] = {}
+    for record, earlier in zip((order // flags.BANDS)[~new_run].tolist(), first[~new_run].tolist(), strict=True):
+        if earlier != record:
+            here[record] = min(earlier, here.get(record, earlier))
+    return here
+
+
+class _Store:
+    """Stores prepared chunks of one upload: near-duplicates looked up and records and their band keys
+    inserted a chunk at a time. Nothing about a record stays in memory once its chunk is stored, so
+    memory does not grow with the file."""
 
     def __init__(self, upload: Upload):
         self.upload = upload
         self.datanet = upload.datanet
-        self.records: list[prepare.Prepared] = []
-        self.hashes: set[str] = set()
         self.added = self.duplicates = self.flagged = 0
-        self.last_id = Record.objects.order_by("-id").values_list("id", flat=True).first() or 0
+        self.now = Record._meta.get_field("created_at").get_db_prep_save(timezone.now(), connection)
 
-    def __len__(self) -> int:
-        return len(self.records)
-
-    def add(self, record: prepare.Prepared) -> None:
-        if record.content_hash in self.hashes:
-            self.duplicates += 1
+    def __call__(self, chunk: prepare.Prepared) -> None:
+        if not chunk.numbers:
             return
-        self.hashes.add(record.content_hash)
-        self.records.append(record)
-
-    def store(self) -> None:
-        batch, datanet, upload = self.records, self.datanet, self.upload
-        self.records, self.hashes = [], set()
-        if not batch:
-            return
-        stored = _band_matches(datanet, [key for record in batch for key in record.keys])
-        first_here: dict[int, int] = {}  # band key -> line number of the first record of this batch with it
-        rows, links, flagged = [], [], set()
-        # The columns of INSERT_FIELDS. JSON is serialised with orjson: any JSON text reads back the
-        # same, and the JSONField's json.dumps was a tenth of the ingest's time.
+        datanet, keys = self.datanet, chunk.keys
+        # Near-duplicates: of a record stored before (an earlier chunk or upload), else of one earlier in this chunk.
+        stored = _band_matches(datanet, np.unique(keys).tolist())
+        earlier: dict[int, int] = {}
+        if stored:
+            for at in np.flatnonzero(np.isin(keys, list(stored)).any(axis=1)).tolist():
+                earlier[at] = min(stored[key] for key in keys[at].tolist() if key in stored)
+        here = _near_in_chunk(keys)
         dumps, pending = orjson.dumps, Record.Status.PENDING
-        now = Record._meta.get_field("created_at").get_db_prep_save(timezone.now(), connection)
-        datanet_id, contributor_id, upload_id = datanet.pk, upload.contributor_id, upload.pk
-        for record in batch:
-            record_flags = record.flags
-            earlier = [stored[key] for key in record.keys if key in stored]
-            here = [first_here[key] for key in record.keys if key in first_here]
-            if earlier or here:
-                record_flags = [*record_flags, {"kind": "near_duplicate", "start": 0, "end": 0}]
-                if not earlier:
-                    links.append((record.number, min(here)))
-            for key in record.keys:
-                first_here.setdefault(key, record.number)
-            if record_flags:
-                flagged.add(record.number)
-                kinds = ",".join(sorted({flag["kind"] for flag in record_flags}))
-            else:
-                kinds = ""
-            rows.append((
-                datanet_id, contributor_id, upload_id, record.number, dumps(record.content).decode(),
-                record.content_hash, record.text, record.tokens, dumps(record_flags).decode(), kinds,
-                min(earlier) if earlier else None, record.signature, pending, "", now,
-            ))  # fmt: skip
-        _insert_records(rows)
-        # What was inserted, by line: this upload's rows above the last id seen. A line missing here
-        # was an exact duplicate of a record the Datanet already holds.
-        ids = dict(
-            Record.objects.filter(upload=upload, id__gt=self.last_id).values_list("line_number", "id").order_by()
-        )
-        self.last_id = max(ids.values(), default=self.last_id)
+        fixed = (datanet.pk, self.upload.contributor_id, self.upload.pk)
+        rows = [
+            (*fixed, number, content, content_hash, text, tokens, dumps(found).decode(), _kinds(found), None, pending, "", self.now)
+            for number, content, content_hash, text, tokens, found in zip(
+                chunk.numbers, chunk.contents, chunk.hashes, chunk.texts, chunk.tokens, chunk.flags, strict=True
+            )
+        ]  # fmt: skip
+        for at in earlier.keys() | here.keys():
+            found = [*chunk.flags[at], NEAR_DUPLICATE]
+            rows[at] = (*rows[at][:8], dumps(found).decode(), _kinds(found), earlier.get(at), *rows[at][11:])
+        # Exact duplicates (of a stored record, or of one earlier in the chunk) are skipped by the unique
+        # constraint: the insert probes that index anyway, so a lookup first would do it twice.
+        ids = dict(_insert_values(Record, INSERT_FIELDS, rows, " ON CONFLICT DO NOTHING RETURNING line_number, id"))
+        record_ids = np.array([ids.get(number, 0) for number in chunk.numbers], dtype=np.int64)
+        stored_here = record_ids > 0
         self.added += len(ids)
-        self.duplicates += len(batch) - len(ids)
-        self.flagged += len(flagged & ids.keys())
-        _insert_bands(datanet, [(ids[record.number], record.keys) for record in batch if record.number in ids])
-        # A record near another of this batch points at it; if that one was an exact duplicate of an
+        self.duplicates += len(rows) - len(ids)
+        self.flagged += sum(1 for at, row in enumerate(rows) if row[9] and stored_here[at])
+        # Band keys in key order: neighbouring inserts land on the same pages of the key's b-tree.
+        band_keys = keys[stored_here].ravel()
+        owners = np.repeat(record_ids[stored_here], flags.BANDS)
+        order = np.argsort(band_keys)
+        bands = list(zip(repeat(datanet.pk), band_keys[order].tolist(), owners[order].tolist()))
+        _insert_values(RecordBand, ("datanet", "key", "record"), bands)
+        # A record near another of this chunk points at it; if that one was an exact duplicate of an
         # earlier record, the earlier record's bands matched too and the link was made at insert.
-        links = [(ids[other], ids[number]) for number, other in links if number in ids and other in ids]
+        links = [
+            (int(record_ids[other]), int(record_ids[at]))
+            for at, other in here.items()
+            if at not in earlier and record_ids[at] and record_ids[other]
+        ]
         if links:
             table = connection.ops.quote_name(Record._meta.db_table)
             with connection.cursor() as cursor:
@@ -377,7 +380,7 @@ def _children_allowed():
 
 
 def _prepared(upload: Upload, path: Path, total: int):
-    """Every line of the file as a prepare.Prepared record or a Line with its error, in file order.
+    """The file's lines as prepare.Prepared chunks, in file order.
 
     A big JSONL file is prepared by worker processes, a chunk of raw lines each, while this process
     stores; at most two chunks per worker are in flight, so memory stays flat. Other files, small
@@ -389,7 +392,7 @@ def _prepared(upload: Upload, path: Path, total: int):
     if upload.format != "jsonl" or total < POOL_MIN_LINES or workers < 1:
         lines = records.read_lines(path, upload.format, schema)
         while chunk := list(islice(lines, CHUNK)):
-            yield from prepare.prepare_lines(chunk, schema)
+            yield prepare.prepare_lines(chunk, schema)
         return
     with _children_allowed(), ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
         pending: deque = deque()
@@ -397,41 +400,34 @@ def _prepared(upload: Upload, path: Path, total: int):
             for first, raw in _jsonl_chunks(path, CHUNK):
                 pending.append(pool.submit(prepare.prepare_jsonl, first, raw, schema))
                 if len(pending) >= 2 * workers:
-                    yield from pending.popleft().result()
+                    yield pending.popleft().result()
             while pending:
-                yield from pending.popleft().result()
+                yield pending.popleft().result()
         finally:
             for future in pending:
                 future.cancel()
 
 
 def _ingest(upload: Upload, path: Path, total: int) -> tuple[int, int, int]:
-    batch = _Batch(upload)
+    store = _Store(upload)
     errors: list[dict] = []
-    error_count = 0
-    lines = 0
-    for item in _prepared(upload, path, total):
-        lines += 1
-        if lines % PROGRESS_EVERY == 0:
-            _progress(upload, lines_read=lines, percent=min(99, 100 * lines // total))
-        if isinstance(item, records.Line):
-            error_count += 1
-            if len(errors) < MAX_REPORTED_ERRORS:
-                errors.append({"line": item.number, "reason": item.error})
-            continue
-        if error_count:
-            continue  # once a line is bad nothing will be stored: only keep validating
-        batch.add(item)
-        if len(batch) >= BATCH:
-            batch.store()
+    error_count = lines = 0
+    for chunk in _prepared(upload, path, total):
+        lines += chunk.lines
+        _progress(upload, lines_read=lines, percent=min(99, 100 * lines // total))
+        if chunk.errors:
+            error_count += len(chunk.errors)
+            room = MAX_REPORTED_ERRORS - len(errors)
+            errors += [{"line": number, "reason": reason} for number, reason in chunk.errors[:room]]
+        if not error_count:  # once a line is bad nothing will be stored: only keep validating
+            store(chunk)
     if lines == 0:
         raise records.FileError("The file holds no records.")
     if error_count:
         upload.lines_read, upload.errors, upload.error_count = lines, errors, error_count
         raise Rejected
-    batch.store()
     upload.lines_read = lines
-    return batch.added, batch.duplicates, batch.flagged
+    return store.added, store.duplicates, store.flagged
 
 
 def record_create(*, datanet: Datanet, contributor, value: dict) -> Record:
@@ -444,8 +440,7 @@ def record_create(*, datanet: Datanet, contributor, value: dict) -> Record:
         raise ApplicationError(f"This record is not valid: {error}.") from error
     if Record.objects.filter(datanet=datanet, content_hash=record.content_hash).exists():
         raise ApplicationError("This exact record is already in the Datanet.")
-    signature = flags.signatures([record.text])[0]
-    keys = flags.band_keys(signature[None, :])[0]
+    keys = flags.band_keys(flags.signatures([record.text]))[0].tolist()
     record_flags = flags.personal_data_flags(record.text)
     matches = _band_matches(datanet, keys)
     if matches:
@@ -461,7 +456,6 @@ def record_create(*, datanet: Datanet, contributor, value: dict) -> Record:
             flags=record_flags,
             flag_kinds=",".join(sorted({flag["kind"] for flag in record_flags})),
             near_duplicate_of_id=min(matches.values()) if matches else None,
-            minhash=flags.signature_bytes(signature),
         )
         RecordBand.objects.bulk_create(RecordBand(datanet=datanet, record=created, key=key) for key in keys)
     return created

@@ -17,24 +17,6 @@ def without_rowid(apps, schema_editor):
         cursor.execute(sql + " WITHOUT ROWID")
 
 
-def backfill_bands(apps, schema_editor):
-    """Band keys for records stored before bands were kept in the database, from their stored MinHash."""
-    from datanets import flags
-
-    Record = apps.get_model("datanets", "Record")
-    RecordBand = apps.get_model("datanets", "RecordBand")
-    rows = Record.objects.values_list("id", "datanet_id", "minhash").order_by("id")
-    batch = []
-    for record_id, datanet_id, minhash in rows.iterator(chunk_size=2000):
-        signature = flags.signature_from_bytes(bytes(minhash))[None, :]
-        for key in flags.band_keys(signature)[0]:
-            batch.append(RecordBand(datanet_id=datanet_id, record_id=record_id, key=key))
-        if len(batch) >= 8000:
-            RecordBand.objects.bulk_create(batch)
-            batch = []
-    RecordBand.objects.bulk_create(batch)
-
-
 class Migration(migrations.Migration):
 
     dependencies = [
@@ -52,5 +34,5 @@ class Migration(migrations.Migration):
             ],
         ),
         migrations.RunPython(without_rowid, migrations.RunPython.noop),
-        migrations.RunPython(backfill_bands, migrations.RunPython.noop),
+        # Bands of records stored before this migration are computed from their text in 0004.
     ]

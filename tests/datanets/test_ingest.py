@@ -180,7 +180,7 @@ def test_near_duplicate_of_a_record_from_an_earlier_upload_is_flagged_and_linked
 
 
 def test_near_duplicates_across_batches_and_withdrawn_records(datanet, contributor, monkeypatch):
-    monkeypatch.setattr(services, "BATCH", 3)  # the near duplicate lands in a later batch than its original
+    monkeypatch.setattr(services, "CHUNK", 3)  # the near duplicate lands in a later chunk than its original
     rows = [{"instruction": "Summarise case A", "output": NEAR_CASE}] + [qa(i) for i in range(2, 8)]
     rows.append({"instruction": "Summarise case A", "output": NEAR_CASE.replace("jaw", "neck")})
     rows.append(qa(2))  # an exact duplicate of line 2, in a later batch: skipped
