@@ -16,7 +16,7 @@ class DatanetAdmin(admin.ModelAdmin):
 class RecordAdmin(admin.ModelAdmin):
     list_display = ("id", "datanet", "contributor", "status", "flag_kinds", "created_at")
     list_filter = ("status", "datanet")
-    search_fields = ("content_hash", "text")
+    search_fields = ("content_hash", "content")
     raw_id_fields = ("datanet", "contributor", "upload", "reviewed_by", "near_duplicate_of")
     readonly_fields = ("content_hash",)
 

@@ -5,6 +5,8 @@ from django.db import models
 
 from accounts.models import Team
 
+from . import records
+
 LICENSES = [
     ("CC-BY-4.0", "CC-BY-4.0"),
     ("CC-BY-SA-4.0", "CC-BY-SA-4.0"),
@@ -116,7 +118,6 @@ class Record(models.Model):
     line_number = models.PositiveIntegerField(null=True, blank=True)
     content = models.JSONField()
     content_hash = models.CharField(max_length=64)
-    text = models.TextField(help_text="The record's strings joined; flag spans index into it")
     token_count = models.PositiveIntegerField(default=0)
     flags = models.JSONField(default=list, blank=True)
     flag_kinds = models.CharField(max_length=200, blank=True)
@@ -150,6 +151,12 @@ class Record(models.Model):
 
     def __str__(self) -> str:
         return f"record {self.pk} ({self.status})"
+
+    @property
+    def text(self) -> str:
+        """The record's strings joined, as flags and near-duplicates saw them: flag spans index into it.
+        Derived from the content rather than stored, so each record's text is not written twice."""
+        return records.record_text(self.content)
 
 
 class RecordBand(models.Model):

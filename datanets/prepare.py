@@ -41,7 +41,6 @@ class Prepared:
     numbers: list[int]
     contents: list[str]  # canonical JSON (records.canonical_bytes)
     hashes: list[str]
-    texts: list[str]
     tokens: list[int]
     flags: list[list[dict]]  # personal data; the ingest adds near_duplicate
     keys: np.ndarray  # (records, flags.BANDS) int64: LSH band keys (flags.band_keys)
@@ -66,7 +65,6 @@ def prepare_lines(lines: list[records.Line], schema: str) -> Prepared:
         numbers=[number for number, _ in valid],
         contents=[record.canonical for _, record in valid],
         hashes=[record.content_hash for _, record in valid],
-        texts=texts,
         tokens=[token_count(text) for text in texts],
         flags=flags.personal_data_flags_many(texts) if texts else [],
         keys=flags.band_keys(flags.signatures(texts)),

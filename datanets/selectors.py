@@ -47,14 +47,14 @@ def contributions_by_datanet(user):
 
 def highlighted(record: Record) -> list[tuple[str, str | None]]:
     """The record's text cut into (piece, flag kind or None) so templates can mark flagged spans."""
-    pieces, cursor = [], 0
+    text, pieces, cursor = record.text, [], 0
     for flag in sorted((f for f in record.flags if f["end"] > f["start"]), key=lambda f: f["start"]):
         if flag["start"] < cursor:
             continue
-        pieces.append((record.text[cursor : flag["start"]], None))
-        pieces.append((record.text[flag["start"] : flag["end"]], flag["kind"]))
+        pieces.append((text[cursor : flag["start"]], None))
+        pieces.append((text[flag["start"] : flag["end"]], flag["kind"]))
         cursor = flag["end"]
-    pieces.append((record.text[cursor:], None))
+    pieces.append((text[cursor:], None))
     return [piece for piece in pieces if piece[0]]
 
 
