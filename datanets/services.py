@@ -9,7 +9,7 @@ import tempfile
 from collections import defaultdict, deque
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
-from itertools import chain, islice, repeat
+from itertools import chain, islice
 from pathlib import Path
 
 import numpy as np
@@ -239,11 +239,11 @@ INSERT_FIELDS = (
 NEAR_DUPLICATE = {"kind": "near_duplicate", "start": 0, "end": 0}
 
 
-def _insert_values(model, fields: tuple[str, ...], rows: list[tuple], suffix: str = "") -> list[tuple]:
-    """INSERT rows (tuples in ``fields`` order, JSON already serialised) with multi-row VALUES, as many
-    rows a statement as the database takes parameters. Row by row (executemany), the database driver's
-    own work per row cost more than the inserts; the ORM's per-field compilation more again.
-    With a RETURNING ``suffix``, returns what it returned.
+def _insert_values(model, fields: tuple[str, ...], params: list, suffix: str = "") -> list[tuple]:
+    """INSERT rows, given as one flat list of values (row after row, each in ``fields`` order, JSON
+    already serialised), with multi-row VALUES: as many rows a statement as the database takes
+    parameters. Row by row (executemany), the database driver's own work per row cost more than the
+    inserts; the ORM's per-field compilation more again. Returns what a RETURNING ``suffix`` returned.
 
     On SQLite the statement goes to sqlite3 directly, with its own ``?`` placeholders: Django's cursor
     rewrites every ``%s`` with a regular expression, a tenth of the ingest's time at these sizes.
@@ -258,16 +258,17 @@ def _insert_values(model, fields: tuple[str, ...], rows: list[tuple], suffix: st
         mark, cast, limit = "%s", "::jsonb", 65535  # PostgreSQL's protocol
     one = "(" + ", ".join(mark + cast if isinstance(f, models.JSONField) else mark for f in columns) + ")"
     head = f"INSERT INTO {quote(meta.db_table)} ({', '.join(quote(f.column) for f in columns)}) VALUES "
-    per = limit // len(fields)
+    width = len(fields)
+    per = limit // width * width
     returned = []
     with connection.cursor() as cursor:
-        for start in range(0, len(rows), per):
-            part = rows[start : start + per]
-            sql, params = head + ", ".join([one] * len(part)) + suffix, list(chain.from_iterable(part))
+        for start in range(0, len(params), per):
+            part = params[start : start + per]
+            sql = head + ", ".join([one] * (len(part) // width)) + suffix
             if sqlite:
-                result = connection.connection.execute(sql, params)
+                result = connection.connection.execute(sql, part)
             else:
-                cursor.execute(sql, params)
+                cursor.execute(sql, part)
                 result = cursor
             if suffix:
                 returned += result.fetchall()
@@ -330,18 +331,20 @@ class _Store:
             rows[at] = (*rows[at][:7], dumps(found).decode(), _kinds(found), earlier.get(at), *rows[at][10:])
         # Exact duplicates (of a stored record, or of one earlier in the chunk) are skipped by the unique
         # constraint: the insert probes that index anyway, so a lookup first would do it twice.
-        ids = dict(_insert_values(Record, INSERT_FIELDS, rows, " ON CONFLICT DO NOTHING RETURNING line_number, id"))
+        returning = " ON CONFLICT DO NOTHING RETURNING line_number, id"
+        ids = dict(_insert_values(Record, INSERT_FIELDS, list(chain.from_iterable(rows)), returning))
         record_ids = np.array([ids.get(number, 0) for number in chunk.numbers], dtype=np.int64)
         stored_here = record_ids > 0
         self.added += len(ids)
         self.duplicates += len(rows) - len(ids)
         self.flagged += sum(1 for at, row in enumerate(rows) if row[8] and stored_here[at])
         # Band keys in key order: neighbouring inserts land on the same pages of the key's b-tree.
-        band_keys = keys[stored_here].ravel()
-        owners = np.repeat(record_ids[stored_here], flags.BANDS)
-        order = np.argsort(band_keys)
-        bands = list(zip(repeat(datanet.pk), band_keys[order].tolist(), owners[order].tolist()))
-        _insert_values(RecordBand, ("datanet", "key", "record"), bands)
+        bands = np.empty((int(stored_here.sum()) * flags.BANDS, 3), dtype=np.int64)
+        bands[:, 0] = datanet.pk
+        bands[:, 1] = keys[stored_here].ravel()
+        bands[:, 2] = np.repeat(record_ids[stored_here], flags.BANDS)
+        bands = bands[np.argsort(bands[:, 1])]
+        _insert_values(RecordBand, ("datanet", "key", "record"), bands.ravel().tolist())
         # A record near another of this chunk points at it; if that one was an exact duplicate of an
         # earlier record, the earlier record's bands matched too and the link was made at insert.
         links = [
