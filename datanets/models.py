@@ -107,11 +107,10 @@ class Record(models.Model):
         WITHDRAWN = "withdrawn", "Withdrawn"
 
     # Foreign keys without an index of their own where a composite index below starts with them, or
-    # where nothing looks records up by them: every index is written once per ingested record.
+    # where nothing looks records up by them: every index is written once per ingested record. The
+    # contributor's keeps its own, (contributor, id): "my contributions", newest first, a page at a time.
     datanet = models.ForeignKey(Datanet, on_delete=models.CASCADE, related_name="records", db_index=False)
-    contributor = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="records", db_index=False
-    )
+    contributor = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="records")
     upload = models.ForeignKey(
         Upload, null=True, blank=True, on_delete=models.SET_NULL, related_name="records", db_index=False
     )
@@ -144,7 +143,7 @@ class Record(models.Model):
         constraints = [models.UniqueConstraint(fields=["datanet", "content_hash"], name="record_once_per_datanet")]
         indexes = [
             models.Index(fields=["datanet", "status", "id"]),
-            models.Index(fields=["contributor", "datanet"]),
+            models.Index(fields=["contributor", "datanet", "status"]),  # covers a contributor's counts
             # The flagged queue in id order without reading every unflagged record (few are flagged).
             models.Index(fields=["datanet", "status", "id"], condition=~models.Q(flag_kinds=""), name="record_flagged"),
         ]
@@ -170,7 +169,9 @@ class RecordBand(models.Model):
     """
 
     pk = models.CompositePrimaryKey("datanet", "key", "record")
-    datanet = models.ForeignKey(Datanet, on_delete=models.CASCADE, related_name="+", db_index=False)
+    datanet = models.ForeignKey(
+        Datanet, on_delete=models.CASCADE, db_constraint=False, db_index=False, related_name="+"
+    )
     key = models.BigIntegerField()
     record = models.ForeignKey(
         Record, on_delete=models.DO_NOTHING, db_constraint=False, db_index=False, related_name="+"

@@ -8,7 +8,7 @@ import sqlite3
 import tempfile
 from collections import defaultdict, deque
 from concurrent.futures import ProcessPoolExecutor
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from itertools import chain, islice
 from pathlib import Path
 
@@ -241,37 +241,41 @@ NEAR_DUPLICATE = {"kind": "near_duplicate", "start": 0, "end": 0}
 
 def _insert_values(model, fields: tuple[str, ...], params: list, suffix: str = "") -> list[tuple]:
     """INSERT rows, given as one flat list of values (row after row, each in ``fields`` order, JSON
-    already serialised), with multi-row VALUES: as many rows a statement as the database takes
-    parameters. Row by row (executemany), the database driver's own work per row cost more than the
-    inserts; the ORM's per-field compilation more again. Returns what a RETURNING ``suffix`` returned.
+    already serialised), and return what a RETURNING ``suffix`` returned.
 
-    On SQLite the statement goes to sqlite3 directly, with its own ``?`` placeholders: Django's cursor
-    rewrites every ``%s`` with a regular expression, a tenth of the ingest's time at these sizes.
+    Row by row (executemany) the drivers' own work per row cost more than the inserts (3 us a row on
+    SQLite, 23 on PostgreSQL), and the ORM's per-field compilation more again. So SQLite takes
+    multi-row VALUES, as many rows a statement as it takes parameters, and PostgreSQL one array per
+    column, unnested (6 us a row). The statements go to the driver directly: Django's cursor rewrites
+    every ``%s`` with a regular expression on SQLite, and quotes every value in Python on PostgreSQL.
     """
     meta, quote = model._meta, connection.ops.quote_name
     columns = [meta.get_field(name) for name in fields]
-    sqlite = connection.vendor == "sqlite"
-    if sqlite:
-        connection.ensure_connection()
-        mark, cast, limit = "?", "", connection.connection.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
-    else:
-        mark, cast, limit = "%s", "::jsonb", 65535  # PostgreSQL's protocol
-    one = "(" + ", ".join(mark + cast if isinstance(f, models.JSONField) else mark for f in columns) + ")"
-    head = f"INSERT INTO {quote(meta.db_table)} ({', '.join(quote(f.column) for f in columns)}) VALUES "
-    width = len(fields)
-    per = limit // width * width
-    returned = []
-    with connection.cursor() as cursor:
+    names = ", ".join(quote(f.column) for f in columns)
+    width, returned = len(fields), []
+    connection.ensure_connection()
+    if connection.vendor == "postgresql":
+        import psycopg
+
+        arrays = ", ".join(
+            "%s::text[]" if isinstance(f, models.JSONField) else f"%s::{f.db_type(connection)}[]" for f in columns
+        )
+        values = ", ".join(
+            f"v{i}::jsonb" if isinstance(f, models.JSONField) else f"v{i}" for i, f in enumerate(columns)
+        )
+        aliases = ", ".join(f"v{i}" for i in range(width))
+        sql = f"INSERT INTO {quote(meta.db_table)} ({names}) SELECT {values} FROM unnest({arrays}) AS u({aliases})"
+        with psycopg.Cursor(connection.connection) as cursor:
+            cursor.execute(sql + suffix, [params[i::width] for i in range(width)])
+            return cursor.fetchall() if suffix else []
+    per = connection.connection.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // width * width
+    head, one = f"INSERT INTO {quote(meta.db_table)} ({names}) VALUES ", "(" + ", ".join("?" * width) + ")"
+    with closing(connection.connection.cursor()) as cursor:
         for start in range(0, len(params), per):
             part = params[start : start + per]
-            sql = head + ", ".join([one] * (len(part) // width)) + suffix
-            if sqlite:
-                result = connection.connection.execute(sql, part)
-            else:
-                cursor.execute(sql, part)
-                result = cursor
+            cursor.execute(head + ", ".join([one] * (len(part) // width)) + suffix, part)
             if suffix:
-                returned += result.fetchall()
+                returned += cursor.fetchall()
     return returned
 
 
