@@ -1,13 +1,14 @@
 """Ingest: a real worker validates a file, stores every record or none, and reports bad lines."""
 
+import random
 from datetime import timedelta
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.utils import timezone
 
-from datanets import services
-from datanets.models import Record, Upload
+from datanets import flags, services
+from datanets.models import Record, RecordBand, Upload
 from modelfactory.exceptions import ApplicationError
 from tests.datanets.conftest import jsonl_file, qa
 from tests.waiting import wait_until
@@ -200,6 +201,21 @@ def test_near_duplicates_across_batches_and_withdrawn_records(datanet, contribut
         datanet=datanet, contributor=contributor, value={"instruction": "Case A?", "output": NEAR_CASE}
     )
     assert again.flag_kinds == "near_duplicate" and again.near_duplicate_of_id == fresh.pk
+
+
+def test_a_chunk_stored_in_several_statements_keeps_every_record_and_band(datanet, contributor):
+    """1,401 records: their band rows take more parameters than one SQLite statement holds."""
+    rng = random.Random(7)
+    words = [
+        f"{a}{b}" for a in ("ka", "lo", "mi", "nu", "pe", "ro", "su", "ti") for b in ("ba", "do", "fe", "gu", "hi")
+    ]
+    rows = [qa(i, " ".join(rng.choices(words, k=20))) for i in range(1, 1401)]
+    rows.append({"instruction": rows[0]["instruction"], "output": rows[0]["output"] + " again"})
+    upload = ingest(datanet, contributor, jsonl_file(rows))
+    assert (upload.records_added, upload.duplicates, upload.flagged) == (1401, 0, 1)
+    assert RecordBand.objects.filter(datanet=datanet).count() == 1401 * flags.BANDS
+    near = Record.objects.get(line_number=1401)
+    assert near.near_duplicate_of_id == Record.objects.get(line_number=1).pk and near.flag_kinds == "near_duplicate"
 
 
 def test_exact_duplicates_of_stored_records_are_not_counted_as_flagged(datanet, contributor):

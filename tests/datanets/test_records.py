@@ -176,6 +176,26 @@ def test_personal_data_flags():
     assert flags.personal_data_flags("The femur is the longest bone in the human body.") == []
 
 
+def test_flags_for_many_texts_equal_flags_one_by_one():
+    """The chunk-wide prefilter never skips a text that has something to flag."""
+    texts = [
+        "The femur is the longest bone in the human body.",
+        "Mail JANE.DOE@EXAMPLE.ORG today",
+        "call +44 20 7946 0958 after six",
+        "IBAN GB82 WEST 1234 5698 7654 32",
+        "card 4111-1111-1111-1111",
+        "PASSWORD = 'correct-horse-battery-staple'",
+        "my Api_Key: abcdefghijklmnopqrstuvwx",
+        "token ghp_" + "a" * 36,
+        "-----BEGIN RSA PRIVATE KEY-----",
+        "Zahlen 1 2 3 4 5 6 7 8 9 verstreut, keine Nummer",
+        "ünïcode text with an e-mail: ünï@example.com and ٣٤٥٦٧٨٩٠١٢ digits",
+        "",
+    ]
+    assert flags.personal_data_flags_many(texts) == [flags.personal_data_flags(text) for text in texts]
+    assert any(flags.personal_data_flags_many(texts)[1:9])
+
+
 CASE = (
     "The patient, a 54-year-old man, presented to the emergency department with crushing chest pain "
     "radiating to the left arm and jaw, sweating and nausea that began forty minutes earlier while he "
