@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import multiprocessing
 import sqlite3
 import tempfile
@@ -27,9 +28,9 @@ from . import flags, merkle, policy, prepare, records
 from .ledger import ledger_append
 from .models import AccessRequest, Datanet, DatanetVersion, Record, RecordBand, RejectionReason, Upload
 
+logger = logging.getLogger(__name__)
 MAX_REPORTED_ERRORS = 1000
 CHUNK = 2000  # lines prepared (by a worker process for big files) and stored at once
-POOL_MIN_LINES = 50_000  # below this, starting worker processes costs more than they save
 token_count = prepare.token_count
 
 
@@ -404,11 +405,12 @@ def _prepared(upload: Upload, path: Path, total: int):
     """
     schema = str(upload.datanet.schema)  # a plain str, not a Choices member, crosses to the workers
     workers = settings.INGEST_WORKERS
-    if upload.format != "jsonl" or total < POOL_MIN_LINES or workers < 1:
+    if upload.format != "jsonl" or total < settings.INGEST_POOL_MIN_LINES or workers < 1:
         lines = records.read_lines(path, upload.format, schema)
         while chunk := list(islice(lines, CHUNK)):
             yield prepare.prepare_lines(chunk, schema)
         return
+    logger.info("upload %s: %s worker processes prepare %s lines", upload.pk, workers, total)
     with _children_allowed(), ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
         pending: deque = deque()
         try:

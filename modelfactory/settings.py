@@ -213,6 +213,8 @@ LOGGING = {
 MAX_UPLOAD_BYTES = int(os.environ.get("MAX_UPLOAD_BYTES", 200 * 1024 * 1024))
 # Processes that validate, hash and flag a big upload while the ingest stores it (0: none, in-process).
 INGEST_WORKERS = int(os.environ.get("INGEST_WORKERS", min(4, len(os.sched_getaffinity(0)))))
+# Below this many lines a JSONL upload is prepared in the ingest's own process: starting workers costs more.
+INGEST_POOL_MIN_LINES = int(os.environ.get("INGEST_POOL_MIN_LINES", 50_000))
 # Uploads larger than this stream to a temporary file instead of memory.
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
 DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024

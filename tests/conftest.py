@@ -50,10 +50,17 @@ def database_url_for_workers() -> str:
 class WorkerProcess:
     """A real `celery worker` process, on the test database: both training queues by default."""
 
-    def __init__(self, database_url: str, log_path: Path, queues: str = "default,gpu", pool: str = "solo"):
+    def __init__(
+        self,
+        database_url: str,
+        log_path: Path,
+        queues: str = "default,gpu",
+        pool: str = "solo",
+        env: dict | None = None,
+    ):
         self.name = f"test-{uuid.uuid4().hex[:8]}@%h"
         self.log_path = log_path
-        env = {**os.environ, "DATABASE_URL": database_url}
+        env = {**os.environ, "DATABASE_URL": database_url, **(env or {})}
         self.log = open(log_path, "w")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "celery", "-A", "modelfactory", "worker", "-Q", queues,

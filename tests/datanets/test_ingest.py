@@ -10,6 +10,7 @@ from django.utils import timezone
 from datanets import flags, services
 from datanets.models import Record, RecordBand, Upload
 from modelfactory.exceptions import ApplicationError
+from tests.conftest import WorkerProcess, database_url_for_workers
 from tests.datanets.conftest import jsonl_file, qa
 from tests.waiting import wait_until
 
@@ -36,6 +37,28 @@ def test_upload_is_ingested_by_a_real_worker_with_duplicates_and_flags(
         file=Upload.objects.get(pk=upload.pk).file.name,
     ))  # fmt: skip
     assert Record.objects.filter(datanet=datanet).count() == 6
+
+
+def test_a_prefork_worker_prepares_a_big_upload_in_worker_processes(
+    transactional_db, tmp_path, datanet, contributor, django_capture_on_commit_callbacks
+):
+    """The worker as `make run` and compose start it (prefork: its pool processes are daemonic, and
+    multiprocessing refuses them children unless the ingest lifts that) with an upload big enough for
+    worker processes. A refusal would fail the upload."""
+    env = {"INGEST_POOL_MIN_LINES": "1", "INGEST_WORKERS": "2"}
+    worker = WorkerProcess(
+        database_url_for_workers(), tmp_path / "worker.log", queues="default", pool="prefork", env=env
+    )
+    try:
+        rows = [qa(i) for i in range(1, 41)] + [qa(3)]
+        with django_capture_on_commit_callbacks(execute=True):
+            upload = services.upload_create(datanet=datanet, contributor=contributor, file=jsonl_file(rows))
+        result = wait_until(lambda: Upload.objects.get(pk=upload.pk), lambda u: u.finished, timeout=60)
+    finally:
+        worker.stop()
+    assert result.status == Upload.Status.DONE, result.message + worker.log_path.read_text()[-2000:]
+    assert (result.records_added, result.duplicates) == (40, 1)
+    assert f"upload {upload.pk}: 2 worker processes prepare 41 lines" in worker.log_path.read_text()
 
 
 def ingest(datanet, contributor, file):
@@ -230,8 +253,7 @@ def test_worker_processes_store_and_reject_exactly_like_the_ingest_alone(datanet
     rows = [qa(i) for i in range(1, 8)] + [qa(2), "", {"instruction": "Who?", "output": "Mail jane.doe@example.org"}]
     results = {}
     for workers, pool_min in ((0, 10**9), (2, 1)):
-        settings.INGEST_WORKERS = workers
-        monkeypatch.setattr(services, "POOL_MIN_LINES", pool_min)
+        settings.INGEST_WORKERS, settings.INGEST_POOL_MIN_LINES = workers, pool_min
         Record.objects.all().delete()
         good = ingest(datanet, contributor, jsonl_file(rows))
         stored = list(Record.objects.order_by("line_number").values_list("line_number", "content_hash", "flag_kinds"))
