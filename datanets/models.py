@@ -163,7 +163,7 @@ class RecordBand(models.Model):
     near-duplicate candidates; kept in the database so an ingest never holds a Datanet's index in memory.
 
     Written 8 times per record, so it is as narrow as it can be: the primary key (datanet, key, record)
-    is the one index (on SQLite the table is WITHOUT ROWID, see migration 0002). Bands go with their
+    is the one index (on SQLite the table is WITHOUT ROWID, see migrations 0002 and 0004). Bands go with their
     Datanet; a record's bands are not deleted with it (records are withdrawn, not deleted), and lookups
     join the record, so a band without one matches nothing.
     """

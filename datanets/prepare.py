@@ -66,7 +66,7 @@ def prepare_lines(lines: list[records.Line], schema: str) -> Prepared:
         contents=[record.canonical for _, record in valid],
         hashes=[record.content_hash for _, record in valid],
         tokens=[token_count(text) for text in texts],
-        flags=flags.personal_data_flags_many(texts) if texts else [],
+        flags=flags.personal_data_flags_many(texts),
         keys=flags.band_keys(flags.signatures(texts)),
     )
 

@@ -31,7 +31,6 @@ from .models import AccessRequest, Datanet, DatanetVersion, Record, RecordBand, 
 logger = logging.getLogger(__name__)
 MAX_REPORTED_ERRORS = 1000
 CHUNK = 2000  # lines prepared (by a worker process for big files) and stored at once
-token_count = prepare.token_count
 
 
 def datanet_create(*, by, team, name: str, **fields) -> Datanet:
@@ -451,26 +450,23 @@ def record_create(*, datanet: Datanet, contributor, value: dict) -> Record:
     """One record from the form: validated and flagged like an uploaded one."""
     if not policy.can_contribute(contributor, datanet):
         raise ApplicationError("You may not contribute to this Datanet.")
-    try:
-        record = records.make_record(value, datanet.schema)
-    except ValueError as error:
-        raise ApplicationError(f"This record is not valid: {error}.") from error
-    if Record.objects.filter(datanet=datanet, content_hash=record.content_hash).exists():
+    prepared = prepare.prepare_lines([records.Line(1, value=value)], str(datanet.schema))
+    if prepared.errors:
+        raise ApplicationError(f"This record is not valid: {prepared.errors[0][1]}.")
+    if Record.objects.filter(datanet=datanet, content_hash=prepared.hashes[0]).exists():
         raise ApplicationError("This exact record is already in the Datanet.")
-    keys = flags.band_keys(flags.signatures([record.text]))[0].tolist()
-    record_flags = flags.personal_data_flags(record.text)
+    keys = prepared.keys[0].tolist()
     matches = _band_matches(datanet, keys)
-    if matches:
-        record_flags.append({"kind": "near_duplicate", "start": 0, "end": 0})
+    record_flags = [*prepared.flags[0], NEAR_DUPLICATE] if matches else prepared.flags[0]
     with transaction.atomic():
         created = Record.objects.create(
             datanet=datanet,
             contributor=contributor,
-            content=record.content,
-            content_hash=record.content_hash,
-            token_count=token_count(record.text),
+            content=orjson.loads(prepared.contents[0]),
+            content_hash=prepared.hashes[0],
+            token_count=prepared.tokens[0],
             flags=record_flags,
-            flag_kinds=",".join(sorted({flag["kind"] for flag in record_flags})),
+            flag_kinds=_kinds(record_flags),
             near_duplicate_of_id=min(matches.values()) if matches else None,
         )
         RecordBand.objects.bulk_create(RecordBand(datanet=datanet, record=created, key=key) for key in keys)
