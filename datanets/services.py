@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import multiprocessing
 import sqlite3
@@ -31,6 +30,8 @@ from .models import AccessRequest, Datanet, DatanetVersion, Record, RecordBand, 
 logger = logging.getLogger(__name__)
 MAX_REPORTED_ERRORS = 1000
 CHUNK = 2000  # lines prepared (by a worker process for big files) and stored at once
+BAND_BATCH = 20_000  # stored records whose band keys are matched and stored at once
+STATEMENT_ROWS = 512  # rows a SQLite INSERT statement holds at most
 
 
 def datanet_create(*, by, team, name: str, **fields) -> Datanet:
@@ -214,15 +215,19 @@ def upload_ingest(*, upload: Upload) -> Upload:
     )
 
 
-def _band_matches(datanet: Datanet, keys: list[int]) -> dict[int, int]:
+def _band_matches(datanet: Datanet, keys: np.ndarray) -> dict[int, int]:
     """For each band key some record of the Datanet has (withdrawn records aside): the earliest such record's id."""
-    if not keys:
+    if not len(keys):
         return {}
     band, record = (connection.ops.quote_name(model._meta.db_table) for model in (RecordBand, Record))
+    keys = np.asarray(keys, dtype=np.int64)
     if connection.vendor == "postgresql":
-        wanted, param = "= ANY(%s::bigint[])", list(keys)
+        wanted, param = "= ANY(%s::bigint[])", keys.tolist()
     else:  # one parameter, whatever the number of keys (SQLite's JSON1)
-        wanted, param = "IN (SELECT value FROM json_each(%s))", json.dumps(keys)
+        wanted, param = (
+            "IN (SELECT value FROM json_each(%s))",
+            orjson.dumps(keys, option=orjson.OPT_SERIALIZE_NUMPY).decode(),
+        )
     sql = (
         f"SELECT b.key, MIN(b.record_id) FROM {band} b JOIN {record} r ON r.id = b.record_id "
         f"WHERE b.datanet_id = %s AND b.key {wanted} AND r.status <> %s GROUP BY b.key"
@@ -268,14 +273,21 @@ def _insert_values(model, fields: tuple[str, ...], params: list, suffix: str = "
         with psycopg.Cursor(connection.connection) as cursor:
             cursor.execute(sql + suffix, [params[i::width] for i in range(width)])
             return cursor.fetchall() if suffix else []
-    per = connection.connection.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // width * width
+    # Statements of a power of two rows each, at most STATEMENT_ROWS: each size is compiled once and then
+    # reused from the driver's statement cache, and no statement's compiled program grows big.
+    most = min(STATEMENT_ROWS, connection.connection.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // width)
     head, one = f"INSERT INTO {quote(meta.db_table)} ({names}) VALUES ", "(" + ", ".join("?" * width) + ")"
+    start, left = 0, len(params) // width
     with closing(connection.connection.cursor()) as cursor:
-        for start in range(0, len(params), per):
-            part = params[start : start + per]
-            cursor.execute(head + ", ".join([one] * (len(part) // width)) + suffix, part)
+        while left:
+            rows = 1 << (min(left, most).bit_length() - 1)
+            part = params[start : start + rows * width]
+            cursor.execute(
+                head + ", ".join([one] * rows) + suffix, part.tolist() if isinstance(part, np.ndarray) else part
+            )
             if suffix:
                 returned += cursor.fetchall()
+            start, left = start + rows * width, left - rows
     return returned
 
 
@@ -283,46 +295,50 @@ def _kinds(record_flags: list[dict]) -> str:
     return ",".join(sorted({flag["kind"] for flag in record_flags}))
 
 
-def _near_in_chunk(keys: np.ndarray) -> dict[int, int]:
-    """For each record of a chunk that shares a band key with an earlier record of the same chunk:
-    the first such record (by position)."""
-    flat = keys.ravel()
-    order = np.argsort(flat, kind="stable")  # equal keys stay in record order
-    ranked = flat[order]
+def _earliest_sharing(ids: np.ndarray, keys: np.ndarray, stored: dict[int, int]) -> np.ndarray:
+    """For each record (``ids``, with their band ``keys``): the earliest record that shares a band key
+    with it, whether stored before (``stored``: key -> earliest id) or one of ``ids`` with a lower id;
+    0 for none."""
+    flat, owner = keys.ravel(), np.repeat(ids, flags.BANDS)
+    order = np.lexsort((owner, flat))  # by key, then id
+    ranked, owners = flat[order], owner[order]
     new_run = np.ones(len(ranked), dtype=bool)
     new_run[1:] = ranked[1:] != ranked[:-1]
-    first = order[np.maximum.accumulate(np.where(new_run, np.arange(len(ranked)), 0))] // flags.BANDS
-    here: dict[int, int] = {}
-    for record, earlier in zip((order // flags.BANDS)[~new_run].tolist(), first[~new_run].tolist(), strict=True):
-        if earlier != record:
-            here[record] = min(earlier, here.get(record, earlier))
-    return here
+    first = owners[np.maximum.accumulate(np.where(new_run, np.arange(len(ranked)), 0))]
+    none = np.iinfo(np.int64).max
+    earliest = np.where(first < owners, first, none)
+    if stored:
+        known = np.array(sorted(stored), dtype=np.int64)
+        known_ids = np.array([stored[key] for key in known.tolist()], dtype=np.int64)
+        at = np.minimum(np.searchsorted(known, ranked), len(known) - 1)
+        earliest = np.minimum(earliest, np.where(known[at] == ranked, known_ids[at], none))
+    unsorted = np.empty_like(earliest)
+    unsorted[order] = earliest
+    nearest = unsorted.reshape(len(ids), flags.BANDS).min(axis=1)
+    return np.where(nearest == none, 0, nearest)
 
 
 class _Store:
-    """Stores prepared chunks of one upload: near-duplicates looked up and records and their band keys
-    inserted a chunk at a time. Nothing about a record stays in memory once its chunk is stored, so
-    memory does not grow with the file."""
+    """Stores prepared chunks of one upload: records a chunk at a time, and their band keys every
+    BAND_BATCH stored records, when the near-duplicates among them (and of records stored before) are
+    linked. Band keys go into a b-tree keyed at random, which costs less the more of them arrive at
+    once, in key order. Nothing about a record stays in memory once its batch is done, so memory does
+    not grow with the file."""
 
     def __init__(self, upload: Upload):
         self.upload = upload
         self.datanet = upload.datanet
         self.added = self.duplicates = self.flagged = 0
         self.now = Record._meta.get_field("created_at").get_db_prep_save(timezone.now(), connection)
+        self.ids: list[np.ndarray] = []  # of the stored records whose band keys wait, with their keys and flags
+        self.keys: list[np.ndarray] = []
+        self.flags: list[list[dict]] = []
 
     def __call__(self, chunk: prepare.Prepared) -> None:
         if not chunk.numbers:
             return
-        datanet, keys = self.datanet, chunk.keys
-        # Near-duplicates: of a record stored before (an earlier chunk or upload), else of one earlier in this chunk.
-        stored = _band_matches(datanet, np.unique(keys).tolist())
-        earlier: dict[int, int] = {}
-        if stored:
-            for at in np.flatnonzero(np.isin(keys, list(stored)).any(axis=1)).tolist():
-                earlier[at] = min(stored[key] for key in keys[at].tolist() if key in stored)
-        here = _near_in_chunk(keys)
         dumps, pending = orjson.dumps, Record.Status.PENDING
-        fixed = (datanet.pk, self.upload.contributor_id, self.upload.pk)
+        fixed = (self.datanet.pk, self.upload.contributor_id, self.upload.pk)
         rows = [
             (*fixed, number, content, content_hash, tokens, dumps(found).decode() if found else "[]",
              _kinds(found) if found else "", None, pending, "", self.now)
@@ -330,36 +346,46 @@ class _Store:
                 chunk.numbers, chunk.contents, chunk.hashes, chunk.tokens, chunk.flags, strict=True
             )
         ]  # fmt: skip
-        for at in earlier.keys() | here.keys():
-            found = [*chunk.flags[at], NEAR_DUPLICATE]
-            rows[at] = (*rows[at][:7], dumps(found).decode(), _kinds(found), earlier.get(at), *rows[at][10:])
         # Exact duplicates (of a stored record, or of one earlier in the chunk) are skipped by the unique
         # constraint: the insert probes that index anyway, so a lookup first would do it twice.
         returning = " ON CONFLICT DO NOTHING RETURNING line_number, id"
         ids = dict(_insert_values(Record, INSERT_FIELDS, list(chain.from_iterable(rows)), returning))
         record_ids = np.array([ids.get(number, 0) for number in chunk.numbers], dtype=np.int64)
-        stored_here = record_ids > 0
+        stored = record_ids > 0
         self.added += len(ids)
         self.duplicates += len(rows) - len(ids)
-        self.flagged += sum(1 for at, row in enumerate(rows) if row[8] and stored_here[at])
-        # Band keys in key order: neighbouring inserts land on the same pages of the key's b-tree.
-        bands = np.empty((int(stored_here.sum()) * flags.BANDS, 3), dtype=np.int64)
-        bands[:, 0] = datanet.pk
-        bands[:, 1] = keys[stored_here].ravel()
-        bands[:, 2] = np.repeat(record_ids[stored_here], flags.BANDS)
-        bands = bands[np.argsort(bands[:, 1])]
-        _insert_values(RecordBand, ("datanet", "key", "record"), bands.ravel().tolist())
-        # A record near another of this chunk points at it; if that one was an exact duplicate of an
-        # earlier record, the earlier record's bands matched too and the link was made at insert.
-        links = [
-            (int(record_ids[other]), int(record_ids[at]))
-            for at, other in here.items()
-            if at not in earlier and record_ids[at] and record_ids[other]
-        ]
+        self.ids.append(record_ids[stored])
+        self.keys.append(chunk.keys[stored])
+        self.flags += [found for found, kept in zip(chunk.flags, stored.tolist(), strict=True) if kept]
+        if len(self.flags) >= BAND_BATCH:
+            self.flush()
+
+    def flush(self) -> None:
+        """Link the waiting records to the earliest record they share a band key with (withdrawn records
+        aside), flag them, and store their band keys."""
+        if not self.flags:
+            return
+        ids, keys, waiting_flags = np.concatenate(self.ids), np.concatenate(self.keys), self.flags
+        self.ids, self.keys, self.flags = [], [], []
+        ranked = np.sort(keys, axis=None)
+        unique = ranked[np.concatenate(([True], ranked[1:] != ranked[:-1]))]
+        nearest = _earliest_sharing(ids, keys, _band_matches(self.datanet, unique))
+        bands = np.empty((len(ids) * flags.BANDS, 3), dtype=np.int64)
+        bands[:, 0] = self.datanet.pk
+        bands[:, 1] = keys.ravel()
+        bands[:, 2] = np.repeat(ids, flags.BANDS)
+        _insert_values(RecordBand, ("datanet", "key", "record"), bands[np.argsort(bands[:, 1])].ravel())
+        links = []
+        for at in np.flatnonzero(nearest).tolist():
+            found = [*waiting_flags[at], NEAR_DUPLICATE]
+            links.append((orjson.dumps(found).decode(), _kinds(found), int(nearest[at]), int(ids[at])))
         if links:
             table = connection.ops.quote_name(Record._meta.db_table)
             with connection.cursor() as cursor:
-                cursor.executemany(f"UPDATE {table} SET near_duplicate_of_id = %s WHERE id = %s", links)
+                cursor.executemany(
+                    f"UPDATE {table} SET flags = %s, flag_kinds = %s, near_duplicate_of_id = %s WHERE id = %s", links
+                )
+        self.flagged += sum(1 for found, near in zip(waiting_flags, nearest.tolist(), strict=True) if found or near)
 
 
 def _jsonl_chunks(path: Path, size: int):
@@ -442,6 +468,7 @@ def _ingest(upload: Upload, path: Path, total: int) -> tuple[int, int, int]:
     if error_count:
         upload.lines_read, upload.errors, upload.error_count = lines, errors, error_count
         raise Rejected
+    store.flush()
     upload.lines_read = lines
     return store.added, store.duplicates, store.flagged
 
@@ -455,8 +482,7 @@ def record_create(*, datanet: Datanet, contributor, value: dict) -> Record:
         raise ApplicationError(f"This record is not valid: {prepared.errors[0][1]}.")
     if Record.objects.filter(datanet=datanet, content_hash=prepared.hashes[0]).exists():
         raise ApplicationError("This exact record is already in the Datanet.")
-    keys = prepared.keys[0].tolist()
-    matches = _band_matches(datanet, keys)
+    matches = _band_matches(datanet, prepared.keys[0])
     record_flags = [*prepared.flags[0], NEAR_DUPLICATE] if matches else prepared.flags[0]
     with transaction.atomic():
         created = Record.objects.create(
@@ -469,7 +495,9 @@ def record_create(*, datanet: Datanet, contributor, value: dict) -> Record:
             flag_kinds=_kinds(record_flags),
             near_duplicate_of_id=min(matches.values()) if matches else None,
         )
-        RecordBand.objects.bulk_create(RecordBand(datanet=datanet, record=created, key=key) for key in keys)
+        RecordBand.objects.bulk_create(
+            RecordBand(datanet=datanet, record=created, key=key) for key in prepared.keys[0].tolist()
+        )
     return created
 
 

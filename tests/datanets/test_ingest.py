@@ -203,8 +203,10 @@ def test_near_duplicate_of_a_record_from_an_earlier_upload_is_flagged_and_linked
     assert Record.objects.get(upload=second, line_number=1).flag_kinds == ""
 
 
-def test_near_duplicates_across_batches_and_withdrawn_records(datanet, contributor, monkeypatch):
+@pytest.mark.parametrize("band_batch", [4, 20_000], ids=["later band batch", "same band batch"])
+def test_near_duplicates_across_batches_and_withdrawn_records(datanet, contributor, monkeypatch, band_batch):
     monkeypatch.setattr(services, "CHUNK", 3)  # the near duplicate lands in a later chunk than its original
+    monkeypatch.setattr(services, "BAND_BATCH", band_batch)  # and its bands are matched with or after the original's
     rows = [{"instruction": "Summarise case A", "output": NEAR_CASE}] + [qa(i) for i in range(2, 8)]
     rows.append({"instruction": "Summarise case A", "output": NEAR_CASE.replace("jaw", "neck")})
     rows.append(qa(2))  # an exact duplicate of line 2, in a later batch: skipped
