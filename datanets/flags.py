@@ -32,7 +32,8 @@ SECRET_HINTS = ("akia", "sk-", "ghp_", "gho_", "ghu_", "ghs_", "ghr_", "xox", "p
                 "password")  # fmt: skip
 
 
-_HINTS = "|".join(re.escape(hint) for hint in SECRET_HINTS)
+# A secret-like word, an '@' or 9 digits: one pass of RE2 over many texts finds what deserves a scan.
+_WORTH_A_SCAN = "(?i)" + "|".join(re.escape(hint) for hint in SECRET_HINTS) + "|@|[0-9](?:[^0-9]*[0-9]){8}"
 
 
 def personal_data_flags_many(texts: list[str]) -> list[list[dict]]:
@@ -41,11 +42,7 @@ def personal_data_flags_many(texts: list[str]) -> list[list[dict]]:
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    column = pa.array(texts, pa.string())
-    maybe = pc.or_(
-        pc.or_(pc.match_substring_regex(column, _HINTS, ignore_case=True), pc.match_substring(column, "@")),
-        pc.greater_equal(pc.count_substring_regex(column, "[0-9]"), 9),
-    )
+    maybe = pc.match_substring_regex(pa.array(texts, pa.string()), _WORTH_A_SCAN)
     return [personal_data_flags(text) if scan else [] for text, scan in zip(texts, maybe.to_pylist(), strict=True)]
 
 
@@ -159,9 +156,18 @@ def _fmix32(hv: np.ndarray) -> np.ndarray:
 
 
 def _powers(base: int, n: int) -> np.ndarray:
+    """base^0 .. base^(n-1) modulo 2^64 (read-only: from a table computed once for a usual group)."""
+    if n <= len(_POWERS.get(base, ())):
+        return _POWERS[base][:n]
     powers = np.full(n, base, dtype=np.uint64)
     powers[0] = 1
     return np.multiply.accumulate(powers, out=powers)  # uint64 wraps: modulo 2^64
+
+
+_POWERS: dict[int, np.ndarray] = {}
+for _base in (_P, _P_INVERSE):  # a group's bytes and its separating spaces; only a huge record takes more
+    _POWERS[_base] = _powers(_base, _TEXT_BYTES + 1)
+    _POWERS[_base].flags.writeable = False
 
 
 def _group_signatures(texts: list[bytes]) -> np.ndarray:
@@ -195,13 +201,14 @@ def _group_signatures(texts: list[bytes]) -> np.ndarray:
     for i in range(SHINGLE - 1):
         has = counts[few] > i
         short[has] += words[begin[few[has]] + i] * np.uint64(_M[i])
-    hashes = np.concatenate([long[inside], short])
-    record = np.concatenate([owner[:span][inside], few])
-    order = np.argsort(record, kind="stable")
-    values = (_fmix64(hashes[order]) >> np.uint64(32)).astype(np.uint32)
+    hashes, record = long[inside], owner[:span][inside]  # in record order
+    if len(few):
+        order = np.argsort(np.concatenate([record, few]), kind="stable")
+        hashes, record = np.concatenate([hashes, short])[order], np.concatenate([record, few])[order]
+    values = (_fmix64(hashes) >> np.uint64(32)).astype(np.uint32)
     permuted = _fmix32(values)[None, :] * _A[:, None]  # one row per permutation: contiguous minima below
     permuted += _B[:, None]  # uint32 arithmetic wraps: that is the mod 2^32
-    return np.minimum.reduceat(permuted, np.searchsorted(record[order], np.arange(n)), axis=1).T
+    return np.minimum.reduceat(permuted, np.searchsorted(record, np.arange(n)), axis=1).T
 
 
 def signatures(texts: list[str]) -> np.ndarray:

@@ -294,7 +294,7 @@ def read_lines(path: Path | str, fmt: str, schema: str) -> Iterator[Line]:
 def clean_text(value, field: str) -> str:
     if not isinstance(value, str):
         raise ValueError(f"{field!r} must be a string, not {type(value).__name__}")
-    text = unicodedata.normalize("NFC", value).strip()
+    text = (value if value.isascii() else unicodedata.normalize("NFC", value)).strip()  # ASCII is already NFC
     if "\x00" in text:
         raise ValueError(f"{field!r} contains a NUL character")
     return text

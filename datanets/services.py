@@ -29,9 +29,9 @@ from .models import AccessRequest, Datanet, DatanetVersion, Record, RecordBand, 
 
 logger = logging.getLogger(__name__)
 MAX_REPORTED_ERRORS = 1000
-CHUNK = 2000  # lines prepared (by a worker process for big files) and stored at once
+CHUNK = 2048  # lines prepared (by a worker process for big files) and stored at once
 BAND_BATCH = 20_000  # stored records whose band keys are matched and stored at once
-STATEMENT_ROWS = 512  # rows a SQLite INSERT statement holds at most
+STATEMENT_ROWS = 2048  # rows a SQLite INSERT statement holds at most
 
 
 def datanet_create(*, by, team, name: str, **fields) -> Datanet:
