@@ -32,6 +32,7 @@ MAX_REPORTED_ERRORS = 1000
 CHUNK = 2048  # lines prepared (by a worker process for big files) and stored at once
 BAND_BATCH = 20_000  # stored records whose band keys are matched and stored at once
 STATEMENT_ROWS = 2048  # rows a SQLite INSERT statement holds at most
+ARRAY_ROWS = 16_384  # rows a PostgreSQL INSERT statement holds at most
 
 
 def datanet_create(*, by, team, name: str, **fields) -> Datanet:
@@ -215,19 +216,23 @@ def upload_ingest(*, upload: Upload) -> Upload:
     )
 
 
+def _array_literal(integers: np.ndarray) -> str:
+    """A PostgreSQL array literal ('{1,2,3}') of integers, or a JSON array ('[1,2,3]') with brackets."""
+    listed = orjson.dumps(np.ascontiguousarray(integers, dtype=np.int64), option=orjson.OPT_SERIALIZE_NUMPY).decode()
+    return "{" + listed[1:-1] + "}"
+
+
 def _band_matches(datanet: Datanet, keys: np.ndarray) -> dict[int, int]:
     """For each band key some record of the Datanet has (withdrawn records aside): the earliest such record's id."""
     if not len(keys):
         return {}
     band, record = (connection.ops.quote_name(model._meta.db_table) for model in (RecordBand, Record))
-    keys = np.asarray(keys, dtype=np.int64)
+    # One text parameter, whatever the number of keys: an array literal, or a JSON array for SQLite's JSON1.
+    listed = _array_literal(keys)
     if connection.vendor == "postgresql":
-        wanted, param = "= ANY(%s::bigint[])", keys.tolist()
-    else:  # one parameter, whatever the number of keys (SQLite's JSON1)
-        wanted, param = (
-            "IN (SELECT value FROM json_each(%s))",
-            orjson.dumps(keys, option=orjson.OPT_SERIALIZE_NUMPY).decode(),
-        )
+        wanted, param = "= ANY(%s::bigint[])", listed
+    else:
+        wanted, param = "IN (SELECT value FROM json_each(%s))", "[" + listed[1:-1] + "]"
     sql = (
         f"SELECT b.key, MIN(b.record_id) FROM {band} b JOIN {record} r ON r.id = b.record_id "
         f"WHERE b.datanet_id = %s AND b.key {wanted} AND r.status <> %s GROUP BY b.key"
@@ -244,14 +249,14 @@ INSERT_FIELDS = (
 NEAR_DUPLICATE = {"kind": "near_duplicate", "start": 0, "end": 0}
 
 
-def _insert_values(model, fields: tuple[str, ...], params: list, suffix: str = "") -> list[tuple]:
-    """INSERT rows, given as one flat list of values (row after row, each in ``fields`` order, JSON
-    already serialised), and return what a RETURNING ``suffix`` returned.
+def _insert_values(model, fields: tuple[str, ...], params: list | np.ndarray, suffix: str = "") -> list[tuple]:
+    """INSERT rows, given as one flat list (or integer array) of values (row after row, each in
+    ``fields`` order, JSON already serialised), and return what a RETURNING ``suffix`` returned.
 
     Row by row (executemany) the drivers' own work per row cost more than the inserts (3 us a row on
     SQLite, 23 on PostgreSQL), and the ORM's per-field compilation more again. So SQLite takes
-    multi-row VALUES, as many rows a statement as it takes parameters, and PostgreSQL one array per
-    column, unnested (6 us a row). The statements go to the driver directly: Django's cursor rewrites
+    multi-row VALUES, up to STATEMENT_ROWS rows a statement, and PostgreSQL one array per column,
+    unnested (6 us a row). The statements go to the driver directly: Django's cursor rewrites
     every ``%s`` with a regular expression on SQLite, and quotes every value in Python on PostgreSQL.
     """
     meta, quote = model._meta, connection.ops.quote_name
@@ -271,8 +276,16 @@ def _insert_values(model, fields: tuple[str, ...], params: list, suffix: str = "
         aliases = ", ".join(f"v{i}" for i in range(width))
         sql = f"INSERT INTO {quote(meta.db_table)} ({names}) SELECT {values} FROM unnest({arrays}) AS u({aliases})"
         with psycopg.Cursor(connection.connection) as cursor:
-            cursor.execute(sql + suffix, [params[i::width] for i in range(width)])
-            return cursor.fetchall() if suffix else []
+            for start in range(0, len(params), ARRAY_ROWS * width):  # a bounded slice: memory stays flat
+                part = params[start : start + ARRAY_ROWS * width]
+                if isinstance(part, np.ndarray):  # integers: array literals, parsed faster than psycopg adapts ints
+                    by_column = [_array_literal(part[i::width]) for i in range(width)]
+                else:
+                    by_column = [part[i::width] for i in range(width)]
+                cursor.execute(sql + suffix, by_column)
+                if suffix:
+                    returned += cursor.fetchall()
+        return returned
     # Statements of a power of two rows each, at most STATEMENT_ROWS: each size is compiled once and then
     # reused from the driver's statement cache, and no statement's compiled program grows big.
     most = min(STATEMENT_ROWS, connection.connection.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // width)

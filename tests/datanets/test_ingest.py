@@ -228,8 +228,8 @@ def test_near_duplicates_across_batches_and_withdrawn_records(datanet, contribut
     assert again.flag_kinds == "near_duplicate" and again.near_duplicate_of_id == fresh.pk
 
 
-def test_a_chunk_stored_in_several_statements_keeps_every_record_and_band(datanet, contributor):
-    """1,401 records: their band rows take more parameters than one SQLite statement holds."""
+def test_records_and_bands_stored_in_several_statements_are_all_kept(datanet, contributor):
+    """1,401 records, and their 11,208 band rows: each takes several INSERT statements on SQLite."""
     rng = random.Random(7)
     words = [
         f"{a}{b}" for a in ("ka", "lo", "mi", "nu", "pe", "ro", "su", "ti") for b in ("ba", "do", "fe", "gu", "hi")
