@@ -31,18 +31,22 @@ WORDS = (
 ).split()
 
 
-def generate(path: Path, n: int, seed: int = 0) -> int:
-    """n instruction records of about 500 bytes each (100k records is about 50 MB)."""
+def generate(path: Path, n: int, seed: int = 0, near: float = 0.0) -> int:
+    """n instruction records of about 500 bytes each (100k records is about 50 MB); a share ``near`` of
+    them are near duplicates of the record before (one word of the answer changed)."""
     rng = random.Random(seed)
     with open(path, "w") as handle:
+        instruction, answer = "", []
         for i in range(n):
-            question = " ".join(rng.choices(WORDS, k=12))
-            answer = " ".join(rng.choices(WORDS, k=55))
-            handle.write(json.dumps({"instruction": f"Case {i}: {question}?", "output": answer}) + "\n")
+            if answer and rng.random() < near:
+                answer[rng.randrange(len(answer))] = rng.choice(WORDS) + "s"  # a word the others lack
+            else:
+                instruction, answer = f"Case {i}: {' '.join(rng.choices(WORDS, k=12))}?", rng.choices(WORDS, k=55)
+            handle.write(json.dumps({"instruction": instruction, "output": " ".join(answer)}) + "\n")
     return path.stat().st_size
 
 
-def run_one(n: int, pages: bool) -> dict:
+def run_one(n: int, pages: bool, near: float = 0.0) -> dict:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "modelfactory.settings")
     import django
 
@@ -69,7 +73,7 @@ def run_one(n: int, pages: bool) -> dict:
     datanet = Datanet.objects.create(name="Bench", slug="bench", team=team, created_by=curator)
 
     data = Path(os.environ["MF_VAR_DIR"]) / "records.jsonl"
-    size = generate(data, n)
+    size = generate(data, n, near=near)
     from django.core.files import File
 
     with open(data, "rb") as handle:
@@ -97,6 +101,7 @@ def run_one(n: int, pages: bool) -> dict:
         "records": n,
         "file_mb": round(size / 1e6, 1),
         "status": upload.status,
+        "flagged": upload.flagged,
         "seconds": round(seconds, 2),
         "records_per_s": round(n / seconds),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
@@ -156,11 +161,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
     parser.add_argument("--pages-at", type=int, default=100_000, help="time the pages after this size's ingest")
+    parser.add_argument("--near", type=float, default=0.0, help="share of records that are near duplicates")
     parser.add_argument("--child", type=int)
     parser.add_argument("--pages", action="store_true")
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(run_one(args.child, args.pages)))
+        print(json.dumps(run_one(args.child, args.pages, args.near)))
         return
     from modelfactory import embedded_redis
 
@@ -170,7 +176,7 @@ def main() -> None:
     )
     print(
         f"{'records':>9} {'file MB':>8} {'seconds':>8} {'records/s':>10} {'peak RSS MB':>12} "
-        f"{'CPU s':>6} {'workers CPU s':>14}  database"
+        f"{'CPU s':>6} {'workers CPU s':>14} {'flagged':>8}  database"
     )
     for n in args.sizes:
         with tempfile.TemporaryDirectory() as var:
@@ -178,7 +184,8 @@ def main() -> None:
             env.update(DEBUG="0", SECRET_KEY="bench-" + "x" * 50, ALLOWED_HOSTS="testserver")
             env.pop("MODELS_DIR", None)
             env.pop("MEDIA_ROOT", None)
-            command = [sys.executable, __file__, "--child", str(n)] + (["--pages"] if n == args.pages_at else [])
+            command = [sys.executable, __file__, "--child", str(n), "--near", str(args.near)]
+            command += ["--pages"] if n == args.pages_at else []
             out = subprocess.run(command, env=env, capture_output=True, text=True, cwd=ROOT)
             if out.returncode:
                 print(out.stderr[-3000:])
@@ -186,7 +193,7 @@ def main() -> None:
             r = json.loads(out.stdout.strip().splitlines()[-1])
             print(
                 f"{r['records']:>9} {r['file_mb']:>8} {r['seconds']:>8} {r['records_per_s']:>10} "
-                f"{r['peak_rss_mb']:>12} {r['cpu_s']:>6} {r['workers_cpu_s']:>14}  {r['database']}"
+                f"{r['peak_rss_mb']:>12} {r['cpu_s']:>6} {r['workers_cpu_s']:>14} {r['flagged']:>8}  {r['database']}"
             )
             for page, figures in r.get("pages", {}).items():
                 print(
