@@ -216,10 +216,9 @@ def upload_ingest(*, upload: Upload) -> Upload:
     )
 
 
-def _array_literal(integers: np.ndarray) -> str:
-    """A PostgreSQL array literal ('{1,2,3}') of integers, or a JSON array ('[1,2,3]') with brackets."""
-    listed = orjson.dumps(np.ascontiguousarray(integers, dtype=np.int64), option=orjson.OPT_SERIALIZE_NUMPY).decode()
-    return "{" + listed[1:-1] + "}"
+def _json_integers(integers: np.ndarray) -> str:
+    """'[1,2,3]', written by orjson straight from the array; '{1,2,3}' (braces instead) is PostgreSQL's literal."""
+    return orjson.dumps(np.ascontiguousarray(integers, dtype=np.int64), option=orjson.OPT_SERIALIZE_NUMPY).decode()
 
 
 def _band_matches(datanet: Datanet, keys: np.ndarray) -> dict[int, int]:
@@ -228,11 +227,11 @@ def _band_matches(datanet: Datanet, keys: np.ndarray) -> dict[int, int]:
         return {}
     band, record = (connection.ops.quote_name(model._meta.db_table) for model in (RecordBand, Record))
     # One text parameter, whatever the number of keys: an array literal, or a JSON array for SQLite's JSON1.
-    listed = _array_literal(keys)
+    listed = _json_integers(keys)
     if connection.vendor == "postgresql":
-        wanted, param = "= ANY(%s::bigint[])", listed
+        wanted, param = "= ANY(%s::bigint[])", "{" + listed[1:-1] + "}"
     else:
-        wanted, param = "IN (SELECT value FROM json_each(%s))", "[" + listed[1:-1] + "]"
+        wanted, param = "IN (SELECT value FROM json_each(%s))", listed
     sql = (
         f"SELECT b.key, MIN(b.record_id) FROM {band} b JOIN {record} r ON r.id = b.record_id "
         f"WHERE b.datanet_id = %s AND b.key {wanted} AND r.status <> %s GROUP BY b.key"
@@ -279,7 +278,7 @@ def _insert_values(model, fields: tuple[str, ...], params: list | np.ndarray, su
             for start in range(0, len(params), ARRAY_ROWS * width):  # a bounded slice: memory stays flat
                 part = params[start : start + ARRAY_ROWS * width]
                 if isinstance(part, np.ndarray):  # integers: array literals, parsed faster than psycopg adapts ints
-                    by_column = [_array_literal(part[i::width]) for i in range(width)]
+                    by_column = ["{" + _json_integers(part[i::width])[1:-1] + "}" for i in range(width)]
                 else:
                     by_column = [part[i::width] for i in range(width)]
                 cursor.execute(sql + suffix, by_column)
@@ -343,9 +342,10 @@ class _Store:
         self.datanet = upload.datanet
         self.added = self.duplicates = self.flagged = 0
         self.now = Record._meta.get_field("created_at").get_db_prep_save(timezone.now(), connection)
-        self.ids: list[np.ndarray] = []  # of the stored records whose band keys wait, with their keys and flags
+        # The stored records whose band keys wait for the next flush: ids, keys and personal-data flags.
+        self.ids: list[np.ndarray] = []
         self.keys: list[np.ndarray] = []
-        self.flags: list[list[dict]] = []
+        self.found: list[list[dict]] = []
 
     def __call__(self, chunk: prepare.Prepared) -> None:
         if not chunk.numbers:
@@ -369,17 +369,17 @@ class _Store:
         self.duplicates += len(rows) - len(ids)
         self.ids.append(record_ids[stored])
         self.keys.append(chunk.keys[stored])
-        self.flags += [found for found, kept in zip(chunk.flags, stored.tolist(), strict=True) if kept]
-        if len(self.flags) >= BAND_BATCH:
+        self.found += [found for found, kept in zip(chunk.flags, stored.tolist(), strict=True) if kept]
+        if len(self.found) >= BAND_BATCH:
             self.flush()
 
     def flush(self) -> None:
         """Link the waiting records to the earliest record they share a band key with (withdrawn records
         aside), flag them, and store their band keys."""
-        if not self.flags:
+        if not self.found:
             return
-        ids, keys, waiting_flags = np.concatenate(self.ids), np.concatenate(self.keys), self.flags
-        self.ids, self.keys, self.flags = [], [], []
+        ids, keys, waiting = np.concatenate(self.ids), np.concatenate(self.keys), self.found
+        self.ids, self.keys, self.found = [], [], []
         ranked = np.sort(keys, axis=None)
         unique = ranked[np.concatenate(([True], ranked[1:] != ranked[:-1]))]
         nearest = _earliest_sharing(ids, keys, _band_matches(self.datanet, unique))
@@ -390,7 +390,7 @@ class _Store:
         _insert_values(RecordBand, ("datanet", "key", "record"), bands[np.argsort(bands[:, 1])].ravel())
         links = []
         for at in np.flatnonzero(nearest).tolist():
-            found = [*waiting_flags[at], NEAR_DUPLICATE]
+            found = [*waiting[at], NEAR_DUPLICATE]
             links.append((orjson.dumps(found).decode(), _kinds(found), int(nearest[at]), int(ids[at])))
         if links:
             table = connection.ops.quote_name(Record._meta.db_table)
@@ -398,7 +398,7 @@ class _Store:
                 cursor.executemany(
                     f"UPDATE {table} SET flags = %s, flag_kinds = %s, near_duplicate_of_id = %s WHERE id = %s", links
                 )
-        self.flagged += sum(1 for found, near in zip(waiting_flags, nearest.tolist(), strict=True) if found or near)
+        self.flagged += sum(1 for found, near in zip(waiting, nearest.tolist(), strict=True) if found or near)
 
 
 def _jsonl_chunks(path: Path, size: int):
