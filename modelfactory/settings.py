@@ -109,11 +109,12 @@ DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=int(os.
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Tests run a real worker process beside the test process: both must see one file.
     DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test.sqlite3")}
-    # WAL: readers (pages, tests) and the writer (a worker) do not block each other.
+    # WAL: readers (pages, tests) and the writer (a worker) do not block each other. 8 KiB pages (for a
+    # new database; WAL fixes the size) take a bulk ingest's rows and keys in fewer page splits than 4 KiB.
     DATABASES["default"]["OPTIONS"] = {
         "timeout": 20,
         "transaction_mode": "IMMEDIATE",
-        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        "init_command": "PRAGMA page_size=8192; PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     }
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"

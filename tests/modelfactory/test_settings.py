@@ -44,3 +44,16 @@ def test_database_url_switches_to_postgresql(tmp_path):
     result = start_django(tmp_path, DATABASE_URL="postgres://u@127.0.0.1:5432/modelfactory")
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "django.db.backends.postgresql"
+
+
+def test_a_new_embedded_database_has_8_kib_pages_and_wal(tmp_path):
+    """Readers never wait for an ingest (WAL), and a bulk ingest splits half as many pages (8 KiB)."""
+    code = (
+        "import django; django.setup(); from django.db import connection; cursor = connection.cursor(); "
+        "print([cursor.execute(f'PRAGMA {name}').fetchone()[0] for name in ('page_size', 'journal_mode')])"
+    )
+    clean = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    clean.update(MF_VAR_DIR=str(tmp_path / "var"), DJANGO_SETTINGS_MODULE="modelfactory.settings")
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=clean, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[8192, 'wal']"
