@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/ingest.py                 # 10k, 100k and 1M records, pages at 100k
     .venv/bin/python bench/ingest.py --sizes 10000 100000
+    .venv/bin/python bench/ingest.py --sizes 100000 --near 0.5   # half the records near duplicates
 
 Each ingest size runs in its own process (fresh database under a temp dir, embedded SQLite unless
 DATABASE_URL is set) so that its peak RSS is its own. Prints figures; asserts nothing.
