@@ -217,8 +217,13 @@ def upload_ingest(*, upload: Upload) -> Upload:
 
 
 def _json_integers(integers: np.ndarray) -> str:
-    """'[1,2,3]', written by orjson straight from the array; '{1,2,3}' (braces instead) is PostgreSQL's literal."""
+    """'[1,2,3]', written by orjson straight from the array."""
     return orjson.dumps(np.ascontiguousarray(integers, dtype=np.int64), option=orjson.OPT_SERIALIZE_NUMPY).decode()
+
+
+def _pg_integers(integers: np.ndarray) -> str:
+    """'{1,2,3}': a PostgreSQL array literal, which the server parses faster than psycopg adapts ints."""
+    return "{" + _json_integers(integers)[1:-1] + "}"
 
 
 def _band_matches(datanet: Datanet, keys: np.ndarray) -> dict[int, int]:
@@ -227,11 +232,10 @@ def _band_matches(datanet: Datanet, keys: np.ndarray) -> dict[int, int]:
         return {}
     band, record = (connection.ops.quote_name(model._meta.db_table) for model in (RecordBand, Record))
     # One text parameter, whatever the number of keys: an array literal, or a JSON array for SQLite's JSON1.
-    listed = _json_integers(keys)
     if connection.vendor == "postgresql":
-        wanted, param = "= ANY(%s::bigint[])", "{" + listed[1:-1] + "}"
+        wanted, param = "= ANY(%s::bigint[])", _pg_integers(keys)
     else:
-        wanted, param = "IN (SELECT value FROM json_each(%s))", listed
+        wanted, param = "IN (SELECT value FROM json_each(%s))", _json_integers(keys)
     sql = (
         f"SELECT b.key, MIN(b.record_id) FROM {band} b JOIN {record} r ON r.id = b.record_id "
         f"WHERE b.datanet_id = %s AND b.key {wanted} AND r.status <> %s GROUP BY b.key"
@@ -246,6 +250,7 @@ INSERT_FIELDS = (
     "near_duplicate_of", "status", "rejection_reason", "created_at",
 )  # fmt: skip
 NEAR_DUPLICATE = {"kind": "near_duplicate", "start": 0, "end": 0}
+NO_RECORD = np.iinfo(np.int64).max  # above every record id: "none" where the earliest is a minimum
 
 
 def _insert_values(model, fields: tuple[str, ...], params: list | np.ndarray, suffix: str = "") -> list[tuple]:
@@ -277,8 +282,8 @@ def _insert_values(model, fields: tuple[str, ...], params: list | np.ndarray, su
         with psycopg.Cursor(connection.connection) as cursor:
             for start in range(0, len(params), ARRAY_ROWS * width):  # a bounded slice: memory stays flat
                 part = params[start : start + ARRAY_ROWS * width]
-                if isinstance(part, np.ndarray):  # integers: array literals, parsed faster than psycopg adapts ints
-                    by_column = ["{" + _json_integers(part[i::width])[1:-1] + "}" for i in range(width)]
+                if isinstance(part, np.ndarray):  # integers
+                    by_column = [_pg_integers(part[i::width]) for i in range(width)]
                 else:
                     by_column = [part[i::width] for i in range(width)]
                 cursor.execute(sql + suffix, by_column)
@@ -307,27 +312,20 @@ def _kinds(record_flags: list[dict]) -> str:
     return ",".join(sorted({flag["kind"] for flag in record_flags}))
 
 
-def _earliest_sharing(ids: np.ndarray, keys: np.ndarray, stored: dict[int, int]) -> np.ndarray:
-    """For each record (``ids``, with their band ``keys``): the earliest record that shares a band key
-    with it, whether stored before (``stored``: key -> earliest id) or one of ``ids`` with a lower id;
-    0 for none."""
-    flat, owner = keys.ravel(), np.repeat(ids, flags.BANDS)
-    order = np.lexsort((owner, flat))  # by key, then id
-    ranked, owners = flat[order], owner[order]
-    new_run = np.ones(len(ranked), dtype=bool)
-    new_run[1:] = ranked[1:] != ranked[:-1]
-    first = owners[np.maximum.accumulate(np.where(new_run, np.arange(len(ranked)), 0))]
-    none = np.iinfo(np.int64).max
-    earliest = np.where(first < owners, first, none)
+def _earliest_sharing(
+    ranked: np.ndarray, owners: np.ndarray, new_key: np.ndarray, stored: dict[int, int]
+) -> np.ndarray:
+    """For band keys sorted by key, then by their records' ids (``owners``; ``new_key`` marks where a
+    key's run begins): the earliest other record that has each key, stored before (``stored``: key ->
+    earliest id) or one of ``owners`` with a lower id; NO_RECORD for none."""
+    first = owners[np.maximum.accumulate(np.where(new_key, np.arange(len(ranked)), 0))]
+    earliest = np.where(first < owners, first, NO_RECORD)
     if stored:
         known = np.array(sorted(stored), dtype=np.int64)
         known_ids = np.array([stored[key] for key in known.tolist()], dtype=np.int64)
         at = np.minimum(np.searchsorted(known, ranked), len(known) - 1)
-        earliest = np.minimum(earliest, np.where(known[at] == ranked, known_ids[at], none))
-    unsorted = np.empty_like(earliest)
-    unsorted[order] = earliest
-    nearest = unsorted.reshape(len(ids), flags.BANDS).min(axis=1)
-    return np.where(nearest == none, 0, nearest)
+        earliest = np.minimum(earliest, np.where(known[at] == ranked, known_ids[at], NO_RECORD))
+    return earliest
 
 
 class _Store:
@@ -380,14 +378,18 @@ class _Store:
             return
         ids, keys, waiting = np.concatenate(self.ids), np.concatenate(self.keys), self.found
         self.ids, self.keys, self.found = [], [], []
-        ranked = np.sort(keys, axis=None)
-        unique = ranked[np.concatenate(([True], ranked[1:] != ranked[:-1]))]
-        nearest = _earliest_sharing(ids, keys, _band_matches(self.datanet, unique))
-        bands = np.empty((len(ids) * flags.BANDS, 3), dtype=np.int64)
-        bands[:, 0] = self.datanet.pk
-        bands[:, 1] = keys.ravel()
-        bands[:, 2] = np.repeat(ids, flags.BANDS)
-        _insert_values(RecordBand, ("datanet", "key", "record"), bands[np.argsort(bands[:, 1])].ravel())
+        # One sort serves the lookup (each key once), the matching (runs of a key) and the insert (key order).
+        flat, owner = keys.ravel(), np.repeat(ids, flags.BANDS)
+        order = np.lexsort((owner, flat))  # by key, then id
+        ranked, owners = flat[order], owner[order]
+        new_key = np.ones(len(ranked), dtype=bool)
+        new_key[1:] = ranked[1:] != ranked[:-1]
+        earliest = np.empty_like(ranked)
+        earliest[order] = _earliest_sharing(ranked, owners, new_key, _band_matches(self.datanet, ranked[new_key]))
+        nearest = earliest.reshape(len(ids), flags.BANDS).min(axis=1)
+        nearest[nearest == NO_RECORD] = 0
+        bands = np.column_stack((np.full(len(ranked), self.datanet.pk, dtype=np.int64), ranked, owners))
+        _insert_values(RecordBand, ("datanet", "key", "record"), bands.ravel())
         links = []
         for at in np.flatnonzero(nearest).tolist():
             found = [*waiting[at], NEAR_DUPLICATE]
