@@ -50,10 +50,10 @@ def per_question_loss(config: trainer.TrainConfig, adapter_dir: Path, questions:
     from peft import set_peft_model_state_dict
     from safetensors.torch import load_file
 
-    model, tokenizer = trainer.load_model(config)
+    model, tokenizer, _ = trainer.load_model(config)
     set_peft_model_state_dict(model, load_file(str(adapter_dir / "adapter_model.safetensors")))
     examples = trainer.load_examples(tokenizer, questions, config.max_seq_length)
-    return np.array([trainer.evaluate_loss(model, [e], 1, tokenizer.pad_token_id, "cpu") for e in examples])
+    return np.array([trainer.evaluate_loss(model, [e], 1, "cpu") for e in examples])
 
 
 def without(train_path: Path, contributor: str, target: Path) -> Path:

@@ -91,6 +91,16 @@ METHOD_REFERENCES = {
 }
 
 
+def manifest_evaluation(evaluation: dict) -> dict:
+    """Loss and task scores (accuracy, exact match, F1 of base and fine-tune per question set) for the manifest."""
+    task = {
+        name: {"base": result["base"], "tuned": result["tuned"]}
+        for name, result in (evaluation.get("task") or {}).items()
+    }
+    keys = ("base", "tuned", "loss_on", "train_examples", "eval_examples", "steps", "best_step")
+    return {**{k: evaluation.get(k) for k in keys}, "task": task}
+
+
 def manifest_influence(job, *, method: str | None = None, recomputed_from: int | None = None) -> dict | None:
     """The manifest's influence section from the job's stored influence, contributors as pseudonyms."""
     method, data = influence_by_method(job, method)
@@ -170,7 +180,7 @@ def adapter_publish(
         licences = sorted({d["license"] for d in datanets})
         card = render_to_string("publishing/model_card.md", {
             "name": name, "slug": slug, "version": version, "description": description, "domain": domain,
-            "base_model": base_info, "method": job.method, "config": job.config, "datanets": datanets,
+            "base_model": base_info, "method": (job.evaluation or {}).get("method") or job.method, "config": job.config, "datanets": datanets,
             "evaluation": job.evaluation, "licences": licences, "license": licences[0] if len(licences) == 1 else "other",
             "contributors": contributors, "totals": totals, "influence": influence,
             "influence_by_id": {c["id"]: c for c in (influence or {}).get("contributors", [])},
@@ -187,12 +197,12 @@ def adapter_publish(
             handles=handles,
             training={
                 "job_id": job.pk,
-                "method": job.method,
+                "method": (job.evaluation or {}).get("method") or job.method,
                 "preset": job.preset,
                 "config": job.config,
                 "code_version": code_version(),
             },  # fmt: skip
-            evaluation={k: job.evaluation.get(k) for k in ("base", "tuned")},
+            evaluation=manifest_evaluation(job.evaluation),
             influence=influence,
             timestamps={
                 "trained_at": job.finished_at.isoformat() if job.finished_at else None,

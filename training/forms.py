@@ -1,6 +1,6 @@
 from django import forms
 
-from .presets import PRESETS
+from .presets import DEFAULT, PRESETS
 
 
 class VersionsForm(forms.Form):
@@ -29,12 +29,16 @@ class BaseModelForm(forms.Form):
 
 class MethodForm(forms.Form):
     method = forms.ChoiceField(
-        choices=[("qlora", "QLoRA: 4-bit NF4 base, least memory"), ("lora", "LoRA: full-precision base")],
+        choices=[
+            ("auto", "Automatic (recommended): the faster of LoRA and QLoRA that fits the worker's memory"),
+            ("qlora", "QLoRA: 4-bit NF4 base, least memory"),
+            ("lora", "LoRA: unquantised base, faster where memory allows"),
+        ],
         widget=forms.RadioSelect,
-        initial="qlora",
+        initial="auto",
     )
     preset = forms.ChoiceField(
-        choices=[(key, value["label"]) for key, value in PRESETS.items()], widget=forms.RadioSelect, initial="quick"
+        choices=[(key, value["label"]) for key, value in PRESETS.items()], widget=forms.RadioSelect, initial=DEFAULT
     )
     lora_r = forms.IntegerField(required=False, min_value=1, max_value=256, label="Rank")
     lora_alpha = forms.IntegerField(required=False, min_value=1, max_value=512, label="Alpha")
@@ -48,7 +52,11 @@ class MethodForm(forms.Form):
     batch_size = forms.IntegerField(required=False, min_value=1, max_value=512)
     gradient_accumulation = forms.IntegerField(required=False, min_value=1, max_value=512)
     max_seq_length = forms.IntegerField(required=False, min_value=16, max_value=32768)
-    eval_fraction = forms.FloatField(required=False, min_value=0.01, max_value=0.49, label="Evaluation split")
+    eval_fraction = forms.FloatField(
+        required=False, min_value=0, max_value=0.49, label="Held-out split",
+        help_text="Share of records kept out of training to measure generalisation (default 0.05, at most 100 "
+        "records); 0 trains on every record, and recall on trained records is measured either way.",
+    )  # fmt: skip
     seed = forms.IntegerField(required=False, min_value=0)
 
     def advanced(self) -> dict:

@@ -26,12 +26,19 @@ from .attribution import influence_store
 from .models import BaseModel, FineTuneJob
 
 LOG_LINES = 50
+EVALUATION_KEYS = (
+    "base", "tuned", "task", "samples", "steps", "total_steps", "best_step", "epochs", "tokens",
+    "trainable_parameters", "train_examples", "eval_examples", "loss_on", "method", "precision",
+    "train_seconds", "wall_seconds",
+)  # fmt: skip
 WRITE_EVERY_S = 1.0
 
 
-def job_config(*, base_model: BaseModel, method: str, preset: str, overrides: dict | None = None) -> dict:
+def job_config(*, base_model: BaseModel, method: str, preset: str, overrides: dict | None = None,
+               records: int = 0) -> dict:  # fmt: skip
+    """The run's settings: the preset's, sized to a Datanet of ``records`` records, with the overrides."""
     try:
-        resolved = presets.resolve(preset, method, overrides)
+        resolved = presets.resolve(preset, method, overrides, records=records)
         config = trainer.TrainConfig.from_dict({**resolved, "base_model_path": base_model.local_path})
         config.validate()
     except (TypeError, ValueError) as error:
@@ -78,7 +85,8 @@ def job_create(*, owner, name: str, base_model: BaseModel, versions: list[Datane
             raise ApplicationError(f"You may not train on {version.datanet.name}.")
     if not (base_model.enabled and base_model.status == BaseModel.Status.READY):
         raise ApplicationError(f"{base_model.name} is not ready for training.")
-    config = job_config(base_model=base_model, method=method, preset=preset, overrides=overrides)
+    records = sum(v.record_count for v in versions)
+    config = job_config(base_model=base_model, method=method, preset=preset, overrides=overrides, records=records)
     with transaction.atomic():
         job = FineTuneJob.objects.create(
             name=name.strip() or f"{base_model.name} on {', '.join(v.datanet.name for v in versions)}",
@@ -288,19 +296,7 @@ def job_run(*, job_id: int, worker: str) -> str:
                 default_storage.save(name, File(handle))
         FineTuneJob.objects.filter(pk=job.pk).update(
             status=FineTuneJob.Status.SUCCEEDED,
-            evaluation={
-                k: result[k]
-                for k in (
-                    "base",
-                    "tuned",
-                    "samples",
-                    "steps",
-                    "tokens",
-                    "trainable_parameters",
-                    "train_examples",
-                    "eval_examples",
-                )
-            },
+            evaluation={k: result.get(k) for k in EVALUATION_KEYS},
             metrics={**metrics, "eval": result["history"]["eval"]},
             adapter_path=prefix,
             finished_at=timezone.now(),

@@ -1,22 +1,32 @@
-"""The wizard's presets: sane defaults a domain expert can launch without reading a paper."""
+"""The wizard's presets: settings a domain expert can launch without reading a paper.
+
+Measured with `bench/learning.py` (README, "Learning"): a small model holds new facts only after
+many passes at a high learning rate, so a preset sizes its run to the Datanet: enough epochs that
+the run sees about ``examples`` records in all (never fewer than ``min_epochs``, never more than
+``max_epochs``), while early stopping on the held-out loss keeps the best adapter.
+"""
+
+import math
 
 PRESETS = {
     "quick": {
-        "label": "Quick: a first look in minutes",
-        "lora_r": 8, "lora_alpha": 16, "epochs": 1.0, "learning_rate": 3e-4, "max_seq_length": 512,
-        "batch_size": 4, "gradient_accumulation": 1,
+        "label": "Quick: a first look; learns the Datanet's style, holds few of its facts",
+        "lora_r": 8, "lora_alpha": 16, "learning_rate": 1e-3, "batch_size": 8, "gradient_accumulation": 1,
+        "max_seq_length": 512, "examples": 600, "min_epochs": 1, "max_epochs": 3,
     },
-    "balanced": {
-        "label": "Balanced: a good default",
-        "lora_r": 16, "lora_alpha": 32, "epochs": 2.0, "learning_rate": 2e-4, "max_seq_length": 1024,
-        "batch_size": 4, "gradient_accumulation": 2,
+    "standard": {
+        "label": "Standard (default): learns the Datanet's facts",
+        "lora_r": 16, "lora_alpha": 32, "learning_rate": 2e-3, "batch_size": 8, "gradient_accumulation": 1,
+        "max_seq_length": 1024, "examples": 2000, "min_epochs": 2, "max_epochs": 10,
     },
     "thorough": {
-        "label": "Thorough: more capacity and passes",
-        "lora_r": 32, "lora_alpha": 64, "epochs": 3.0, "learning_rate": 1e-4, "max_seq_length": 2048,
-        "batch_size": 4, "gradient_accumulation": 4,
+        "label": "Thorough: more capacity and passes; takes about twice as long as standard",
+        "lora_r": 32, "lora_alpha": 64, "learning_rate": 2e-3, "batch_size": 8, "gradient_accumulation": 1,
+        "max_seq_length": 2048, "examples": 4000, "min_epochs": 3, "max_epochs": 20,
     },
 }  # fmt: skip
+DEFAULT = "standard"
+SIZING = ("label", "examples", "min_epochs", "max_epochs")
 
 ADVANCED_FIELDS = (
     "lora_r", "lora_alpha", "lora_dropout", "target_modules", "learning_rate", "lr_scheduler", "epochs",
@@ -24,10 +34,18 @@ ADVANCED_FIELDS = (
 )  # fmt: skip
 
 
-def resolve(preset: str, method: str, overrides: dict | None = None) -> dict:
+def epochs_for(preset: str, records: int) -> float:
+    """Passes over a Datanet of ``records`` records that make about the preset's number of examples."""
+    values = PRESETS[preset]
+    wanted = values["examples"] / max(records, 1)
+    return float(min(values["max_epochs"], max(values["min_epochs"], math.ceil(wanted))))
+
+
+def resolve(preset: str, method: str, overrides: dict | None = None, *, records: int = 0) -> dict:
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}")
-    config = {k: v for k, v in PRESETS[preset].items() if k != "label"}
+    config = {k: v for k, v in PRESETS[preset].items() if k not in SIZING}
+    config["epochs"] = epochs_for(preset, records) if records else float(PRESETS[preset]["min_epochs"])
     config["method"] = method
     for key, value in (overrides or {}).items():
         if key in ADVANCED_FIELDS and value not in (None, ""):

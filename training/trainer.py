@@ -26,10 +26,12 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from training import packing, taskeval
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-IGNORE = -100
+IGNORE = packing.IGNORE
 
 
 class Cancelled(Exception):
@@ -39,7 +41,9 @@ class Cancelled(Exception):
 @dataclass
 class TrainConfig:
     base_model_path: str
-    method: str = "qlora"  # "qlora" (4-bit NF4 base, double quantisation) or "lora"
+    # "qlora" (4-bit NF4 base, double quantisation), "lora", or "auto": the faster that fits (see pick_method)
+    method: str = "qlora"
+    precision: str = "auto"  # "auto": bf16 where the device computes it fast, else fp32; or "bf16", "fp32"
     lora_r: int = 8
     lora_alpha: int = 16
     lora_dropout: float = 0.05
@@ -51,12 +55,15 @@ class TrainConfig:
     batch_size: int = 4
     gradient_accumulation: int = 1
     max_seq_length: int = 512
-    eval_fraction: float = 0.1
+    eval_fraction: float = 0.05  # held out for generalisation (at most max_eval_records); 0: train on all
+    max_eval_records: int = 100
     seed: int = 42
     checkpoint_every: int = 20
-    eval_every: int = 0  # 0: only at the end of the run
+    eval_every: int = 0  # held-out loss every N steps; 0: once an epoch
+    early_stopping_patience: int = 3  # stop after N held-out evaluations without a better loss; 0: never
     max_steps: int = 0  # 0: as many as the epochs need
-    eval_prompts: int = 5
+    eval_prompts: int = 5  # answers shown side by side (base and fine-tune) per evaluation set
+    task_eval_examples: int = 40  # questions answered and scored per set (held-out, trained); 0: none
     max_new_tokens: int = 64
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
@@ -74,8 +81,10 @@ class TrainConfig:
 
     def validate(self) -> None:
         problems = []
-        if self.method not in ("qlora", "lora"):
-            problems.append("method must be qlora or lora")
+        if self.method not in ("qlora", "lora", "auto"):
+            problems.append("method must be qlora, lora or auto")
+        if self.precision not in ("auto", "bf16", "fp32"):
+            problems.append("precision must be auto, bf16 or fp32")
         if self.lora_r < 1 or self.lora_alpha < 1:
             problems.append("rank and alpha must be at least 1")
         if not 0 <= self.lora_dropout < 1:
@@ -90,8 +99,10 @@ class TrainConfig:
             problems.append("train for some epochs or steps")
         if not 16 <= self.max_seq_length <= 32768:
             problems.append("max sequence length must be between 16 and 32768")
-        if not 0 < self.eval_fraction < 0.5:
+        if not 0 <= self.eval_fraction < 0.5:
             problems.append("evaluation split must be between 0 and 0.5")
+        if self.task_eval_examples < 0 or self.early_stopping_patience < 0:
+            problems.append("task evaluation size and early-stopping patience cannot be negative")
         if set(self.influence_methods) - {"datainf", "tracin"}:
             problems.append("influence methods are datainf and tracin")
         if problems:
@@ -185,10 +196,12 @@ def encode(tokenizer, content: dict, max_len: int) -> Example | None:
     return Example(ids, labels, messages[:last_answer], messages[last_answer]["content"])
 
 
-def split(examples: list, fraction: float, seed: int) -> tuple[list, list]:
+def split(examples: list, fraction: float, seed: int, at_most: int = 100) -> tuple[list, list]:
+    """A seeded held-out split of ``fraction`` of the examples (at least 1, at most ``at_most``); none
+    when the fraction is 0."""
     order = list(range(len(examples)))
     random.Random(seed).shuffle(order)
-    n_eval = max(1, round(len(examples) * fraction)) if len(examples) > 1 else 0
+    n_eval = min(at_most, max(1, round(len(examples) * fraction))) if fraction > 0 and len(examples) > 1 else 0
     held = {i for i in order[:n_eval]}
     return [e for i, e in enumerate(examples) if i not in held], [examples[i] for i in sorted(held)]
 
@@ -232,18 +245,52 @@ def device_name() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def fast_bf16(config: TrainConfig, device: str) -> bool:
+    """Whether to compute in bf16: asked for, or "auto" on a device with native bf16 (a CUDA GPU that
+    supports it; a CPU with AVX512-BF16 or AMX, where bf16 matmuls run 2-3x fp32's rate)."""
+    import torch
+
+    if config.precision != "auto":
+        return config.precision == "bf16"
+    if device == "cuda":
+        return torch.cuda.is_bf16_supported()
+    try:
+        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def pick_method(config: TrainConfig, device: str, bf16: bool) -> str:
+    """ "auto": LoRA on an unquantised base when its weights fit three times over in free memory (faster
+    per step: no 4-bit dequantisation), QLoRA otherwise."""
+    if config.method != "auto":
+        return config.method
+    import torch
+
+    stored = sum(f.stat().st_size for f in Path(config.base_model_path).glob("*.safetensors"))
+    weights = stored // 2 if bf16 else stored  # stored as fp32 (bundled) or smaller; bf16 halves fp32
+    if device == "cuda":
+        free = torch.cuda.mem_get_info()[0]
+    else:
+        free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    return "lora" if weights * 3 < free else "qlora"
+
+
 def load_model(config: TrainConfig):
+    """The peft model, its tokenizer, and how it computes: {"method", "bf16"}."""
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
 
     device = device_name()
+    bf16 = fast_bf16(config, device)
+    method = pick_method(config, device, bf16)
     tokenizer = AutoTokenizer.from_pretrained(config.base_model_path, trust_remote_code=False)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    compute_dtype = torch.bfloat16 if device == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
+    compute_dtype = torch.bfloat16 if bf16 else torch.float32
     kwargs = {"trust_remote_code": False, "use_safetensors": True, "dtype": compute_dtype}
-    if config.method == "qlora":
+    if method == "qlora":
         kwargs["quantization_config"] = BitsAndBytesConfig(
             load_in_4bit=True,
             bnb_4bit_quant_type="nf4",
@@ -252,7 +299,7 @@ def load_model(config: TrainConfig):
         )
         kwargs["device_map"] = {"": 0} if device == "cuda" else {"": "cpu"}
     model = AutoModelForCausalLM.from_pretrained(config.base_model_path, **kwargs)
-    if config.method == "lora":
+    if method == "lora":
         model.to(device)
     model.config.use_cache = False
     lora = LoraConfig(
@@ -266,7 +313,13 @@ def load_model(config: TrainConfig):
     for parameter in model.parameters():
         if parameter.requires_grad:
             parameter.data = parameter.data.float()  # adapters train in fp32 whatever the base dtype
-    return model, tokenizer
+    return model, tokenizer, {"method": method, "bf16": bf16}
+
+
+def autocast(device: str, bf16: bool):
+    import torch
+
+    return torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=bf16)
 
 
 # Training ------------------------------------------------------------------------------------
@@ -295,21 +348,22 @@ def _set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_checkpoint(model, optimizer, scheduler, position: dict, history: dict, directory: Path) -> None:
+def save_checkpoint(run: Run, directory: Path) -> None:
     """Written beside the old one and renamed over it: a kill at any moment leaves one whole checkpoint."""
     import torch
 
     staging = directory.with_name(directory.name + ".tmp")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
-    model.save_pretrained(staging / "adapter")
+    run.model.save_pretrained(staging / "adapter")
     torch.save(
         {
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
+            "optimizer": run.optimizer.state_dict(),
+            "scheduler": run.scheduler.state_dict(),
             "rng": _rng_state(),
-            "position": position,
-            "history": history,
+            "position": run.position,
+            "history": run.history,
+            "best_state": run.best_state,
         },
         staging / "state.pt",
     )
@@ -321,7 +375,7 @@ def save_checkpoint(model, optimizer, scheduler, position: dict, history: dict, 
     shutil.rmtree(old, ignore_errors=True)
 
 
-def load_checkpoint(model, optimizer, scheduler, directory: Path) -> tuple[dict, dict]:
+def load_checkpoint(model, optimizer, scheduler, directory: Path) -> tuple[dict, dict, dict | None]:
     import torch
     from peft import set_peft_model_state_dict
     from safetensors.torch import load_file
@@ -332,43 +386,35 @@ def load_checkpoint(model, optimizer, scheduler, directory: Path) -> tuple[dict,
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     _set_rng_state(state["rng"])
-    return state["position"], state["history"]
+    return state["position"], state["history"], state.get("best_state")
 
 
-def evaluate_loss(model, examples: list[Example], batch_size: int, pad_id: int, device: str) -> float:
-    """Mean loss per response token over the held-out examples."""
+def evaluate_loss(model, examples: list[Example], batch_size: int, device: str, bf16: bool = False) -> float:
+    """Mean loss per response token over ``examples``."""
     import torch
 
+    was_training = model.training
     model.eval()
     total, count = 0.0, 0
-    with torch.no_grad():
+    with torch.no_grad(), autocast(device, bf16):
         for start in range(0, len(examples), batch_size):
-            batch = collate(examples[start : start + batch_size], pad_id)
-            batch = {k: v.to(device) for k, v in batch.items()}
-            # num_items_in_batch=1 makes the model's own loss a sum over response tokens.
-            loss = model(**batch, num_items_in_batch=torch.tensor(1, device=device)).loss
-            total += loss.item()
-            count += int((batch["labels"][:, 1:] != IGNORE).sum())
-    model.train()
+            chunk = examples[start : start + batch_size]
+            total += packing.summed_loss(model, packing.pack(chunk), device).item()
+            count += packing.target_count(chunk)
+    model.train(was_training)
     return total / max(count, 1)
 
 
-def generate_answer(model, tokenizer, messages: list[dict], max_new_tokens: int, device: str) -> str:
-    import torch
-
-    ids = template_ids(tokenizer, messages, generation_prompt=True)
-    input_ids = torch.tensor([ids], device=device)
-    model.eval()
-    with torch.no_grad():
-        out = model.generate(
-            input_ids=input_ids,
-            attention_mask=torch.ones_like(input_ids),
-            max_new_tokens=max_new_tokens,
-            do_sample=False,
-            pad_token_id=tokenizer.pad_token_id,
-        )
-    model.train()
-    return tokenizer.decode(out[0][len(ids) :], skip_special_tokens=True).strip()
+def questions_from(tokenizer, examples: list[Example], n: int, seed: int) -> list[dict]:
+    """A fixed, seeded sample of ``n`` examples as questions: the prompt's ids and the reference answer."""
+    chosen = [e for e in examples if e.prompt]
+    chosen = sorted(random.Random(seed).sample(range(len(chosen)), min(n, len(chosen))))
+    picked = [e for i, e in enumerate(e for e in examples if e.prompt) if i in set(chosen)]
+    return [
+        {"prompt_ids": template_ids(tokenizer, e.prompt, generation_prompt=True),
+         "question": e.prompt[-1]["content"], "reference": e.reference}
+        for e in picked
+    ]  # fmt: skip
 
 
 def datasets(tokenizer, config: TrainConfig, data_path, eval_path=None) -> tuple[list[Example], list[Example]]:
@@ -379,28 +425,31 @@ def datasets(tokenizer, config: TrainConfig, data_path, eval_path=None) -> tuple
         if not examples or not held_out:
             raise ValueError("no usable training or held-out records")
         return examples, held_out
-    if len(examples) < 2:
+    if len(examples) < (2 if config.eval_fraction else 1):
         raise ValueError("fewer than 2 usable records: nothing to train and evaluate on")
-    return split(examples, config.eval_fraction, config.seed)
+    return split(examples, config.eval_fraction, config.seed, config.max_eval_records)
 
 
-def attribute(model, config: TrainConfig, train_set: list[Example], eval_set: list[Example], pad_id: int,
-              device: str, output_dir: Path, report: ProgressFn) -> dict:  # fmt: skip
-    """Influence of each training record on the held-out loss; writes influence.json (and the per-question
-    scores as influence.npz) and returns the summary the job keeps."""
+def attribute(run: Run, output_dir: Path, report: ProgressFn) -> dict:
+    """Influence of each training record on the held-out loss (on the trained sample's, with no held-out
+    split); writes influence.json (and the per-question scores as influence.npz) and returns the summary
+    the job keeps."""
     import numpy as np
 
     from attribution import influence
 
-    total = len(train_set) + len(eval_set)
+    config, train_set = run.config, run.train_set
+    questions = run.eval_set or [run.train_set[i] for i in range(min(len(train_set), 40))]
+    total = len(train_set) + len(questions)
     report({"event": "attributing", "done": 0, "total": total})
+    # No autocast: per-example gradients are taken in the adapter's fp32.
     result = influence.compute(
-        model,
+        run.model,
         train_set,
-        eval_set,
+        questions,
         [str(e.source.get("contributor", "unknown")) for e in train_set],
-        pad_id=pad_id,
-        device=device,
+        pad_id=run.tokenizer.pad_token_id,
+        device=run.device,
         learning_rate=config.learning_rate,
         config=influence.InfluenceConfig(
             methods=tuple(config.influence_methods),
@@ -438,11 +487,191 @@ def attribute_saved(config: TrainConfig, data_path: Path | str, adapter_dir: Pat
         raise ValueError("name at least one influence method")
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    model, tokenizer = load_model(config)
+    model, tokenizer, compute = load_model(config)
     set_peft_model_state_dict(model, load_file(str(Path(adapter_dir) / "adapter_model.safetensors")))
     train_set, eval_set = datasets(tokenizer, config, data_path, eval_path)
-    report = progress or (lambda event: None)
-    return attribute(model, config, train_set, eval_set, tokenizer.pad_token_id, device_name(), output_dir, report)
+    run = Run(config, model, tokenizer, device_name(), compute, train_set, eval_set, None, None, 0, {}, {})
+    return attribute(run, output_dir, progress or (lambda event: None))
+
+
+@dataclass
+class Run:
+    """What a training run holds between its phases."""
+
+    config: TrainConfig
+    model: object
+    tokenizer: object
+    device: str
+    compute: dict  # {"method", "bf16"}
+    train_set: list[Example]
+    eval_set: list[Example]
+    optimizer: object
+    scheduler: object
+    total_steps: int
+    position: dict
+    history: dict
+    best_state: dict | None = None  # the adapter weights at the best held-out loss so far
+
+
+def setup(config: TrainConfig, data_path, eval_path, checkpoint_dir: Path, log: Callable[[str], None]) -> Run:
+    """Load the model and data, build the optimiser and schedule, and resume from a checkpoint if any."""
+    import torch
+    from transformers import get_scheduler
+
+    random.seed(config.seed)
+    torch.manual_seed(config.seed)
+    device = device_name()
+    model, tokenizer, compute = load_model(config)
+    precision = "bf16" if compute["bf16"] else "fp32"
+    log(f"Loaded {Path(config.base_model_path).name} for {compute['method'].upper()} on {device} ({precision})")
+    train_set, eval_set = datasets(tokenizer, config, data_path, eval_path)
+    steps_per_epoch = max(1, math.ceil(len(train_set) / config.batch_size) // config.gradient_accumulation)
+    total_steps = config.max_steps or max(1, math.ceil(steps_per_epoch * config.epochs))
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    log(f"{len(train_set)} training and {len(eval_set)} held-out examples; {total_steps} steps; "
+        f"{sum(p.numel() for p in trainable):,} trainable parameters")  # fmt: skip
+    optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate, weight_decay=config.weight_decay)
+    scheduler = get_scheduler(
+        config.lr_scheduler if config.lr_scheduler != "constant" else "constant_with_warmup",
+        optimizer,
+        num_warmup_steps=int(total_steps * config.warmup_ratio),
+        num_training_steps=total_steps,
+    )
+    run = Run(config, model, tokenizer, device, compute, train_set, eval_set, optimizer, scheduler, total_steps,
+              {"step": 0, "epoch": 0, "batch": 0, "tokens": 0}, {"train": [], "eval": [], "best": None})  # fmt: skip
+    if (checkpoint_dir / "state.pt").exists():
+        run.position, run.history, run.best_state = load_checkpoint(model, optimizer, scheduler, checkpoint_dir)
+        run.history.setdefault("best", None)
+        log(f"Resumed from the checkpoint at step {run.position['step']} of {total_steps}")
+    return run
+
+
+def adapter_state(model) -> dict:
+    return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def restore_adapter(model, state: dict) -> None:
+    import torch
+
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if name in state:
+                parameter.copy_(state[name])
+
+
+def held_out_check(run: Run, report: ProgressFn) -> bool:
+    """Measure the held-out loss, keep the adapter if it is the best so far; True when the run should stop
+    early (no better loss for ``early_stopping_patience`` checks)."""
+    config, history = run.config, run.history
+    loss = evaluate_loss(run.model, run.eval_set, config.batch_size * 2, run.device, run.compute["bf16"])
+    step = run.position["step"]
+    history["eval"].append({"step": step, "loss": round(loss, 5)})
+    report({"event": "eval", "step": step, "loss": loss})
+    best = history["best"]
+    if best is None or loss < best["loss"]:
+        history["best"] = {"step": step, "loss": round(loss, 5)}
+        run.best_state = adapter_state(run.model)
+        return False
+    checks_since = sum(1 for point in history["eval"] if point["step"] > best["step"])
+    return bool(config.early_stopping_patience) and checks_since >= config.early_stopping_patience
+
+
+def train_steps(run: Run, checkpoint_dir: Path, report: ProgressFn, stop: Callable[[], bool]) -> None:
+    """Optimiser steps until the step budget is spent or the held-out loss stops improving."""
+    import torch
+
+    config, position, model = run.config, run.position, run.model
+    parameters = [p for p in model.parameters() if p.requires_grad]
+    lengths = [len(e.input_ids) for e in run.train_set]
+    model.train()
+    started = time.monotonic()
+    tokens_at_start, step_at_start = position["tokens"], position["step"]
+    while position["step"] < run.total_steps:
+        batches = epoch_batches(lengths, config.batch_size, config.seed, position["epoch"])
+        while position["batch"] < len(batches) and position["step"] < run.total_steps:
+            if stop():
+                raise Cancelled
+            group = batches[position["batch"] : position["batch"] + config.gradient_accumulation]
+            chunks = [[run.train_set[i] for i in batch] for batch in group]
+            denominator = max(sum(packing.target_count(chunk) for chunk in chunks), 1)
+            step_loss = 0.0
+            for chunk in chunks:
+                # Every response token weighs the same, whatever batch of the step it fell in.
+                with autocast(run.device, run.compute["bf16"]):
+                    loss = packing.summed_loss(model, packing.pack(chunk), run.device) / denominator
+                loss.backward()
+                step_loss += loss.item()
+            torch.nn.utils.clip_grad_norm_(parameters, config.max_grad_norm)
+            run.optimizer.step()
+            run.scheduler.step()
+            run.optimizer.zero_grad(set_to_none=True)
+            position["batch"] += len(group)
+            position["step"] += 1
+            position["tokens"] += sum(len(e.input_ids) for chunk in chunks for e in chunk)
+            elapsed = time.monotonic() - started
+            done = position["step"] - step_at_start
+            point = {
+                "step": position["step"],
+                "loss": round(step_loss, 5),
+                "lr": run.scheduler.get_last_lr()[0],
+                "tokens_per_s": round((position["tokens"] - tokens_at_start) / elapsed, 1) if elapsed else 0.0,
+            }
+            run.history["train"].append(point)
+            remaining = round(elapsed / done * (run.total_steps - position["step"]), 1)
+            report({"event": "step", **point, "total_steps": run.total_steps, "epoch": position["epoch"],
+                    "elapsed_s": round(elapsed, 1), "remaining_s": remaining})  # fmt: skip
+            epoch_end = position["batch"] >= len(batches)
+            due = position["step"] % config.eval_every == 0 if config.eval_every else epoch_end
+            if run.eval_set and due and held_out_check(run, report):
+                best = run.history["best"]
+                report({"event": "log", "message": f"Held-out loss has not improved on step {best['step']}'s "
+                        f"{best['loss']:.3f} for {config.early_stopping_patience} checks: stopping early"})  # fmt: skip
+                return
+            if position["step"] % config.checkpoint_every == 0 and position["step"] < run.total_steps:
+                save_checkpoint(run, checkpoint_dir)
+                report({"event": "checkpoint", "step": position["step"]})
+        if position["batch"] >= len(batches):
+            position["epoch"] += 1
+            position["batch"] = 0
+
+
+def task_evaluation(run: Run, probes: dict[str, list[dict]], stop: Callable[[], bool]) -> dict:
+    """Greedy answers of the base model and the fine-tune, scored: on a sample of the held-out records,
+    a fixed sample of the trained records (recall), and any named probe sets."""
+    config = run.config
+    sets = {
+        "held_out": questions_from(run.tokenizer, run.eval_set, config.task_eval_examples, config.seed),
+        "trained": questions_from(run.tokenizer, run.train_set, config.task_eval_examples, config.seed),
+        **probes,
+    }
+    out = {}
+    for name, questions in sets.items():
+        if not questions or not config.task_eval_examples:
+            continue
+        if stop():
+            raise Cancelled
+        longest = max(len(run.tokenizer(q["reference"])["input_ids"]) for q in questions)
+        new_tokens = min(config.max_new_tokens, longest + 8)
+        with autocast(run.device, run.compute["bf16"]):
+            tuned = taskeval.answer_and_score(run.model, run.tokenizer, questions, new_tokens, run.device)
+            with run.model.disable_adapter():
+                base = taskeval.answer_and_score(run.model, run.tokenizer, questions, new_tokens, run.device)
+        examples = [
+            {"question": t["question"], "reference": t["reference"], "base": b["answer"], "tuned": t["answer"],
+             "base_correct": b["contains"], "tuned_correct": t["contains"], "base_f1": b["f1"], "tuned_f1": t["f1"]}
+            for t, b in zip(tuned, base, strict=False)
+        ]  # fmt: skip
+        out[name] = {"base": taskeval.summarise(base), "tuned": taskeval.summarise(tuned), "examples": examples}
+    return out
+
+
+def probe_questions(tokenizer, paths: dict[str, Path | str] | None, config: TrainConfig) -> dict[str, list[dict]]:
+    """Named extra question sets (JSONL records, like the training data) to score base and fine-tune on."""
+    out = {}
+    for name, path in (paths or {}).items():
+        examples = load_examples(tokenizer, path, config.max_seq_length)
+        out[name] = questions_from(tokenizer, examples, len(examples), config.seed)
+    return out
 
 
 def train(
@@ -452,158 +681,99 @@ def train(
     progress: ProgressFn | None = None,
     should_stop: Callable[[], bool] | None = None,
     eval_path: Path | str | None = None,
+    probes: dict[str, Path | str] | None = None,
 ) -> dict:
     """Train, evaluate, attribute and save the adapter; return the metrics. Resumes from OUTPUT/checkpoint.
-    ``eval_path``: held-out records to evaluate and attribute on, instead of a split of the data."""
-    import torch
-    from transformers import get_scheduler
-
+    ``eval_path``: held-out records to evaluate and attribute on, instead of a split of the data;
+    ``probes``: named question files (JSONL records) whose answers are scored too."""
+    started = time.monotonic()
     config.validate()
     report = progress or (lambda event: None)
     stop = should_stop or (lambda: False)
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     checkpoint_dir = output_dir / "checkpoint"
-    device = device_name()
 
     def log(message: str) -> None:
         report({"event": "log", "message": message})
 
-    random.seed(config.seed)
-    torch.manual_seed(config.seed)
-    log(f"Loading {Path(config.base_model_path).name} ({config.method.upper()}) on {device}")
-    model, tokenizer = load_model(config)
-    pad_id = tokenizer.pad_token_id
-
-    train_set, eval_set = datasets(tokenizer, config, data_path, eval_path)
-    lengths = [len(e.input_ids) for e in train_set]
-    batches_per_epoch = math.ceil(len(train_set) / config.batch_size)
-    steps_per_epoch = max(1, batches_per_epoch // config.gradient_accumulation)
-    total_steps = config.max_steps or max(1, math.ceil(steps_per_epoch * config.epochs))
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    log(f"{len(train_set)} training and {len(eval_set)} held-out examples; {total_steps} steps; "
-        f"{trainable:,} trainable parameters")  # fmt: skip
-
-    parameters = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(parameters, lr=config.learning_rate, weight_decay=config.weight_decay)
-    scheduler = get_scheduler(
-        config.lr_scheduler if config.lr_scheduler != "constant" else "constant_with_warmup",
-        optimizer,
-        num_warmup_steps=int(total_steps * config.warmup_ratio),
-        num_training_steps=total_steps,
-    )
-    position = {"step": 0, "epoch": 0, "batch": 0, "tokens": 0}
-    history: dict = {"train": [], "eval": []}
-    if (checkpoint_dir / "state.pt").exists():
-        position, history = load_checkpoint(model, optimizer, scheduler, checkpoint_dir)
-        log(f"Resumed from checkpoint at step {position['step']} of {total_steps}")
-        report({"event": "resumed", "step": position["step"]})
-
-    model.train()
-    started = time.monotonic()
-    tokens_at_start, step_at_start = position["tokens"], position["step"]
-    while position["step"] < total_steps:
-        batches = epoch_batches(lengths, config.batch_size, config.seed, position["epoch"])
-        while position["batch"] < len(batches) and position["step"] < total_steps:
-            if stop():
-                raise Cancelled
-            step_loss, step_tokens = 0.0, 0
-            group = batches[position["batch"] : position["batch"] + config.gradient_accumulation]
-            counts = [sum(1 for label in train_set[i].labels[1:] if label != IGNORE) for b in group for i in b]
-            denominator = max(sum(counts), 1)
-            for batch_ids in group:
-                batch = collate([train_set[i] for i in batch_ids], pad_id)
-                batch = {k: v.to(device) for k, v in batch.items()}
-                # The model's own loss shifts the labels instead of copying the logits (less memory);
-                # num_items_in_batch makes it the sum over response tokens divided by the whole step's
-                # count, so every token weighs the same whatever batch it fell in.
-                loss = model(**batch, num_items_in_batch=torch.tensor(denominator, device=device)).loss
-                loss.backward()
-                step_loss += loss.item()
-                step_tokens += int(batch["attention_mask"].sum())
-            torch.nn.utils.clip_grad_norm_(parameters, config.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            position["batch"] += len(group)
-            position["step"] += 1
-            position["tokens"] += step_tokens
-            elapsed = time.monotonic() - started
-            done = position["step"] - step_at_start
-            rate = (position["tokens"] - tokens_at_start) / elapsed if elapsed else 0.0
-            point = {
-                "step": position["step"],
-                "loss": round(step_loss, 5),
-                "lr": scheduler.get_last_lr()[0],
-                "tokens_per_s": round(rate, 1),
-            }
-            history["train"].append(point)
-            report(
-                {
-                    "event": "step",
-                    **point,
-                    "total_steps": total_steps,
-                    "epoch": position["epoch"],
-                    "elapsed_s": round(elapsed, 1),
-                    "remaining_s": round(elapsed / done * (total_steps - position["step"]), 1) if done else None,
-                }
-            )
-            if config.eval_every and position["step"] % config.eval_every == 0 and position["step"] < total_steps:
-                eval_loss = evaluate_loss(model, eval_set, config.batch_size, pad_id, device)
-                history["eval"].append({"step": position["step"], "loss": round(eval_loss, 5)})
-                report({"event": "eval", "step": position["step"], "loss": eval_loss})
-            if position["step"] % config.checkpoint_every == 0 and position["step"] < total_steps:
-                save_checkpoint(model, optimizer, scheduler, position, history, checkpoint_dir)
-                report({"event": "checkpoint", "step": position["step"]})
-        if position["batch"] >= len(batches):
-            position["epoch"] += 1
-            position["batch"] = 0
+    report({"event": "loading"})
+    run = setup(config, data_path, eval_path, checkpoint_dir, log)
+    if run.position["step"]:
+        report({"event": "resumed", "step": run.position["step"]})
+    train_seconds = time.monotonic()
+    train_steps(run, checkpoint_dir, report, stop)
+    train_seconds = time.monotonic() - train_seconds
+    best = run.history["best"]
+    if best and run.best_state is not None and best["step"] != run.position["step"]:
+        restore_adapter(run.model, run.best_state)
+        log(f"Keeping the adapter of step {best['step']}, whose held-out loss {best['loss']:.3f} was the best")
 
     report({"event": "evaluating"})
-    log("Evaluating the base model and the fine-tune on the held-out split")
-    tuned_loss = evaluate_loss(model, eval_set, config.batch_size, pad_id, device)
-    with model.disable_adapter():
-        base_loss = evaluate_loss(model, eval_set, config.batch_size, pad_id, device)
-    history["eval"].append({"step": position["step"], "loss": round(tuned_loss, 5)})
-    samples = []
-    for example in [e for e in eval_set if e.prompt][: config.eval_prompts]:
-        if stop():
-            raise Cancelled
-        tuned = generate_answer(model, tokenizer, example.prompt, config.max_new_tokens, device)
-        with model.disable_adapter():
-            base = generate_answer(model, tokenizer, example.prompt, config.max_new_tokens, device)
-        samples.append(
-            {"prompt": example.prompt[-1]["content"], "reference": example.reference, "base": base, "tuned": tuned}
-        )
-
+    log("Evaluating the base model and the fine-tune: held-out loss and answers to questions")
+    metrics = evaluate(run, probe_questions(run.tokenizer, probes, config), stop)
     attribution = None
     if config.influence_methods:
         log(f"Measuring each record's influence on the held-out loss ({', '.join(config.influence_methods)})")
-        attribution = attribute(model, config, train_set, eval_set, pad_id, device, output_dir, report)
+        attribution = attribute(run, output_dir, report)
         if stop():
             raise Cancelled
-
     adapter_dir = output_dir / "adapter"
     shutil.rmtree(adapter_dir, ignore_errors=True)
-    model.save_pretrained(adapter_dir)
-    metrics = {
-        "steps": position["step"],
-        "train_examples": len(train_set),
-        "eval_examples": len(eval_set),
-        "trainable_parameters": trainable,
-        "tokens": position["tokens"],
-        "base": {"eval_loss": base_loss, "perplexity": math.exp(min(base_loss, 50))},
-        "tuned": {"eval_loss": tuned_loss, "perplexity": math.exp(min(tuned_loss, 50))},
-        "samples": samples,
-        "history": history,
-        "device": device,
-        "influence": attribution,
-    }
-    (output_dir / "config.json").write_text(json.dumps(asdict(config), indent=2))
+    run.model.save_pretrained(adapter_dir)
+    metrics.update(
+        steps=run.position["step"],
+        epochs=round(run.position["step"] / max(1, run.total_steps) * config.epochs, 3)
+        if not config.max_steps
+        else None,
+        total_steps=run.total_steps,
+        best_step=best["step"] if best else run.position["step"],
+        train_seconds=round(train_seconds, 1),
+        wall_seconds=round(time.monotonic() - started, 1),
+        influence=attribution,
+    )
+    (output_dir / "config.json").write_text(json.dumps({**asdict(config), "resolved": run.compute}, indent=2))
     (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     shutil.rmtree(checkpoint_dir, ignore_errors=True)
-    log(f"Done: held-out loss {base_loss:.3f} (base) -> {tuned_loss:.3f} (fine-tune)")
+    log(_summary_line(metrics))
     return metrics
+
+
+def evaluate(run: Run, probes: dict[str, list[dict]], stop: Callable[[], bool]) -> dict:
+    """Held-out loss and perplexity (or the trained sample's, with no held-out split) and the task scores."""
+    losses = run.eval_set or run.train_set[: max(run.config.task_eval_examples, 40)]
+    bf16, size = run.compute["bf16"], run.config.batch_size * 2
+    tuned_loss = evaluate_loss(run.model, losses, size, run.device, bf16)
+    with run.model.disable_adapter():
+        base_loss = evaluate_loss(run.model, losses, size, run.device, bf16)
+    task = task_evaluation(run, probes, stop)
+    samples = []
+    for name in ("held_out", "trained"):
+        samples += [{"set": name, "prompt": e["question"], **e} for e in task.get(name, {}).get("examples", [])[
+            : run.config.eval_prompts]]  # fmt: skip
+    return {
+        "method": run.compute["method"],
+        "precision": "bf16" if run.compute["bf16"] else "fp32",
+        "train_examples": len(run.train_set),
+        "eval_examples": len(run.eval_set),
+        "loss_on": "held_out" if run.eval_set else "trained",
+        "trainable_parameters": sum(p.numel() for p in run.model.parameters() if p.requires_grad),
+        "tokens": run.position["tokens"],
+        "base": {"eval_loss": base_loss, "perplexity": math.exp(min(base_loss, 50))},
+        "tuned": {"eval_loss": tuned_loss, "perplexity": math.exp(min(tuned_loss, 50))},
+        "task": task,
+        "samples": samples,
+        "history": run.history,
+        "device": run.device,
+    }
+
+
+def _summary_line(metrics: dict) -> str:
+    line = f"Done: held-out loss {metrics['base']['eval_loss']:.3f} (base) -> {metrics['tuned']['eval_loss']:.3f}"
+    for name, result in metrics["task"].items():
+        base, tuned = result["base"], result["tuned"]
+        line += f"; {name} questions answered {base['accuracy']:.0%} (base) -> {tuned['accuracy']:.0%}"
+    return line
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,7 +14,7 @@ from datanets.models import DatanetVersion
 from modelfactory.exceptions import ApplicationError
 from publishing.services import contributor_labels
 
-from . import charts, jobs, policy, workers
+from . import charts, jobs, policy, presets, workers
 from .attribution import influence_by_method
 from .forms import BaseModelForm, LaunchForm, MethodForm, VersionsForm
 from .models import BaseModel, FineTuneJob
@@ -64,8 +64,8 @@ def wizard(request, step=1):
         form = BaseModelForm(request.POST or None, queryset=models_qs, initial={"base_model": state.get("base_model")})
     elif step == 3:
         initial = {
-            "method": state.get("method", "qlora"),
-            "preset": state.get("preset", "quick"),
+            "method": state.get("method", "auto"),
+            "preset": state.get("preset", presets.DEFAULT),
             **state.get("advanced", {}),
         }
         if isinstance(initial.get("target_modules"), list):
@@ -127,10 +127,10 @@ def _review(user, state, versions_qs, models_qs) -> dict:
     versions = list(versions_qs.filter(pk__in=state["versions"]))
     if base_model is None or not versions:
         return {"review_error": "Some of your choices are no longer available; go back and choose again."}
+    records = sum(v.record_count for v in versions)
     try:
-        config = jobs.job_config(
-            base_model=base_model, method=state["method"], preset=state["preset"], overrides=state.get("advanced")
-        )
+        config = jobs.job_config(base_model=base_model, method=state["method"], preset=state["preset"],
+                                 overrides=state.get("advanced"), records=records)  # fmt: skip
     except ApplicationError as error:
         return {"review_error": error.message}
     online = workers.online_gpu_workers()

@@ -1,0 +1,139 @@
+"""Benchmark: does a fine-tune learn what its Datanet teaches? Per preset, on a generated Datanet of
+invented facts, through the same trainer a job runs (held-out split, task evaluation, attribution):
+accuracy of the base model and of the fine-tune on trained questions and on the same questions
+worded in ways never trained, steps, wall time, tokens/s and peak RSS.
+
+    .venv/bin/python bench/learning.py                        # every preset, the bundled model
+    .venv/bin/python bench/learning.py --preset auto --set learning_rate=2e-3 --set epochs=8
+
+Each run is its own process, so its peak RSS is its own. The Datanet: 4 contributors, each teaching
+60 facts of its own kind (made-up things in a made-up realm, `attribution/synthetic.py`); 40 of the
+trained facts (10 a kind) are asked as trained and reworded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def write_data(directory: Path, kinds: int, facts: int, asked: int, eval_fraction: float, seed: int) -> dict:
+    """The Datanet export and the two probe sets: questions on trained facts, as trained and reworded."""
+    from attribution import synthetic
+    from training import trainer
+
+    tasks = synthetic.make_tasks(kinds, facts, seed=seed)
+    train_path, _, _ = synthetic.write_datanet(tasks, directory, questions_per_task=0)
+    lines = [json.loads(line) for line in train_path.read_text().splitlines()]
+    # The records the job will hold out (the trainer's own split), so that no probe asks about them.
+    _, held = trainer.split(list(range(len(lines))), eval_fraction, trainer.TrainConfig.seed)
+    held_hashes = {lines[i]["content_hash"] for i in held}
+    trained, reworded = [], []
+    for index, task in enumerate(tasks):
+        kept = [(n, f) for n, f in enumerate(task.facts) if f"{index}-{n}" not in held_hashes][:asked]
+        trained += [task.record(*fact) for _, fact in kept]
+        reworded += [task.question(*fact) for _, fact in kept]
+    paths = {"data": train_path, "trained": directory / "trained.jsonl", "reworded": directory / "reworded.jsonl"}
+    paths["trained"].write_text("".join(json.dumps(r) + "\n" for r in trained))
+    paths["reworded"].write_text("".join(json.dumps(r) + "\n" for r in reworded))
+    return paths
+
+
+def show(event: dict) -> None:
+    """Progress on stderr: every 20th step, held-out checks and log lines."""
+    kind = event["event"]
+    if kind == "step" and (event["step"] % 20 == 0 or event["step"] == event["total_steps"]):
+        print(f"  step {event['step']}/{event['total_steps']} loss {event['loss']:.3f} "
+              f"{event['tokens_per_s']:.0f} tok/s {event['elapsed_s']:.0f} s", file=sys.stderr, flush=True)  # fmt: skip
+    elif kind == "eval":
+        print(f"  step {event['step']}: held-out loss {event['loss']:.3f}", file=sys.stderr, flush=True)
+    elif kind == "log":
+        print(f"  {event['message']}", file=sys.stderr, flush=True)
+
+
+def run_one(args) -> dict:
+    """One training run in this process (called in a child process)."""
+    from training import presets, trainer
+
+    preset = args.preset[0]
+    settings = presets.resolve(preset, args.method, json.loads(args.overrides), records=args.records)
+    config = trainer.TrainConfig.from_dict({**settings, "base_model_path": args.model})
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = write_data(Path(tmp), args.kinds, args.facts, args.asked, config.eval_fraction, args.seed)
+        started = time.monotonic()
+        metrics = trainer.train(config, paths["data"], Path(tmp) / "out", progress=show,
+                                probes={"trained": paths["trained"], "reworded": paths["reworded"]})  # fmt: skip
+        wall = time.monotonic() - started
+    task = metrics["task"]
+    return {
+        "preset": preset,
+        "method": metrics["method"],
+        "precision": metrics["precision"],
+        "settings": {k: settings[k] for k in ("lora_r", "learning_rate", "epochs", "batch_size") if k in settings},
+        "base_trained": task["trained"]["base"]["accuracy"],
+        "base_reworded": task["reworded"]["base"]["accuracy"],
+        "trained": task["trained"]["tuned"]["accuracy"],
+        "reworded": task["reworded"]["tuned"]["accuracy"],
+        "trained_f1": task["trained"]["tuned"]["f1"],
+        "steps": metrics["steps"],
+        "best_step": metrics["best_step"],
+        "train_s": metrics["train_seconds"],
+        "wall_s": round(wall, 1),
+        "tokens_per_s": round(metrics["tokens"] / metrics["train_seconds"], 1),
+        "samples_per_s": round(metrics["steps"] * config.batch_size / metrics["train_seconds"], 2),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+        "influence_s": (metrics.get("influence") or {}).get("seconds"),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default=str(ROOT / "var/models/smollm2-135m-instruct"))
+    parser.add_argument("--preset", action="append", help="preset key (repeatable); default: every preset")
+    parser.add_argument("--method", default="auto")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a setting")
+    parser.add_argument("--kinds", type=int, default=4)
+    parser.add_argument("--facts", type=int, default=60)
+    parser.add_argument("--asked", type=int, default=10, help="trained facts asked per kind")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--overrides", default="{}", help=argparse.SUPPRESS)
+    parser.add_argument("--records", type=int, default=0, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(run_one(args)))
+        return 0
+    from training import presets
+
+    overrides = {k: json.loads(v) for k, v in (item.split("=", 1) for item in args.set)}
+    rows = []
+    for preset in args.preset or list(presets.PRESETS):
+        command = [sys.executable, __file__, "--child", "--preset", preset, "--method", args.method,
+                   "--model", args.model, "--kinds", str(args.kinds), "--facts", str(args.facts),
+                   "--asked", str(args.asked), "--seed", str(args.seed), "--overrides", json.dumps(overrides),
+                   "--records", str(args.kinds * args.facts)]  # fmt: skip
+        out = subprocess.run(command, check=True, stdout=subprocess.PIPE, text=True, cwd=ROOT)
+        rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+        print(json.dumps(rows[-1]), flush=True)
+    print(f"\n{'preset':<10} {'method':<6} {'trained':>8} {'reworded':>8} {'base tr/rw':>10} {'steps':>6} "
+          f"{'train s':>8} {'wall s':>7} {'tok/s':>7} {'smp/s':>6} {'RSS MB':>7}")  # fmt: skip
+    for r in rows:
+        print(f"{r['preset']:<10} {r['method']:<6} {r['trained']:>8.3f} {r['reworded']:>8.3f} "
+              f"{r['base_trained']:>4.2f}/{r['base_reworded']:<4.2f} {r['steps']:>6} {r['train_s']:>8.1f} "
+              f"{r['wall_s']:>7.1f} {r['tokens_per_s']:>7.1f} {r['samples_per_s']:>6.2f} {r['peak_rss_mb']:>7}")  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
