@@ -568,6 +568,16 @@ def records_moderate(*, records_qs, by, approve: bool, reason: str = "") -> tupl
     return decided, skipped
 
 
+def records_approve_matching(*, queue, by, expected: int) -> tuple[int, list[str]]:
+    """Approve every pending record of a moderation filter, once the curator has confirmed how many:
+    if the queue changed since they saw the count, nothing is decided and they are asked again."""
+    pending = queue.filter(status=Record.Status.PENDING).exclude(contributor=by)
+    found = pending.count()
+    if found != expected:
+        raise ApplicationError(f"The queue changed: {found} records match now, not {expected}. Confirm again.")
+    return records_moderate(records_qs=pending, by=by, approve=True)
+
+
 # Versions -------------------------------------------------------------------------------------
 
 

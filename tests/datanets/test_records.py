@@ -54,7 +54,7 @@ def test_jsonl_reports_each_bad_line_with_its_number(tmp_path):
         results.append((line.number, reason))
     assert results[0] == (1, None)
     assert results[1][0] == 2 and "malformed JSON" in results[1][1]
-    assert results[2] == (3, "'output' must be a string, not NoneType")
+    assert results[2] == (3, "'output' is missing")
     assert results[3] == (4, "unexpected field(s): extra")
     assert results[4] == (6, "a record must be a JSON object, not list")
     assert results[5] == (7, "'instruction' must be a string, not int")
