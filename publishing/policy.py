@@ -6,7 +6,7 @@ from django.http import Http404
 from accounts.models import Membership
 from training.models import FineTuneJob
 
-from .models import Adapter
+from .models import Adapter, AdapterRecord
 
 
 def can_view_adapter(user, adapter: Adapter) -> bool:
@@ -51,4 +51,18 @@ def get_adapter_for_user(user, slug: str, version: int | None = None) -> Adapter
     adapter = adapters.filter(version=version).first() if version else adapters.order_by("-version").first()
     if adapter is None or not can_view_adapter(user, adapter):
         raise Http404("No such adapter.")
+    return adapter
+
+
+def can_view_receipt(user, adapter: Adapter) -> bool:
+    """A contributor always sees their own receipt for an adapter that used their records, whoever may see
+    the adapter itself."""
+    return user.is_authenticated and AdapterRecord.objects.filter(adapter=adapter, record__contributor=user).exists()
+
+
+def get_receipt_adapter_for_user(user, slug: str, version: int) -> Adapter:
+    """The adapter whose receipt this user may open, or the same 404 for missing and forbidden."""
+    adapter = Adapter.objects.select_related("job", "team").filter(slug=slug, version=version).first()
+    if adapter is None or not can_view_receipt(user, adapter):
+        raise Http404("No such receipt.")
     return adapter

@@ -283,18 +283,18 @@ def reward_split(*, adapter: Adapter, amount: Decimal) -> list[dict]:
     ]  # fmt: skip
 
 
-def contributions_in_adapters(user) -> list[dict]:
-    """For a contributor: each adapter their records went into, with how many and their share."""
+def contributions_in_adapters(user, adapters) -> list[dict]:
+    """For a contributor: each of ``adapters`` (a page of them) with how many of their records went in and
+    their share, and whether they may open the adapter's own page."""
     pseudonym = contributor_pseudonym(user.pk)
-    adapter_ids = AdapterRecord.objects.filter(record__contributor=user).values_list("adapter_id", flat=True).distinct()
     out = []
-    for adapter in Adapter.objects.filter(pk__in=adapter_ids).order_by("-created_at"):
+    for adapter in adapters:
         mine = next((c for c in adapter.manifest["contributors"] if c["id"] == pseudonym), None)
         influence = (adapter.manifest.get("influence") or {}).get("contributors", [])
         measured = next((c for c in influence if c["id"] == pseudonym), None)
         if mine:
             out.append({"adapter": adapter, "records": mine["records"], "share": mine["share_by_tokens"],
-                        "id": pseudonym, "influence": measured,
+                        "id": pseudonym, "influence": measured, "can_view": policy.can_view_adapter(user, adapter),
                         "method": (adapter.manifest.get("influence") or {}).get("method")})  # fmt: skip
     return out
 

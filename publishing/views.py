@@ -1,13 +1,14 @@
 """Adapter catalogue, adapter pages, browser downloads, publishing a job, API tokens."""
 
 import csv
+from collections import Counter
 from decimal import Decimal, InvalidOperation
 
 from django import forms
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
-from django.http import FileResponse, Http404, HttpResponse
+from django.http import FileResponse, Http404, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 
 from accounts.models import Team
@@ -16,7 +17,7 @@ from modelfactory.exceptions import ApplicationError
 from training import policy as training_policy
 from training.models import BaseModel
 
-from . import policy, selectors, services
+from . import policy, receipts, selectors, services
 from .models import Adapter, ApiToken
 
 
@@ -118,11 +119,45 @@ def my_adapter_contributions(request):
         messages.success(request, "Future manifests name you by your username." if show else
                          "Future manifests name you by your pseudonym.")  # fmt: skip
         return redirect("my_adapter_contributions")
+    page = Paginator(receipts.receipt_adapters(request.user), 20).get_page(request.GET.get("page"))
     context = {
-        "rows": services.contributions_in_adapters(request.user),
+        "page": page,
+        "rows": services.contributions_in_adapters(request.user, page),
         "show_handle": services.contributor_shows_handle(request.user),
     }
     return render(request, "publishing/my_attribution.html", context)
+
+
+@login_required
+def receipt_detail(request, slug, version):
+    """A contributor's receipt for one adapter, whether or not they may see the adapter itself."""
+    adapter = policy.get_receipt_adapter_for_user(request.user, slug, version)
+    try:
+        receipt = receipts.contributor_receipt(adapter=adapter, contributor=request.user)
+    except ApplicationError as error:
+        messages.error(request, error.message)
+        return redirect("my_adapter_contributions")
+    context = {
+        "adapter": adapter,
+        "receipt": receipt,
+        "page": Paginator(receipt["records"], 50).get_page(request.GET.get("page")),
+        "uses": Counter(row["use"] for row in receipt["records"]),
+        "can_view_adapter": policy.can_view_adapter(request.user, adapter),
+    }
+    return render(request, "publishing/receipt.html", context)
+
+
+@login_required
+def receipt_download(request, slug, version):
+    adapter = policy.get_receipt_adapter_for_user(request.user, slug, version)
+    try:
+        receipt = receipts.contributor_receipt(adapter=adapter, contributor=request.user)
+    except ApplicationError as error:
+        messages.error(request, error.message)
+        return redirect("my_adapter_contributions")
+    response = JsonResponse(receipt, json_dumps_params={"indent": 1, "ensure_ascii": False})
+    response["Content-Disposition"] = f'attachment; filename="{adapter.slug}-v{adapter.version}-receipt.json"'
+    return response
 
 
 class TokenForm(forms.Form):

@@ -242,6 +242,7 @@ def test_merkle_inclusion_proofs(n):
     assert root == merkle.merkle_root(list(reversed(hashes)))  # leaf order is defined, not input order
     for target in hashes:
         assert merkle.verify_inclusion(target, merkle.inclusion_proof(hashes, target), root)
+    assert merkle.inclusion_proofs(hashes, hashes[::2]) == {t: merkle.inclusion_proof(hashes, t) for t in hashes[::2]}
     outsider = hashlib.sha256(b"outsider").hexdigest()
     assert not merkle.verify_inclusion(outsider, merkle.inclusion_proof(hashes, hashes[0]), root)
     assert merkle.merkle_root([]) == merkle.EMPTY_ROOT
