@@ -313,7 +313,7 @@ def version_detail(request, slug, number):
 @login_required
 def version_export(request, slug, number):
     version = policy.get_version_for_user(request.user, slug, number, export=True)
-    response = StreamingHttpResponse(services.version_export_lines(version), content_type="application/jsonl")
+    response = StreamingHttpResponse(services.version_export_public_lines(version), content_type="application/jsonl")
     response["Content-Disposition"] = f'attachment; filename="{version.datanet.slug}-v{version.number}.jsonl"'
     return response
 

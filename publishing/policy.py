@@ -4,6 +4,7 @@ from django.db.models import Q
 from django.http import Http404
 
 from accounts.models import Membership
+from datanets import policy as datanet_policy
 from training.models import FineTuneJob
 
 from .models import Adapter, AdapterRecord
@@ -66,3 +67,12 @@ def get_receipt_adapter_for_user(user, slug: str, version: int) -> Adapter:
     if adapter is None or not can_view_receipt(user, adapter):
         raise Http404("No such receipt.")
     return adapter
+
+
+def datanets_named_for_user(user, adapter: Adapter) -> list[int]:
+    """The adapter's Datanets whose contributors this user sees by name, not pseudonym: all of them for
+    staff, those they curate for curators, none for anyone else."""
+    if not user.is_authenticated:
+        return []
+    datanets = {v.datanet_id: v.datanet for v in adapter.datanet_versions.select_related("datanet")}
+    return [pk for pk, datanet in datanets.items() if user.is_staff or datanet_policy.can_curate_datanet(user, datanet)]

@@ -34,7 +34,8 @@ def adapter_list(request):
 def adapter_detail(request, slug, version):
     adapter = policy.get_adapter_for_user(request.user, slug, version)
     zip_file = f"{adapter.slug}-v{adapter.version}.zip"
-    contributors = services.adapter_contributor_rows(adapter)
+    names = selectors.adapter_contributor_names(adapter, policy.datanets_named_for_user(request.user, adapter))
+    contributors = [{**row, "name": names.get(row["id"])} for row in services.adapter_contributor_rows(adapter)]
     return render(
         request,
         "publishing/adapter_detail.html",
