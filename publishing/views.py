@@ -89,7 +89,12 @@ class PublishForm(forms.Form):
     name = forms.CharField(max_length=200)
     description = forms.CharField(widget=forms.Textarea(attrs={"rows": 3}), required=False)
     domain = forms.CharField(max_length=100, required=False)
-    visibility = forms.ChoiceField(choices=Adapter.Visibility.choices)
+    visibility = forms.ChoiceField(
+        choices=Adapter.Visibility.choices,
+        help_text="Its team: only the team's members (and site staff) see, download and chat with it; the "
+        "contributors whose data trained it and everyone else do not, though each contributor can open a "
+        "receipt of their own records in it. Public: anyone sees it, and anyone signed in downloads it.",
+    )
 
     def __init__(self, *args, teams=None, **kwargs):
         super().__init__(*args, **kwargs)
@@ -175,8 +180,9 @@ class TokenForm(forms.Form):
 @login_required
 def tokens(request):
     teams = Team.objects.filter(memberships__user=request.user)
-    form = TokenForm(request.POST or None, teams=teams)
-    secret = None
+    # Download scope by default: README's first example downloads an adapter.
+    form = TokenForm(request.POST or None, teams=teams, initial={"scope": ApiToken.Scope.DOWNLOAD})
+    secret, created = None, None
     if request.method == "POST" and request.POST.get("revoke"):
         token = ApiToken.objects.filter(pk=request.POST["revoke"], user=request.user).first()
         if token is None:
@@ -186,10 +192,14 @@ def tokens(request):
         return redirect("tokens")
     if request.method == "POST" and form.is_valid():
         try:
-            _, secret = services.token_create(user=request.user, **form.cleaned_data)
+            created, secret = services.token_create(user=request.user, **form.cleaned_data)
         except ApplicationError as error:
             form.add_error(None, error.message)
         else:
-            form = TokenForm(teams=teams)
+            form = TokenForm(teams=teams, initial={"scope": ApiToken.Scope.DOWNLOAD})
     page = Paginator(request.user.api_tokens.select_related("team"), 20).get_page(request.GET.get("page"))
-    return render(request, "publishing/tokens.html", {"form": form, "secret": secret, "page": page})
+    context = {"form": form, "secret": secret, "created": created, "page": page}
+    if secret:
+        example = policy.visible_adapters(request.user).order_by("-created_at").first()
+        context.update(base_url=request.build_absolute_uri("/").rstrip("/"), example=example)
+    return render(request, "publishing/tokens.html", context)
