@@ -10,6 +10,7 @@ from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
 from django.http import FileResponse, Http404, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
+from django.utils.safestring import mark_safe
 
 from accounts.models import Team
 from datanets.services import csv_safe
@@ -17,7 +18,7 @@ from modelfactory.exceptions import ApplicationError
 from training import policy as training_policy
 from training.models import BaseModel
 
-from . import policy, receipts, selectors, services
+from . import cards, policy, receipts, selectors, services
 from .models import Adapter, ApiToken
 
 
@@ -34,6 +35,7 @@ def adapter_list(request):
 def adapter_detail(request, slug, version):
     adapter = policy.get_adapter_for_user(request.user, slug, version)
     zip_file = f"{adapter.slug}-v{adapter.version}.zip"
+    card_meta, card_html = cards.render_card(services.adapter_card(adapter))
     names = selectors.adapter_contributor_names(adapter, policy.datanets_named_for_user(request.user, adapter))
     contributors = [{**row, "name": names.get(row["id"])} for row in services.adapter_contributor_rows(adapter)]
     return render(
@@ -41,7 +43,8 @@ def adapter_detail(request, slug, version):
         "publishing/adapter_detail.html",
         {
             "adapter": adapter,
-            "card": services.adapter_card(adapter),
+            "card_meta": card_meta,
+            "card_html": mark_safe(card_html),  # markdown-it with HTML off escapes it (cards.py)
             "contributors": contributors[:50],
             "more_contributors": max(0, len(contributors) - 50),
             "zip_file": zip_file,
