@@ -234,9 +234,16 @@ def adapter_download_counted(*, adapter: Adapter):
 
 
 def adapter_contributor_rows(adapter: Adapter) -> list[dict]:
-    """The manifest's contributors with their influence beside their token share."""
-    influence = {c["id"]: c for c in (adapter.manifest.get("influence") or {}).get("contributors", [])}
-    return [{**c, "influence": influence.get(c["id"])} for c in adapter.manifest["contributors"]]
+    """The manifest's contributors with their influence beside their token share, and, where influence was
+    measured, how many of their records trained the adapter (scored) and how many were held out."""
+    measured = adapter.manifest.get("influence")
+    influence = {c["id"]: c for c in (measured or {}).get("contributors", [])}
+    rows = []
+    for c in adapter.manifest["contributors"]:
+        training = influence[c["id"]]["records"] if c["id"] in influence else 0
+        split = {"training": training, "held_out": c["records"] - training} if measured else {}
+        rows.append({**c, "influence": influence.get(c["id"]), **split})
+    return rows
 
 
 def reward_split(*, adapter: Adapter, amount: Decimal) -> list[dict]:
