@@ -1,6 +1,7 @@
 """Verify a ModelFactory adapter zip offline. No Django, no network.
 
     python -m attribution.verify ADAPTER.zip [--public-key KEY.pem] [--record RECORD.json]
+    python -m attribution.verify --receipt RECEIPT.json [ADAPTER.zip] [--public-key KEY.pem] [--record RECORD.json]
 
 Checks, in order, and exits with the first failure's code and a message naming what is wrong:
   2  the zip cannot be read, or a required file is missing
@@ -10,6 +11,10 @@ Checks, in order, and exits with the first failure's code and a message naming w
   6  attribution is inconsistent: a Datanet version root, a contributor root, a count or a share
   7  with --record: the record was not part of the training data
 With --record, prints the Merkle inclusion proof of the record against its Datanet version's root.
+With --receipt (a contributor's receipt, ``attribution.receipt``), checks the receipt without the zip:
+its signature (4), every record's inclusion proof and the contributor's counts and shares (6); with
+the zip as well, that the receipt belongs to the zip's manifest (6); with --record, that the record
+is one the receipt lists (7).
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from pathlib import Path, PurePosixPath
 from datanets.merkle import inclusion_proof, merkle_root, verify_inclusion
 
 from .manifest import SIGNED_FILES, canonical, contributor_summary
+from .receipt import ReceiptError, verify_receipt
 
 
 class VerificationError(Exception):
@@ -194,14 +200,54 @@ def prove_record(report: Report, record: dict) -> dict:
             "merkle_root": version["merkle_root"], "proof": proof}  # fmt: skip
 
 
+def check_receipt(receipt: dict, *, public_key_pem: bytes | None = None, zip_path=None, record: dict | None = None):
+    """Verify a contributor's receipt, against the adapter zip when one is given; return the record's row."""
+    try:
+        verify_receipt(receipt, public_key_pem=public_key_pem)
+    except ReceiptError as error:
+        raise VerificationError(error.code, error.message) from None
+    if zip_path is not None:
+        manifest = verify_zip(zip_path, public_key_pem=public_key_pem).manifest
+        if hashlib.sha256(canonical(manifest)).hexdigest() != receipt["manifest_sha256"]:
+            raise VerificationError(6, "the receipt is for another manifest than this zip's")
+        if receipt["contributor"] not in manifest["contributors"]:
+            raise VerificationError(6, "the receipt's contributor entry differs from the zip's manifest")
+    if record is None:
+        return None
+    target = record_hash(record)
+    row = next((r for r in receipt["records"] if r["content_hash"] == target), None)
+    if row is None:
+        raise VerificationError(7, f"record {target} is not one of the records this receipt lists")
+    return row
+
+
+def _main_receipt(args, pinned: bytes | None) -> None:
+    receipt = json.loads(Path(args.receipt).read_text(encoding="utf-8"))
+    record = json.loads(Path(args.record).read_text(encoding="utf-8")) if args.record else None
+    row = check_receipt(receipt, public_key_pem=pinned, zip_path=args.zip, record=record)
+    c, a = receipt["contributor"], receipt["adapter"]
+    print(f"OK receipt for {c['id']} in {a['slug']} v{a['version']} (manifest sha256 {receipt['manifest_sha256'][:16]}…): "
+          f"signature valid, {c['records']} records each proven in its Datanet version, {c['tokens']} tokens, "
+          f"token share {c['share_by_tokens']}" + (", matches the zip" if args.zip else ""))  # fmt: skip
+    if row is not None:
+        print(f"INCLUDED record {row['content_hash']} in {row['datanet']} v{row['version']} ({row['use']})")
+        print(json.dumps(row["proof"]))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m attribution.verify", description=__doc__.splitlines()[0])
-    parser.add_argument("zip", help="the adapter zip downloaded from ModelFactory")
+    parser.add_argument("zip", nargs="?", help="the adapter zip downloaded from ModelFactory")
     parser.add_argument("--public-key", help="pin the instance's public key (PEM from /api/v1/signing-key)")
     parser.add_argument("--record", help='a record (JSON: the content, or {"content": ...}) to prove was used')
+    parser.add_argument("--receipt", help="a contributor's receipt (JSON) to check, with or without the zip")
     args = parser.parse_args(argv)
+    if not args.zip and not args.receipt:
+        parser.error("give an adapter zip, a --receipt, or both")
     try:
         pinned = Path(args.public_key).read_bytes() if args.public_key else None
+        if args.receipt:
+            _main_receipt(args, pinned)
+            return 0
         report = verify_zip(args.zip, public_key_pem=pinned)
         m = report.manifest
         print(f"OK {m['adapter']['slug']} v{m['adapter']['version']}: signature valid (key sha256 {report.public_key_sha256[:16]}…), "
@@ -220,6 +266,9 @@ def main(argv: list[str] | None = None) -> int:
         return error.code
     except (OSError, json.JSONDecodeError) as error:
         print(f"FAILED: {error}", file=sys.stderr)
+        return 2
+    except (KeyError, TypeError) as error:
+        print(f"FAILED: not a readable receipt or manifest ({type(error).__name__}: {error})", file=sys.stderr)
         return 2
     return 0
 

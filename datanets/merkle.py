@@ -55,6 +55,26 @@ def inclusion_proof(hashes: Iterable[str], target: str) -> list[tuple[str, str]]
     return proof
 
 
+def inclusion_proofs(hashes: Iterable[str], targets: Iterable[str]) -> dict[str, list[tuple[str, str]]]:
+    """``inclusion_proof`` for many targets at once: the tree is built once, not once per target."""
+    ordered = sorted(hashes)
+    position = {h: i for i, h in enumerate(ordered)}
+    index = {target: position[target] for target in targets}
+    proofs: dict[str, list[tuple[str, str]]] = {target: [] for target in index}
+    level = [_leaf(h) for h in ordered]
+    while len(level) > 1:
+        for target, i in index.items():
+            sibling = i ^ 1
+            if sibling < len(level):
+                proofs[target].append(("L" if sibling < i else "R", level[sibling].hex()))
+            index[target] = i // 2
+        nxt = [_node(level[i], level[i + 1]) for i in range(0, len(level) - 1, 2)]
+        if len(level) % 2:
+            nxt.append(level[-1])
+        level = nxt
+    return proofs
+
+
 def verify_inclusion(target: str, proof: list[tuple[str, str]], root: str) -> bool:
     node = _leaf(target)
     for side, sibling in proof:

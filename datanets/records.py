@@ -292,6 +292,8 @@ def read_lines(path: Path | str, fmt: str, schema: str) -> Iterator[Line]:
 
 
 def clean_text(value, field: str) -> str:
+    if value is None:
+        raise ValueError(f"{field!r} is missing")
     if not isinstance(value, str):
         raise ValueError(f"{field!r} must be a string, not {type(value).__name__}")
     text = (value if value.isascii() else unicodedata.normalize("NFC", value)).strip()  # ASCII is already NFC

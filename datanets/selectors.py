@@ -6,6 +6,14 @@ from django.db.models import Count, Q
 
 from .models import Record
 
+PAGE_SIZES = (25, 50, 100, 200)
+
+
+def page_size(value) -> int:
+    """The page size a person picked, if it is one of those offered."""
+    size = _int(value, PAGE_SIZES[0])
+    return size if size in PAGE_SIZES else PAGE_SIZES[0]
+
 
 def moderation_queue(*, datanets, datanet=None, flag: str = "", contributor: str = "", status: str = "pending"):
     """The records of ``datanets`` (a list) to moderate, in id order.

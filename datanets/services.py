@@ -22,6 +22,7 @@ from django.utils.text import slugify
 
 from accounts import policy as team_policy
 from modelfactory.exceptions import ApplicationError
+from publishing.pseudonyms import contributor_labels
 
 from . import flags, merkle, policy, prepare, records
 from .ledger import ledger_append
@@ -568,6 +569,16 @@ def records_moderate(*, records_qs, by, approve: bool, reason: str = "") -> tupl
     return decided, skipped
 
 
+def records_approve_matching(*, queue, by, expected: int) -> tuple[int, list[str]]:
+    """Approve every pending record of a moderation filter, once the curator has confirmed how many:
+    if the queue changed since they saw the count, nothing is decided and they are asked again."""
+    pending = queue.filter(status=Record.Status.PENDING).exclude(contributor=by)
+    found = pending.count()
+    if found != expected:
+        raise ApplicationError(f"The queue changed: {found} records match now, not {expected}. Confirm again.")
+    return records_moderate(records_qs=pending, by=by, approve=True)
+
+
 # Versions -------------------------------------------------------------------------------------
 
 
@@ -624,8 +635,19 @@ def version_publish(*, datanet: Datanet, by, notes: str = "") -> DatanetVersion:
     return version
 
 
+def version_export_public_lines(version: DatanetVersion):
+    """The version's JSONL export for people: {content_hash, contributor, content}, ordered by content hash;
+    the contributor named as in manifests (pseudonym, or handle where they opted in), never by internal id."""
+    labels = contributor_labels([c["contributor_id"] for c in version.contributors])
+    rows = version.records.order_by("content_hash").values_list("content_hash", "contributor_id", "content")
+    for content_hash, contributor_id, content in rows.iterator(chunk_size=2000):
+        line = {"content_hash": content_hash, "contributor": labels[contributor_id], "content": content}
+        yield records.canonical_json(line) + "\n"
+
+
 def version_export_lines(version: DatanetVersion):
-    """JSONL lines of a version, ordered by content hash: {content_hash, contributor_id, content}."""
+    """JSONL lines of a version for the trainer, ordered by content hash: {content_hash, contributor_id,
+    content}. Internal ids: never served to people (``version_export_public_lines``)."""
     rows = version.records.order_by("content_hash").values_list("content_hash", "contributor_id", "content")
     for content_hash, contributor_id, content in rows.iterator(chunk_size=2000):
         line = {"content_hash": content_hash, "contributor_id": contributor_id, "content": content}

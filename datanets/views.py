@@ -163,10 +163,44 @@ def upload_report(request, pk):
 def _page_query(request, **cursor) -> str:
     """The page's query string with its filters kept and its page cursor replaced."""
     query = request.GET.copy()
-    for name in ("after", "before", "page"):
+    for name in ("after", "before", "page", "confirm"):
         query.pop(name, None)
     query.update(cursor)
     return query.urlencode()
+
+
+def _moderate_selected(request, form) -> None:
+    """Approve or reject the records ticked on the page; say what was decided and what was skipped."""
+    if not form.is_valid():
+        for error in form.errors.values():
+            messages.error(request, " ".join(error))
+        return
+    approve = form.cleaned_data["action"] == "approve"
+    try:
+        decided, skipped = services.records_moderate(
+            records_qs=Record.objects.filter(pk__in=[r.pk for r in form.cleaned_data["records"]]),
+            by=request.user,
+            approve=approve,
+            reason=form.cleaned_data["reason"] or request.POST.get("saved_reason", ""),
+        )
+    except ApplicationError as error:
+        messages.error(request, error.message)
+        return
+    messages.success(request, f"{decided} record(s) {'approved' if approve else 'rejected'}.")
+    for reason in skipped:
+        messages.warning(request, f"Skipped {reason}.")
+
+
+def _approve_matching(request, queue) -> None:
+    expected = request.POST.get("expected", "")
+    try:
+        decided, _ = services.records_approve_matching(
+            queue=queue, by=request.user, expected=int(expected) if expected.isdigit() else -1
+        )
+    except ApplicationError as error:
+        messages.error(request, error.message)
+    else:
+        messages.success(request, f"{decided} record(s) approved.")
 
 
 @login_required
@@ -180,33 +214,23 @@ def moderation(request):
         "status": request.GET.get("status", "pending"),
     }
     queue = selectors.moderation_queue(datanets=datanets, datanet=datanet, **filters)
-    form = ModerationForm(
-        request.POST or None, queryset=queue if filters["status"] == "pending" else Record.objects.none()
-    )
+    pending = filters["status"] == "pending"
     if request.method == "POST":
-        if form.is_valid():
-            reason = form.cleaned_data["reason"] or request.POST.get("saved_reason", "")
-            try:
-                decided, skipped = services.records_moderate(
-                    records_qs=Record.objects.filter(pk__in=[r.pk for r in form.cleaned_data["records"]]),
-                    by=request.user,
-                    approve=form.cleaned_data["action"] == "approve",
-                    reason=reason,
-                )
-            except ApplicationError as error:
-                messages.error(request, error.message)
-            else:
-                verb = "approved" if form.cleaned_data["action"] == "approve" else "rejected"
-                messages.success(request, f"{decided} record(s) {verb}.")
-                for reason in skipped:
-                    messages.warning(request, f"Skipped {reason}.")
-            return redirect(request.get_full_path())
-        for error in form.errors.values():
-            messages.error(request, " ".join(error))
+        if pending and request.POST.get("action") == "approve_matching":
+            _approve_matching(request, queue)
+        else:
+            _moderate_selected(
+                request, ModerationForm(request.POST, queryset=queue if pending else Record.objects.none())
+            )
+        query = request.GET.copy()
+        query.pop("confirm", None)
+        return redirect(f"{request.path}?{query.urlencode()}")
+    size = selectors.page_size(request.GET.get("size"))
     page = selectors.keyset_page(
-        queue, after=request.GET.get("after"), before=request.GET.get("before"), number=request.GET.get("page")
-    )
-    rows = [(record, selectors.highlighted(record)) for record in page.rows]
+        queue, after=request.GET.get("after"), before=request.GET.get("before"), number=request.GET.get("page"),
+        per_page=size,
+    )  # fmt: skip
+    confirm = pending and request.GET.get("confirm") == "approve_matching"
     return render(
         request,
         "datanets/moderation.html",
@@ -215,11 +239,15 @@ def moderation(request):
             "first_query": _page_query(request),
             "next_query": _page_query(request, after=page.after, page=page.number + 1) if page.after else None,
             "previous_query": _page_query(request, before=page.before, page=page.number - 1) if page.before else None,
-            "rows": rows,
+            "confirm_query": _page_query(request, confirm="approve_matching"),
+            "rows": [(record, selectors.highlighted(record)) for record in page.rows],
             "datanets": datanets,
-            "datanet": datanet,
+            "datanet": datanet or (datanets[0] if len(datanets) == 1 else None),
             "filters": filters,
-            "reasons": RejectionReason.objects.all()[:50],
+            "size": size,
+            "sizes": selectors.PAGE_SIZES,
+            "matching": queue.exclude(contributor=request.user).count() if confirm else None,
+            "reasons": RejectionReason.objects.all()[:50] if pending and page.rows else [],
             "flag_kinds": ["any", "email", "phone", "card_number", "iban", "secret", "near_duplicate"],
         },
     )
@@ -277,6 +305,7 @@ def version_detail(request, slug, number):
             "version": version,
             "datanet": version.datanet,
             "can_export": policy.can_export_datanet(request.user, version.datanet),
+            "can_train": policy.can_train_on(request.user, version.datanet),
         },
     )
 
@@ -284,7 +313,7 @@ def version_detail(request, slug, number):
 @login_required
 def version_export(request, slug, number):
     version = policy.get_version_for_user(request.user, slug, number, export=True)
-    response = StreamingHttpResponse(services.version_export_lines(version), content_type="application/jsonl")
+    response = StreamingHttpResponse(services.version_export_public_lines(version), content_type="application/jsonl")
     response["Content-Disposition"] = f'attachment; filename="{version.datanet.slug}-v{version.number}.jsonl"'
     return response
 

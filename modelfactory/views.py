@@ -7,6 +7,8 @@ from django.shortcuts import redirect, render
 from django.views.decorators.cache import never_cache
 
 from accounts import policy
+from datanets import selectors as datanet_selectors
+from publishing import receipts
 from training.models import BaseModel
 
 from . import health
@@ -30,6 +32,23 @@ def dashboard(request):
             "teams": Paginator(teams, 10).get_page(request.GET.get("page")),
             "invitations": invitations,
             "base_models": base_models,
+        },
+    )
+
+
+@login_required
+def profile(request):
+    """One's own page: teams, API tokens, contributions; each list shows its first entries and links to
+    its own paginated page."""
+    user = request.user
+    return render(
+        request,
+        "profile.html",
+        {
+            "teams": Paginator(policy.teams_for_user(user).order_by("name"), 10).get_page(request.GET.get("page")),
+            "tokens": user.api_tokens.select_related("team").filter(revoked_at__isnull=True)[:10],
+            "contributions": datanet_selectors.contributions_by_datanet(user)[:10],
+            "adapters": receipts.receipt_adapters(user)[:10],
         },
     )
 

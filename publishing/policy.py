@@ -4,9 +4,10 @@ from django.db.models import Q
 from django.http import Http404
 
 from accounts.models import Membership
+from datanets import policy as datanet_policy
 from training.models import FineTuneJob
 
-from .models import Adapter
+from .models import Adapter, AdapterRecord
 
 
 def can_view_adapter(user, adapter: Adapter) -> bool:
@@ -52,3 +53,26 @@ def get_adapter_for_user(user, slug: str, version: int | None = None) -> Adapter
     if adapter is None or not can_view_adapter(user, adapter):
         raise Http404("No such adapter.")
     return adapter
+
+
+def can_view_receipt(user, adapter: Adapter) -> bool:
+    """A contributor always sees their own receipt for an adapter that used their records, whoever may see
+    the adapter itself."""
+    return user.is_authenticated and AdapterRecord.objects.filter(adapter=adapter, record__contributor=user).exists()
+
+
+def get_receipt_adapter_for_user(user, slug: str, version: int) -> Adapter:
+    """The adapter whose receipt this user may open, or the same 404 for missing and forbidden."""
+    adapter = Adapter.objects.select_related("job", "team").filter(slug=slug, version=version).first()
+    if adapter is None or not can_view_receipt(user, adapter):
+        raise Http404("No such receipt.")
+    return adapter
+
+
+def datanets_named_for_user(user, adapter: Adapter) -> list[int]:
+    """The adapter's Datanets whose contributors this user sees by name, not pseudonym: all of them for
+    staff, those they curate for curators, none for anyone else."""
+    if not user.is_authenticated:
+        return []
+    datanets = {v.datanet_id: v.datanet for v in adapter.datanet_versions.select_related("datanet")}
+    return [pk for pk, datanet in datanets.items() if user.is_staff or datanet_policy.can_curate_datanet(user, datanet)]

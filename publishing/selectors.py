@@ -2,6 +2,8 @@
 
 from django.db.models import Q
 
+from .pseudonyms import contributor_pseudonym
+
 
 def adapter_search(adapters, *, q: str = "", base_model: str = "", datanet: str = "", domain: str = ""):
     if q:
@@ -13,3 +15,15 @@ def adapter_search(adapters, *, q: str = "", base_model: str = "", datanet: str 
     if domain:
         adapters = adapters.filter(domain__iexact=domain)
     return adapters
+
+
+def adapter_contributor_names(adapter, datanet_ids: list[int]) -> dict[str, str]:
+    """Pseudonym -> username of the adapter's contributors to these Datanets (for those allowed to know)."""
+    if not datanet_ids:
+        return {}
+    users = (
+        adapter.used_records.filter(record__datanet_id__in=datanet_ids)
+        .values_list("record__contributor_id", "record__contributor__username")
+        .distinct()
+    )
+    return {contributor_pseudonym(pk): username for pk, username in users.iterator()}

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import hmac
 import secrets
 import subprocess
 import tempfile
@@ -29,28 +28,7 @@ from training.attribution import influence_by_method, influence_recompute
 
 from . import policy, signing
 from .models import Adapter, AdapterRecord, ApiToken, ContributorPreference
-
-
-def contributor_pseudonym(user_id: int) -> str:
-    """Stable per instance, not reversible without the instance's secret."""
-    digest = hmac.new(settings.SECRET_KEY.encode(), f"contributor:{user_id}".encode(), hashlib.sha256).hexdigest()
-    return f"c-{digest[:16]}"
-
-
-def contributor_handles() -> dict[str, str]:
-    """Pseudonym -> username of every contributor who opted in to being named by handle."""
-    opted = ContributorPreference.objects.filter(show_handle=True).select_related("user")
-    return {contributor_pseudonym(pref.user_id): pref.user.username for pref in opted}
-
-
-def contributor_labels(user_ids: list[int]) -> dict[int, str]:
-    """How manifests name these contributors: their username where they opted in, else their pseudonym."""
-    shown = dict(
-        ContributorPreference.objects.filter(user_id__in=user_ids, show_handle=True).values_list(
-            "user_id", "user__username"
-        )
-    )
-    return {pk: shown.get(pk) or contributor_pseudonym(pk) for pk in user_ids}
+from .pseudonyms import contributor_handles, contributor_labels, contributor_pseudonym  # noqa: F401 - used elsewhere
 
 
 def code_version() -> str:
@@ -266,9 +244,16 @@ def adapter_download_counted(*, adapter: Adapter):
 
 
 def adapter_contributor_rows(adapter: Adapter) -> list[dict]:
-    """The manifest's contributors with their influence beside their token share."""
-    influence = {c["id"]: c for c in (adapter.manifest.get("influence") or {}).get("contributors", [])}
-    return [{**c, "influence": influence.get(c["id"])} for c in adapter.manifest["contributors"]]
+    """The manifest's contributors with their influence beside their token share, and, where influence was
+    measured, how many of their records trained the adapter (scored) and how many were held out."""
+    measured = adapter.manifest.get("influence")
+    influence = {c["id"]: c for c in (measured or {}).get("contributors", [])}
+    rows = []
+    for c in adapter.manifest["contributors"]:
+        training = influence[c["id"]]["records"] if c["id"] in influence else 0
+        split = {"training": training, "held_out": c["records"] - training} if measured else {}
+        rows.append({**c, "influence": influence.get(c["id"]), **split})
+    return rows
 
 
 def reward_split(*, adapter: Adapter, amount: Decimal) -> list[dict]:
@@ -293,18 +278,18 @@ def reward_split(*, adapter: Adapter, amount: Decimal) -> list[dict]:
     ]  # fmt: skip
 
 
-def contributions_in_adapters(user) -> list[dict]:
-    """For a contributor: each adapter their records went into, with how many and their share."""
+def contributions_in_adapters(user, adapters) -> list[dict]:
+    """For a contributor: each of ``adapters`` (a page of them) with how many of their records went in and
+    their share, and whether they may open the adapter's own page."""
     pseudonym = contributor_pseudonym(user.pk)
-    adapter_ids = AdapterRecord.objects.filter(record__contributor=user).values_list("adapter_id", flat=True).distinct()
     out = []
-    for adapter in Adapter.objects.filter(pk__in=adapter_ids).order_by("-created_at"):
+    for adapter in adapters:
         mine = next((c for c in adapter.manifest["contributors"] if c["id"] == pseudonym), None)
         influence = (adapter.manifest.get("influence") or {}).get("contributors", [])
         measured = next((c for c in influence if c["id"] == pseudonym), None)
         if mine:
             out.append({"adapter": adapter, "records": mine["records"], "share": mine["share_by_tokens"],
-                        "id": pseudonym, "influence": measured,
+                        "id": pseudonym, "influence": measured, "can_view": policy.can_view_adapter(user, adapter),
                         "method": (adapter.manifest.get("influence") or {}).get("method")})  # fmt: skip
     return out
 

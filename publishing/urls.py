@@ -9,5 +9,11 @@ urlpatterns = [
     path("adapters/<slug:slug>/v<int:version>/rewards.csv", views.adapter_rewards, name="adapter_rewards"),
     path("jobs/<int:pk>/publish/", views.job_publish, name="job_publish"),
     path("contributions/adapters/", views.my_adapter_contributions, name="my_adapter_contributions"),
+    path("contributions/adapters/<slug:slug>/v<int:version>/", views.receipt_detail, name="receipt_detail"),
+    path(
+        "contributions/adapters/<slug:slug>/v<int:version>/receipt.json",
+        views.receipt_download,
+        name="receipt_download",
+    ),
     path("account/tokens/", views.tokens, name="tokens"),
 ]

@@ -1,14 +1,16 @@
 """Adapter catalogue, adapter pages, browser downloads, publishing a job, API tokens."""
 
 import csv
+from collections import Counter
 from decimal import Decimal, InvalidOperation
 
 from django import forms
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
-from django.http import FileResponse, Http404, HttpResponse
+from django.http import FileResponse, Http404, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
+from django.utils.safestring import mark_safe
 
 from accounts.models import Team
 from datanets.services import csv_safe
@@ -16,7 +18,7 @@ from modelfactory.exceptions import ApplicationError
 from training import policy as training_policy
 from training.models import BaseModel
 
-from . import policy, selectors, services
+from . import cards, policy, receipts, selectors, services
 from .models import Adapter, ApiToken
 
 
@@ -33,13 +35,16 @@ def adapter_list(request):
 def adapter_detail(request, slug, version):
     adapter = policy.get_adapter_for_user(request.user, slug, version)
     zip_file = f"{adapter.slug}-v{adapter.version}.zip"
-    contributors = services.adapter_contributor_rows(adapter)
+    card_meta, card_html = cards.render_card(services.adapter_card(adapter))
+    names = selectors.adapter_contributor_names(adapter, policy.datanets_named_for_user(request.user, adapter))
+    contributors = [{**row, "name": names.get(row["id"])} for row in services.adapter_contributor_rows(adapter)]
     return render(
         request,
         "publishing/adapter_detail.html",
         {
             "adapter": adapter,
-            "card": services.adapter_card(adapter),
+            "card_meta": card_meta,
+            "card_html": mark_safe(card_html),  # markdown-it with HTML off escapes it (cards.py)
             "contributors": contributors[:50],
             "more_contributors": max(0, len(contributors) - 50),
             "zip_file": zip_file,
@@ -87,7 +92,12 @@ class PublishForm(forms.Form):
     name = forms.CharField(max_length=200)
     description = forms.CharField(widget=forms.Textarea(attrs={"rows": 3}), required=False)
     domain = forms.CharField(max_length=100, required=False)
-    visibility = forms.ChoiceField(choices=Adapter.Visibility.choices)
+    visibility = forms.ChoiceField(
+        choices=Adapter.Visibility.choices,
+        help_text="Its team: only the team's members (and site staff) see, download and chat with it; the "
+        "contributors whose data trained it and everyone else do not, though each contributor can open a "
+        "receipt of their own records in it. Public: anyone sees it, and anyone signed in downloads it.",
+    )
 
     def __init__(self, *args, teams=None, **kwargs):
         super().__init__(*args, **kwargs)
@@ -118,11 +128,45 @@ def my_adapter_contributions(request):
         messages.success(request, "Future manifests name you by your username." if show else
                          "Future manifests name you by your pseudonym.")  # fmt: skip
         return redirect("my_adapter_contributions")
+    page = Paginator(receipts.receipt_adapters(request.user), 20).get_page(request.GET.get("page"))
     context = {
-        "rows": services.contributions_in_adapters(request.user),
+        "page": page,
+        "rows": services.contributions_in_adapters(request.user, page),
         "show_handle": services.contributor_shows_handle(request.user),
     }
     return render(request, "publishing/my_attribution.html", context)
+
+
+@login_required
+def receipt_detail(request, slug, version):
+    """A contributor's receipt for one adapter, whether or not they may see the adapter itself."""
+    adapter = policy.get_receipt_adapter_for_user(request.user, slug, version)
+    try:
+        receipt = receipts.contributor_receipt(adapter=adapter, contributor=request.user)
+    except ApplicationError as error:
+        messages.error(request, error.message)
+        return redirect("my_adapter_contributions")
+    context = {
+        "adapter": adapter,
+        "receipt": receipt,
+        "page": Paginator(receipt["records"], 50).get_page(request.GET.get("page")),
+        "uses": Counter(row["use"] for row in receipt["records"]),
+        "can_view_adapter": policy.can_view_adapter(request.user, adapter),
+    }
+    return render(request, "publishing/receipt.html", context)
+
+
+@login_required
+def receipt_download(request, slug, version):
+    adapter = policy.get_receipt_adapter_for_user(request.user, slug, version)
+    try:
+        receipt = receipts.contributor_receipt(adapter=adapter, contributor=request.user)
+    except ApplicationError as error:
+        messages.error(request, error.message)
+        return redirect("my_adapter_contributions")
+    response = JsonResponse(receipt, json_dumps_params={"indent": 1, "ensure_ascii": False})
+    response["Content-Disposition"] = f'attachment; filename="{adapter.slug}-v{adapter.version}-receipt.json"'
+    return response
 
 
 class TokenForm(forms.Form):
@@ -139,8 +183,9 @@ class TokenForm(forms.Form):
 @login_required
 def tokens(request):
     teams = Team.objects.filter(memberships__user=request.user)
-    form = TokenForm(request.POST or None, teams=teams)
-    secret = None
+    # Download scope by default: README's first example downloads an adapter.
+    form = TokenForm(request.POST or None, teams=teams, initial={"scope": ApiToken.Scope.DOWNLOAD})
+    secret, created = None, None
     if request.method == "POST" and request.POST.get("revoke"):
         token = ApiToken.objects.filter(pk=request.POST["revoke"], user=request.user).first()
         if token is None:
@@ -150,10 +195,14 @@ def tokens(request):
         return redirect("tokens")
     if request.method == "POST" and form.is_valid():
         try:
-            _, secret = services.token_create(user=request.user, **form.cleaned_data)
+            created, secret = services.token_create(user=request.user, **form.cleaned_data)
         except ApplicationError as error:
             form.add_error(None, error.message)
         else:
-            form = TokenForm(teams=teams)
+            form = TokenForm(teams=teams, initial={"scope": ApiToken.Scope.DOWNLOAD})
     page = Paginator(request.user.api_tokens.select_related("team"), 20).get_page(request.GET.get("page"))
-    return render(request, "publishing/tokens.html", {"form": form, "secret": secret, "page": page})
+    context = {"form": form, "secret": secret, "created": created, "page": page}
+    if secret:
+        example = policy.visible_adapters(request.user).order_by("-created_at").first()
+        context.update(base_url=request.build_absolute_uri("/").rstrip("/"), example=example)
+    return render(request, "publishing/tokens.html", context)

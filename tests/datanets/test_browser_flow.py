@@ -43,7 +43,7 @@ def test_contribute_moderate_publish_and_grant_access(live_server, celery_worker
     page.locator("#rejected-lines").wait_for(timeout=60_000)
     table = page.locator("#rejected-lines").inner_text()
     assert "2\tmalformed JSON" in table
-    assert "3\t'output' must be a string" in table
+    assert "3\t'output' is missing" in table
     assert "nothing was stored" in page.content()
     assert Record.objects.count() == 0
 

@@ -12,6 +12,8 @@ from datanets import merkle, services
 from datanets.ledger import ledger_verify
 from datanets.models import AccessRequest, LedgerEntry, Record
 from modelfactory.exceptions import ApplicationError
+from publishing.pseudonyms import contributor_pseudonym
+from publishing.services import contributor_preference_set
 from tests.datanets.conftest import qa
 from tests.factories import MembershipFactory, UserFactory
 
@@ -80,7 +82,17 @@ def test_versions_freeze_records_with_merkle_root_counts_and_changelog(datanet, 
         canonical = json.dumps(line["content"], sort_keys=True, separators=(",", ":"), ensure_ascii=False)
         digests.append(hashlib.sha256(canonical.encode("utf-8")).hexdigest())
     assert merkle.merkle_root(digests) == v2.merkle_root
-    assert {line["contributor_id"] for line in lines} == {contributor.pk, other.pk}
+    assert {line["contributor"] for line in lines} == {
+        contributor_pseudonym(contributor.pk),
+        contributor_pseudonym(other.pk),
+    }
+    assert all("contributor_id" not in line for line in lines)  # never the internal id
+    contributor_preference_set(user=other, show_handle=True)  # with consent, the handle
+    again = b"".join(client.get(reverse("version_export", args=[datanet.slug, 2])).streaming_content).decode()
+    assert {json.loads(line)["contributor"] for line in again.splitlines()} == {
+        contributor_pseudonym(contributor.pk),
+        "galen",
+    }
     assert list(LedgerEntry.objects.filter(event="version.published").values_list("payload__version", flat=True)) == [
         1,
         2,

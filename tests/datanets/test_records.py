@@ -54,7 +54,7 @@ def test_jsonl_reports_each_bad_line_with_its_number(tmp_path):
         results.append((line.number, reason))
     assert results[0] == (1, None)
     assert results[1][0] == 2 and "malformed JSON" in results[1][1]
-    assert results[2] == (3, "'output' must be a string, not NoneType")
+    assert results[2] == (3, "'output' is missing")
     assert results[3] == (4, "unexpected field(s): extra")
     assert results[4] == (6, "a record must be a JSON object, not list")
     assert results[5] == (7, "'instruction' must be a string, not int")
@@ -242,6 +242,7 @@ def test_merkle_inclusion_proofs(n):
     assert root == merkle.merkle_root(list(reversed(hashes)))  # leaf order is defined, not input order
     for target in hashes:
         assert merkle.verify_inclusion(target, merkle.inclusion_proof(hashes, target), root)
+    assert merkle.inclusion_proofs(hashes, hashes[::2]) == {t: merkle.inclusion_proof(hashes, t) for t in hashes[::2]}
     outsider = hashlib.sha256(b"outsider").hexdigest()
     assert not merkle.verify_inclusion(outsider, merkle.inclusion_proof(hashes, hashes[0]), root)
     assert merkle.merkle_root([]) == merkle.EMPTY_ROOT

@@ -1,0 +1,30 @@
+"""How contributors are named outside the instance: a pseudonym, or their username where they opted in."""
+
+import hashlib
+import hmac
+
+from django.conf import settings
+
+from .models import ContributorPreference
+
+
+def contributor_pseudonym(user_id: int) -> str:
+    """Stable per instance, not reversible without the instance's secret."""
+    digest = hmac.new(settings.SECRET_KEY.encode(), f"contributor:{user_id}".encode(), hashlib.sha256).hexdigest()
+    return f"c-{digest[:16]}"
+
+
+def contributor_handles() -> dict[str, str]:
+    """Pseudonym -> username of every contributor who opted in to being named by handle."""
+    opted = ContributorPreference.objects.filter(show_handle=True).select_related("user")
+    return {contributor_pseudonym(pref.user_id): pref.user.username for pref in opted}
+
+
+def contributor_labels(user_ids: list[int]) -> dict[int, str]:
+    """How manifests name these contributors: their username where they opted in, else their pseudonym."""
+    shown = dict(
+        ContributorPreference.objects.filter(user_id__in=user_ids, show_handle=True).values_list(
+            "user_id", "user__username"
+        )
+    )
+    return {pk: shown.get(pk) or contributor_pseudonym(pk) for pk in user_ids}
