@@ -7,7 +7,13 @@ x ~34 bytes, the per-token activation footprint of a transformer block without c
 the logits: batch x sequence x vocabulary x 8 bytes for logits and their gradient) + a fixed 15%
 allowance for the framework's workspace.
 
-Time = 6 x parameters x training tokens (forward + backward) / sustained FLOP/s of the device.
+Time = loading + training + evaluation + attribution. Training: 6 x parameters x training tokens
+(forward + backward) / the sustained rate the trainer reaches on the device, measured with
+`bench/learning.py` (bf16 on a CPU with AVX512-BF16; fp32 elsewhere). Training tokens: the records
+that train (the held-out split does not) x epochs x tokens a record, which the Datanet counts as
+words and punctuation: a model token is about half a word of invented or technical text, and the
+chat template adds about 32 tokens a record. Evaluation answers up to 2 x ``task_eval_examples``
+questions with each model; attribution takes one gradient of every record.
 """
 
 from __future__ import annotations
@@ -15,7 +21,20 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-SUSTAINED_FLOPS = {"cpu": 2.0e10, "cuda": 1.5e14}  # rough sustained rates for a 2-core CPU and one modern GPU
+# Sustained 6N FLOP/s of a training step: measured on a 2-core AVX512-BF16 CPU (bench/learning.py);
+# a rough figure for one modern GPU.
+SUSTAINED_FLOPS = {"cpu": 2.6e11, "cuda": 1.5e14}
+LOAD_SECONDS = 15
+TEMPLATE_TOKENS = 32
+TOKENS_PER_WORD = 2.0
+# Seconds to answer one question with one model, and for one record's attribution gradient (relative
+# to one training pass over it), on a CPU; a GPU is taken to be as much faster as its FLOP/s.
+ANSWER_SECONDS = 0.2
+ATTRIBUTION_PASSES = 1.5
+
+
+def record_tokens(words_per_record: float) -> float:
+    return TOKENS_PER_WORD * words_per_record + TEMPLATE_TOKENS
 
 
 def model_shape(model_dir: Path | str) -> dict:
@@ -48,6 +67,8 @@ def estimate(
     seq_len: int,
     train_tokens: int,
     device: str = "cpu",
+    questions: int = 0,
+    attributed_tokens: int = 0,
 ) -> dict:
     bytes_per_weight = 0.53 if method == "qlora" else (4 if device == "cpu" else 2)
     weights = parameters * bytes_per_weight
@@ -55,7 +76,12 @@ def estimate(
     adapter = lora * 16
     activations = batch_size * seq_len * (shape["hidden"] * shape["layers"] * 34 + shape["vocab"] * 8)
     peak = int((weights + adapter + activations) * 1.15)
-    seconds = 6 * parameters * train_tokens / SUSTAINED_FLOPS.get(device, SUSTAINED_FLOPS["cpu"])
+    rate = SUSTAINED_FLOPS.get(device, SUSTAINED_FLOPS["cpu"])
+    speedup = rate / SUSTAINED_FLOPS["cpu"]
+    train = 6 * parameters * train_tokens / rate
+    evaluate = 2 * 2 * questions * ANSWER_SECONDS / speedup
+    attribute = ATTRIBUTION_PASSES * 6 * parameters * attributed_tokens / rate
+    seconds = LOAD_SECONDS + train + evaluate + attribute
     return {
         "peak_memory_bytes": peak,
         "weights_bytes": int(weights),
@@ -63,5 +89,6 @@ def estimate(
         "activation_bytes": int(activations),
         "trainable_parameters": lora,
         "seconds": round(seconds, 1),
+        "train_seconds": round(train, 1),
         "device": device,
     }

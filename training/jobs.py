@@ -47,19 +47,24 @@ def job_config(*, base_model: BaseModel, method: str, preset: str, overrides: di
 
 
 def job_estimate(*, base_model: BaseModel, versions, config: dict, device: str = "cpu") -> dict:
+    """Peak memory and wall time of the whole run (loading, training, evaluation, attribution)."""
     tokens = sum(v.token_count for v in versions)
     records = sum(v.record_count for v in versions)
-    seq = min(config["max_seq_length"], max(32, 2 * tokens // max(records, 1) + 32))  # template overhead
+    per_record = estimates.record_tokens(tokens / max(records, 1))
+    held_out = min(config.get("max_eval_records", 100), round(records * config.get("eval_fraction", 0.05)))
+    trained = records - held_out
     shape = estimates.model_shape(base_model.local_path)
     result = estimates.estimate(
         parameters=base_model.parameter_count,
         shape=shape,
-        method=config["method"],
+        method="qlora" if config["method"] == "auto" and device == "cuda" else config["method"],
         rank=config["lora_r"],
         batch_size=config["batch_size"],
-        seq_len=seq,
-        train_tokens=int(records * seq * config["epochs"]),
+        seq_len=min(config["max_seq_length"], int(per_record)),
+        train_tokens=int(trained * per_record * config["epochs"]),
         device=device,
+        questions=min(trained, 40) + min(held_out, 40),
+        attributed_tokens=int(records * per_record),
     )
     return {**result, "records": records, "tokens": tokens}
 
