@@ -23,6 +23,7 @@ from modelfactory.exceptions import ApplicationError
 
 from . import estimates, presets, trainer
 from .attribution import influence_store
+from .display import preset_name
 from .models import BaseModel, FineTuneJob
 
 LOG_LINES = 50
@@ -76,6 +77,13 @@ def licence_conflicts(versions) -> list[str]:
     return warnings
 
 
+def job_default_name(*, owner, base_model: BaseModel, versions: list[DatanetVersion], preset: str) -> str:
+    """A name that tells the owner's jobs apart: base model, data, preset and the job's number."""
+    data = ", ".join(f"{v.datanet.name} v{v.number}" for v in versions)
+    number = FineTuneJob.objects.filter(owner=owner).count() + 1
+    return f"{base_model.name} on {data}, {preset_name(preset)} #{number}"
+
+
 def job_create(*, owner, name: str, base_model: BaseModel, versions: list[DatanetVersion], method: str,
                preset: str, overrides: dict | None = None) -> FineTuneJob:  # fmt: skip
     if not versions:
@@ -89,7 +97,7 @@ def job_create(*, owner, name: str, base_model: BaseModel, versions: list[Datane
     config = job_config(base_model=base_model, method=method, preset=preset, overrides=overrides, records=records)
     with transaction.atomic():
         job = FineTuneJob.objects.create(
-            name=name.strip() or f"{base_model.name} on {', '.join(v.datanet.name for v in versions)}",
+            name=name.strip() or job_default_name(owner=owner, base_model=base_model, versions=versions, preset=preset),
             owner=owner,
             base_model=base_model,
             method=method,

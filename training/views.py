@@ -3,18 +3,15 @@
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
-from django.db.models import OuterRef, Subquery
 from django.http import Http404
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 from django_htmx.http import HttpResponseStopPolling
 
-from datanets import policy as datanet_policy
-from datanets.models import DatanetVersion
 from modelfactory.exceptions import ApplicationError
 from publishing.services import contributor_labels
 
-from . import charts, jobs, policy, presets, workers
+from . import charts, display, jobs, policy, presets, wizard, workers
 from .attribution import influence_by_method
 from .forms import BaseModelForm, LaunchForm, MethodForm, VersionsForm
 from .models import BaseModel, FineTuneJob
@@ -29,94 +26,86 @@ def base_model_list(request):
     return render(request, "training/base_model_list.html", {"page": page})
 
 
-def _trainable_versions(user):
-    """The latest version of every Datanet this user may train on."""
-    datanets = datanet_policy.trainable_datanets(user)
-    latest = DatanetVersion.objects.filter(datanet=OuterRef("datanet")).order_by("-number").values("pk")[:1]
-    return (
-        DatanetVersion.objects.filter(datanet__in=datanets, pk=Subquery(latest))
-        .select_related("datanet")
-        .order_by("datanet__name")
-    )
+def _wizard_form(request, step: int, state: dict, versions_qs, models_qs):
+    data = request.POST or None
+    if step == 1:
+        requested = request.GET.get("version", "")  # from a version's "Train on this version"
+        chosen = [int(requested)] if requested.isdigit() else state.get("versions", [])
+        return VersionsForm(data, queryset=versions_qs, initial={"versions": chosen})
+    if step == 2:
+        initial = state.get("base_model") or wizard.only_model(models_qs)
+        return BaseModelForm(data, queryset=models_qs, initial={"base_model": initial})
+    if step == 3:
+        initial = {"method": state.get("method", "auto"), "preset": state.get("preset", presets.DEFAULT),
+                   **state.get("advanced", {})}  # fmt: skip
+        if isinstance(initial.get("target_modules"), list):
+            initial["target_modules"] = ",".join(initial["target_modules"])
+        records = sum(v.record_count for v in versions_qs.filter(pk__in=state["versions"]))
+        values = wizard.preset_values(method=initial["method"], records=records)
+        return MethodForm(data, initial=initial, preset_values=values)
+    versions = list(versions_qs.filter(pk__in=state["versions"]))
+    base_model = models_qs.filter(pk=state["base_model"]).first()
+    default = jobs.job_default_name(owner=request.user, base_model=base_model, versions=versions,
+                                    preset=state["preset"]) if base_model and versions else ""  # fmt: skip
+    return LaunchForm(data, initial={"name": state.get("name", "")}, default_name=default)
 
 
-def _ready_models():
-    return BaseModel.objects.filter(enabled=True, status=BaseModel.Status.READY).order_by("name")
+def _wizard_save(request, step: int, form, state: dict, versions_qs, models_qs) -> None:
+    """Keep a valid step's choices in the wizard's state; settings that do not work become a form error."""
+    if step == 1:
+        state["versions"] = [v.pk for v in form.cleaned_data["versions"]]
+    elif step == 2:
+        state["base_model"] = form.cleaned_data["base_model"].pk
+    elif step == 3:
+        state.update(method=form.cleaned_data["method"], preset=form.cleaned_data["preset"])
+        state["advanced"] = form.advanced()
+        try:
+            jobs.job_config(base_model=models_qs.filter(pk=state["base_model"]).first(), method=state["method"],
+                            preset=state["preset"], overrides=state["advanced"])  # fmt: skip
+        except ApplicationError as error:
+            form.add_error(None, error.message)
+    request.session["wizard"] = state
+
+
+def _wizard_launch(request, form, state: dict, versions_qs, models_qs):
+    try:
+        job = jobs.job_create(
+            owner=request.user,
+            name=form.cleaned_data["name"],
+            base_model=models_qs.get(pk=state["base_model"]),
+            versions=list(versions_qs.filter(pk__in=state["versions"])),
+            method=state["method"],
+            preset=state["preset"],
+            overrides=state.get("advanced"),
+        )
+    except (ApplicationError, BaseModel.DoesNotExist) as error:
+        form.add_error(None, getattr(error, "message", "That base model is no longer available."))
+        return None
+    request.session.pop("wizard", None)
+    return redirect("job_detail", pk=job.pk)  # the job page says it is queued, and then what it does
 
 
 @login_required
-def wizard(request, step=1):
+def wizard_view(request, step=1):
     if step not in STEPS:
         raise Http404("No such step.")
     state = request.session.get("wizard", {})
-    versions_qs, models_qs = _trainable_versions(request.user), _ready_models()
-    back = request.POST.get("go") == "back"
-    if step > 1 and not state.get("versions"):
-        return redirect("wizard", step=1)
-    if step > 2 and not state.get("base_model"):
-        return redirect("wizard", step=2)
-    if step > 3 and not state.get("method"):
-        return redirect("wizard", step=3)
-
-    if step == 1:
-        form = VersionsForm(request.POST or None, queryset=versions_qs, initial={"versions": state.get("versions", [])})
-    elif step == 2:
-        form = BaseModelForm(request.POST or None, queryset=models_qs, initial={"base_model": state.get("base_model")})
-    elif step == 3:
-        initial = {
-            "method": state.get("method", "auto"),
-            "preset": state.get("preset", presets.DEFAULT),
-            **state.get("advanced", {}),
-        }
-        if isinstance(initial.get("target_modules"), list):
-            initial["target_modules"] = ",".join(initial["target_modules"])
-        form = MethodForm(request.POST or None, initial=initial)
-    else:
-        form = LaunchForm(request.POST or None, initial={"name": state.get("name", "")})
-
-    if request.method == "POST":
-        if back and step > 1:
-            return redirect("wizard", step=step - 1)
-        if form.is_valid():
-            if step == 1:
-                state["versions"] = [v.pk for v in form.cleaned_data["versions"]]
-            elif step == 2:
-                state["base_model"] = form.cleaned_data["base_model"].pk
-            elif step == 3:
-                state.update(method=form.cleaned_data["method"], preset=form.cleaned_data["preset"])
-                state["advanced"] = form.advanced()
-                base_model = models_qs.filter(pk=state["base_model"]).first()
-                try:
-                    jobs.job_config(
-                        base_model=base_model,
-                        method=state["method"],
-                        preset=state["preset"],
-                        overrides=state["advanced"],
-                    )
-                except ApplicationError as error:
-                    form.add_error(None, error.message)
-            request.session["wizard"] = state
-            if form.is_valid() and step < 4:
-                return redirect("wizard", step=step + 1)
-            if form.is_valid() and step == 4:
-                try:
-                    job = jobs.job_create(
-                        owner=request.user,
-                        name=form.cleaned_data["name"],
-                        base_model=models_qs.get(pk=state["base_model"]),
-                        versions=list(versions_qs.filter(pk__in=state["versions"])),
-                        method=state["method"],
-                        preset=state["preset"],
-                        overrides=state.get("advanced"),
-                    )
-                except (ApplicationError, BaseModel.DoesNotExist) as error:
-                    form.add_error(None, getattr(error, "message", "That base model is no longer available."))
-                else:
-                    request.session.pop("wizard", None)
-                    messages.success(request, f"Job “{job.name}” queued.")
-                    return redirect("job_detail", pk=job.pk)
-
-    context = {"form": form, "step": step, "steps": STEPS, "state": state}
+    include = [*state.get("versions", []), request.GET.get("version", "")]
+    versions_qs, models_qs = wizard.wizard_versions(request.user, include=include), wizard.ready_models()
+    for needed, key in ((2, "versions"), (3, "base_model"), (4, "method")):
+        if step >= needed and not state.get(key):
+            return redirect("wizard", step=needed - 1)
+    if request.method == "POST" and request.POST.get("go") == "back" and step > 1:
+        return redirect("wizard", step=step - 1)
+    form = _wizard_form(request, step, state, versions_qs, models_qs)
+    if request.method == "POST" and form.is_valid():
+        _wizard_save(request, step, form, state, versions_qs, models_qs)
+        if form.is_valid() and step < 4:
+            return redirect("wizard", step=step + 1)
+        if form.is_valid() and (launched := _wizard_launch(request, form, state, versions_qs, models_qs)):
+            return launched
+    context = {"form": form, "step": step, "steps": STEPS, "state": state,
+               "preset_values": getattr(form, "preset_values", None)}  # fmt: skip
     if step == 4:
         context.update(_review(request.user, state, versions_qs, models_qs))
     return render(request, "training/wizard.html", context)
@@ -147,6 +136,8 @@ def _review(user, state, versions_qs, models_qs) -> dict:
         "base_model": base_model,
         "versions": versions,
         "config": config,
+        "method_label": display.method_label(config["method"]),
+        "preset_name": display.preset_name(state["preset"]),
         "estimates": estimates,
         "online": online,
         "licence_warnings": jobs.licence_conflicts(versions),
