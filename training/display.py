@@ -57,9 +57,10 @@ def _value(key: str, value) -> str:
     return str(value)
 
 
-def settings_rows(config: dict | None) -> list[dict]:
-    """A run's settings as (label, value) rows: the named ones first, in the wizard's order, then the rest."""
-    config = config or {}
+def settings_rows(config: dict | None, defaults: dict | None = None) -> list[dict]:
+    """A run's settings as (label, value) rows: the named ones first, in the wizard's order, then the rest;
+    ``defaults`` (the trainer's) fill in the named settings the config leaves out."""
+    config = {**{k: v for k, v in (defaults or {}).items() if k in SETTINGS}, **(config or {})}
     keys = [k for k in SETTINGS if k in config] + sorted(k for k in config if k not in SETTINGS)
     return [{"key": k, "label": SETTINGS.get(k, k.replace("_", " ").capitalize()), "value": _value(k, config[k])}
             for k in keys if config[k] not in (None, "", [], {})]  # fmt: skip

@@ -9,9 +9,10 @@ from django.views.decorators.http import require_POST
 from django_htmx.http import HttpResponseStopPolling
 
 from modelfactory.exceptions import ApplicationError
+from publishing import policy as publishing_policy
 from publishing.services import contributor_labels
 
-from . import charts, display, jobs, policy, presets, wizard, workers
+from . import charts, display, jobs, policy, presets, selectors, wizard, workers
 from .attribution import influence_by_method
 from .forms import BaseModelForm, LaunchForm, MethodForm, VersionsForm
 from .models import BaseModel, FineTuneJob
@@ -146,30 +147,43 @@ def _review(user, state, versions_qs, models_qs) -> dict:
 
 @login_required
 def job_list(request):
-    page = Paginator(policy.jobs_for_user(request.user).order_by("-created_at"), 20).get_page(request.GET.get("page"))
+    jobs_qs = selectors.jobs_listed(policy.jobs_for_user(request.user).order_by("-created_at"))
+    page = Paginator(jobs_qs, 20).get_page(request.GET.get("page"))
+    for job in page:
+        job.method_label, job.preset_name = display.method_label(job.method), display.preset_name(job.preset)
     return render(request, "training/job_list.html", {"page": page})
 
 
-def influence_summary(job) -> dict | None:
-    """The default method's table with contributors as their manifests will name them."""
+def influence_summary(job, user) -> dict | None:
+    """The default method's table with contributors as their manifests will name them, their usernames for
+    staff and the Datanets' curators, and their records split into training and held out."""
     method, data = influence_by_method(job)
     if not data:
         return None
-    labels = contributor_labels([int(row["contributor"]) for row in data["contributors"]])
-    rows = [{**row, "label": labels.get(int(row["contributor"]))} for row in data["contributors"][:50]]
+    ids = [int(row["contributor"]) for row in data["contributors"]]
+    labels = contributor_labels(ids)
+    names = selectors.job_contributor_names(job, publishing_policy.datanets_named_for_user(user, job))
+    totals = selectors.job_contributor_records(job)
+    rows = []
+    for row in data["contributors"][:50]:
+        pk = int(row["contributor"])
+        total = max(totals.get(pk, 0), row["records"])
+        rows.append({**row, "label": labels.get(pk), "name": names.get(pk), "total": total,
+                     "held_out": total - row["records"]})  # fmt: skip
     return {"method": method, "parameters": data["parameters"], "seconds": data["seconds"], "rows": rows}
 
 
 @login_required
 def job_detail(request, pk):
     job = policy.get_job_for_user(request.user, pk)
+    metrics = job.metrics or {}
     context = {
         "job": job,
         "position": jobs.queue_position(job),
-        "chart": charts.loss_chart(job.metrics),
-        "last": (job.metrics or {}).get("last", {}),
-        "attribution": (job.metrics or {}).get("attribution") if job.status == FineTuneJob.Status.ATTRIBUTING else None,
-        "influence": influence_summary(job),
+        "phase": display.PHASES.get(metrics.get("phase", "")),
+        "chart": charts.loss_chart(metrics),
+        "last": metrics.get("last", {}),
+        "attribution": metrics.get("attribution") if job.status == FineTuneJob.Status.ATTRIBUTING else None,
     }
     if request.htmx and request.GET.get("poll"):
         response = render(request, "training/job_detail.html#live", context)
@@ -177,6 +191,13 @@ def job_detail(request, pk):
             response = HttpResponseStopPolling(response.content)
             response["HX-Refresh"] = "true"
         return response
+    context.update(
+        influence=influence_summary(job, request.user),
+        settings=display.settings_rows(job.config, wizard.trainer_defaults()),
+        method_label=display.method_label(job.method),
+        preset_name=display.preset_name(job.preset),
+        evaluation_method=display.method_label((job.evaluation or {}).get("method", "")),
+    )
     return render(request, "training/job_detail.html", context)
 
 

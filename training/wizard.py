@@ -1,6 +1,6 @@
 """Reads for the fine-tune wizard: the versions to offer, the base model to preselect, the presets' values."""
 
-from dataclasses import fields
+from dataclasses import MISSING, fields
 
 from django.db.models import OuterRef, Q, Subquery
 
@@ -35,10 +35,15 @@ def only_model(models_qs) -> int | None:
     return pks[0] if len(pks) == 1 else None
 
 
+def trainer_defaults() -> dict:
+    """The trainer's value of every setting with a plain default (what a run uses where nobody chose)."""
+    return {f.name: f.default for f in fields(trainer.TrainConfig) if f.default is not MISSING}
+
+
 def preset_values(*, method: str, records: int) -> dict[str, dict]:
     """Each preset's value of every advanced field, sized to ``records`` records, trainer defaults filling in
     what a preset leaves alone: what an empty advanced field means."""
-    defaults = {f.name: f.default for f in fields(trainer.TrainConfig) if f.name in presets.ADVANCED_FIELDS}
+    defaults = trainer_defaults()
     out = {}
     for key in presets.PRESETS:
         values = {**defaults, **presets.resolve(key, method, records=records)}
