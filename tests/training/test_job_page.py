@@ -85,6 +85,10 @@ def test_the_job_page_draws_axes_and_shows_settings_as_a_table(client, make_job,
     assert re.search(r"<th scope=\"row\">LoRA rank</th><td>8</td>", page)
     assert "Automatic (LoRA or QLoRA" in page and "preset Quick" in page
 
+    job.status, job.step, job.total_steps = "succeeded", 145, 300  # early stopping ended it before the plan
+    job.save()
+    assert 'value="100" aria-label="Training progress"' in page_of(client, job)
+
 
 def test_jobs_get_names_apart_and_the_list_shows_method_preset_and_data(client, make_job, trainer_user,
                                                                         django_assert_max_num_queries):  # fmt: skip
