@@ -69,9 +69,9 @@ def get_receipt_adapter_for_user(user, slug: str, version: int) -> Adapter:
     return adapter
 
 
-def datanets_named_for_user(user, adapter: Adapter) -> list[int]:
-    """The adapter's Datanets whose contributors this user sees by name, not pseudonym: all of them for
-    staff, those they curate for curators, none for anyone else."""
+def datanets_named_for_user(user, adapter: Adapter | FineTuneJob) -> list[int]:
+    """The adapter's (or fine-tune job's) Datanets whose contributors this user sees by name, not pseudonym:
+    all of them for staff, those they curate for curators, none for anyone else."""
     if not user.is_authenticated:
         return []
     datanets = {v.datanet_id: v.datanet for v in adapter.datanet_versions.select_related("datanet")}

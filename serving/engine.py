@@ -78,6 +78,9 @@ class Engine:
 
     # Adapters ---------------------------------------------------------------------------------
 
+    def has_adapter(self, key: str) -> bool:
+        return _name(key) in self.loaded
+
     def ensure_adapter(self, adapter: AdapterRef) -> str:
         """Load the adapter if it is not loaded (evicting the least recently used); return its name."""
         from peft import PeftModel

@@ -103,7 +103,7 @@ def chat_completions(request):
                 elif event["type"] == "done":
                     yield _chunk(completion_id, created, model, {}, event["finish_reason"],
                                  attribution=event.get("attribution"))  # fmt: skip
-                else:
+                elif event["type"] == "error":  # "status" events (loading the model) are the page's only
                     yield f"data: {json.dumps({'error': {'message': event['message'], 'type': 'server_error'}})}\n\n"
             yield "data: [DONE]\n\n"
 

@@ -51,15 +51,48 @@ def index_for(target: services.Target):
     return index
 
 
+STAGES = {
+    "model": "Loading the model: the first answer waits for it, later ones stream at once",
+    "adapter": "Loading the adapter",
+}
+
+
+def _prepare(request_id: str, target: services.Target, use_adapter: bool):
+    """The engine and adapter for one answer. What is not loaded yet is loaded first, with a "status" event
+    before each stage ({"stage", "message", "step", "steps"}) so that the page says what it waits for."""
+    from .engine import AdapterRef
+
+    path = target.base_model.local_path
+    loaded = _engines.get(path)
+    stages = [] if loaded else ["model"]
+    if use_adapter and (loaded is None or not loaded.has_adapter(target.key)):
+        stages.append("adapter")
+
+    def say(stage: str) -> None:
+        event = {"type": "status", "stage": stage, "message": STAGES[stage], "step": stages.index(stage) + 1,
+                 "steps": len(stages)}  # fmt: skip
+        services.chat_push(request_id=request_id, event=event)
+
+    if "model" in stages:
+        say("model")
+    engine = engine_for(path)
+    if not use_adapter:
+        return engine, None
+    if "adapter" in stages:
+        say("adapter")
+    adapter = AdapterRef(target.key, str(services.adapter_local_dir(target=target)))
+    engine.ensure_adapter(adapter)
+    return engine, adapter
+
+
 @shared_task(name="inference.chat", ignore_result=True)
 def chat_task(request_id: str, target: dict, messages: list[dict], sampling: dict, use_adapter: bool = True) -> None:
     """Generate one answer, pushing its tokens to Redis as they come, then its attribution."""
-    from .engine import AdapterRef, Sampling
+    from .engine import Sampling
 
     try:
         target = services.target_from_payload(target)
-        engine = engine_for(target.base_model.local_path)
-        adapter = AdapterRef(target.key, str(services.adapter_local_dir(target=target))) if use_adapter else None
+        engine, adapter = _prepare(request_id, target, use_adapter)
         ids, finish = [], "stop"
         tokens = engine.generate(messages, adapter=adapter, sampling=Sampling(**sampling),
                                  should_stop=lambda: services.chat_cancelled(request_id=request_id))  # fmt: skip

@@ -1,5 +1,6 @@
 from django import forms
 
+from .display import SETTINGS
 from .presets import DEFAULT, PRESETS
 
 
@@ -40,24 +41,39 @@ class MethodForm(forms.Form):
     preset = forms.ChoiceField(
         choices=[(key, value["label"]) for key, value in PRESETS.items()], widget=forms.RadioSelect, initial=DEFAULT
     )
-    lora_r = forms.IntegerField(required=False, min_value=1, max_value=256, label="Rank")
-    lora_alpha = forms.IntegerField(required=False, min_value=1, max_value=512, label="Alpha")
-    lora_dropout = forms.FloatField(required=False, min_value=0, max_value=0.9, label="Dropout")
+    lora_r = forms.IntegerField(required=False, min_value=1, max_value=256)
+    lora_alpha = forms.IntegerField(required=False, min_value=1, max_value=512)
+    lora_dropout = forms.FloatField(required=False, min_value=0, max_value=0.9)
     target_modules = forms.CharField(required=False, help_text="all-linear, or names like q_proj,v_proj")
     learning_rate = forms.FloatField(required=False, min_value=1e-7, max_value=0.1)
     lr_scheduler = forms.ChoiceField(
-        required=False, choices=[("", "preset"), ("cosine", "cosine"), ("linear", "linear"), ("constant", "constant")]
-    )
+        required=False, choices=[("", "the preset's"), ("cosine", "cosine"), ("linear", "linear"),
+                                 ("constant", "constant")]
+    )  # fmt: skip
     epochs = forms.FloatField(required=False, min_value=0.1, max_value=100)
     batch_size = forms.IntegerField(required=False, min_value=1, max_value=512)
     gradient_accumulation = forms.IntegerField(required=False, min_value=1, max_value=512)
     max_seq_length = forms.IntegerField(required=False, min_value=16, max_value=32768)
     eval_fraction = forms.FloatField(
-        required=False, min_value=0, max_value=0.49, label="Held-out split",
-        help_text="Share of records kept out of training to measure generalisation (default 0.05, at most 100 "
-        "records); 0 trains on every record, and recall on trained records is measured either way.",
+        required=False, min_value=0, max_value=0.49,
+        help_text="Share of records kept out of training to measure generalisation (at most 100 records); 0 "
+        "trains on every record, and recall on trained records is measured either way.",
     )  # fmt: skip
     seed = forms.IntegerField(required=False, min_value=0)
+
+    def __init__(self, *args, preset_values: dict[str, dict] | None = None, **kwargs):
+        """``preset_values``: each preset's value of every advanced field, shown in the empty fields."""
+        super().__init__(*args, **kwargs)
+        for name, field in self.fields.items():
+            field.label = SETTINGS.get(name, field.label)
+        self.preset_values = preset_values or {}
+        chosen = self.data.get("preset") or self.initial.get("preset") or DEFAULT
+        values = self.preset_values.get(chosen, {})
+        for name, value in values.items():
+            if name == "lr_scheduler":
+                self.fields[name].choices = [("", f"the preset's ({value})"), *self.fields[name].choices[1:]]
+            elif value is not None:
+                self.fields[name].widget.attrs["placeholder"] = value
 
     def advanced(self) -> dict:
         data = {k: v for k, v in self.cleaned_data.items() if k not in ("method", "preset") and v not in (None, "")}
@@ -67,4 +83,11 @@ class MethodForm(forms.Form):
 
 
 class LaunchForm(forms.Form):
-    name = forms.CharField(required=False, max_length=200, help_text="Optional; a name is made up otherwise")
+    name = forms.CharField(
+        required=False, max_length=200, help_text="Optional; the name shown greyed is used otherwise"
+    )
+
+    def __init__(self, *args, default_name: str = "", **kwargs):
+        super().__init__(*args, **kwargs)
+        if default_name:
+            self.fields["name"].widget.attrs["placeholder"] = default_name

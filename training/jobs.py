@@ -21,7 +21,7 @@ from datanets import services as datanet_services
 from datanets.models import DatanetVersion
 from modelfactory.exceptions import ApplicationError
 
-from . import estimates, presets, trainer
+from . import display, estimates, presets, trainer
 from .attribution import influence_store
 from .models import BaseModel, FineTuneJob
 
@@ -32,6 +32,7 @@ EVALUATION_KEYS = (
     "train_seconds", "wall_seconds",
 )  # fmt: skip
 WRITE_EVERY_S = 1.0
+PHASES = ("preparing", "loading", "evaluating", "attributing")  # trainer events that start a phase of the run
 
 
 def job_config(*, base_model: BaseModel, method: str, preset: str, overrides: dict | None = None,
@@ -81,6 +82,13 @@ def licence_conflicts(versions) -> list[str]:
     return warnings
 
 
+def job_default_name(*, owner, base_model: BaseModel, versions: list[DatanetVersion], preset: str) -> str:
+    """A name that tells the owner's jobs apart: base model, data, preset and the job's number."""
+    data = ", ".join(f"{v.datanet.name} v{v.number}" for v in versions)
+    number = FineTuneJob.objects.filter(owner=owner).count() + 1
+    return f"{base_model.name} on {data}, {display.preset_name(preset)} #{number}"
+
+
 def job_create(*, owner, name: str, base_model: BaseModel, versions: list[DatanetVersion], method: str,
                preset: str, overrides: dict | None = None) -> FineTuneJob:  # fmt: skip
     if not versions:
@@ -94,7 +102,7 @@ def job_create(*, owner, name: str, base_model: BaseModel, versions: list[Datane
     config = job_config(base_model=base_model, method=method, preset=preset, overrides=overrides, records=records)
     with transaction.atomic():
         job = FineTuneJob.objects.create(
-            name=name.strip() or f"{base_model.name} on {', '.join(v.datanet.name for v in versions)}",
+            name=name.strip() or job_default_name(owner=owner, base_model=base_model, versions=versions, preset=preset),
             owner=owner,
             base_model=base_model,
             method=method,
@@ -222,6 +230,14 @@ def _failure_message(error: BaseException, job: FineTuneJob) -> str:
     return f"The run failed ({type(error).__name__}: {text[:500]}). Retry it; if it fails again, tell an admin."
 
 
+def _record_phase(pk: int, metrics: dict, kind: str) -> None:
+    """What the job page says the run is doing, also before its first step; the slow starts are logged."""
+    if kind in PHASES or kind == "step":
+        metrics["phase"] = "training" if kind == "step" else kind
+    if kind in ("preparing", "loading"):
+        _append_log(pk, f"{display.PHASES[kind]}…")
+
+
 def job_run(*, job_id: int, worker: str) -> str:
     """Run the job to its end on this worker. Idempotent: finished jobs and jobs another live worker
     holds are left alone; a job whose worker died continues from its last checkpoint."""
@@ -254,6 +270,7 @@ def job_run(*, job_id: int, worker: str) -> str:
             FineTuneJob.objects.filter(pk=job.pk).update(resumed_from_step=event["step"])
             metrics["train"] = [p for p in metrics["train"] if p["step"] <= event["step"]]
             return
+        _record_phase(job.pk, metrics, kind)
         if kind == "step":
             metrics["train"].append({k: event[k] for k in ("step", "loss", "lr", "tokens_per_s")})
             metrics["last"] = {
@@ -286,6 +303,7 @@ def job_run(*, job_id: int, worker: str) -> str:
     try:
         directory.mkdir(parents=True, exist_ok=True)
         data_path = directory / "data.jsonl"
+        on_event({"event": "preparing"})
         if not data_path.exists():
             write_training_data(job, data_path)
         config = trainer.TrainConfig.from_dict({**job.config, "base_model_path": job.base_model.local_path})

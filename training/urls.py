@@ -4,8 +4,8 @@ from . import views
 
 urlpatterns = [
     path("base-models/", views.base_model_list, name="base_model_list"),
-    path("train/", views.wizard, name="wizard_start"),
-    path("train/step/<int:step>/", views.wizard, name="wizard"),
+    path("train/", views.wizard_view, name="wizard_start"),
+    path("train/step/<int:step>/", views.wizard_view, name="wizard"),
     path("jobs/", views.job_list, name="job_list"),
     path("jobs/<int:pk>/", views.job_detail, name="job_detail"),
     path("jobs/<int:pk>/cancel/", views.job_cancel, name="job_cancel"),

@@ -3,18 +3,16 @@
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
-from django.db.models import OuterRef, Subquery
 from django.http import Http404
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 from django_htmx.http import HttpResponseStopPolling
 
-from datanets import policy as datanet_policy
-from datanets.models import DatanetVersion
 from modelfactory.exceptions import ApplicationError
+from publishing import policy as publishing_policy
 from publishing.services import contributor_labels
 
-from . import charts, jobs, policy, presets, workers
+from . import charts, display, jobs, policy, presets, selectors, wizard, workers
 from .attribution import influence_by_method
 from .forms import BaseModelForm, LaunchForm, MethodForm, VersionsForm
 from .models import BaseModel, FineTuneJob
@@ -29,94 +27,86 @@ def base_model_list(request):
     return render(request, "training/base_model_list.html", {"page": page})
 
 
-def _trainable_versions(user):
-    """The latest version of every Datanet this user may train on."""
-    datanets = datanet_policy.trainable_datanets(user)
-    latest = DatanetVersion.objects.filter(datanet=OuterRef("datanet")).order_by("-number").values("pk")[:1]
-    return (
-        DatanetVersion.objects.filter(datanet__in=datanets, pk=Subquery(latest))
-        .select_related("datanet")
-        .order_by("datanet__name")
-    )
+def _wizard_form(request, step: int, state: dict, versions_qs, models_qs):
+    data = request.POST or None
+    if step == 1:
+        requested = request.GET.get("version", "")  # from a version's "Train on this version"
+        chosen = [int(requested)] if requested.isdigit() else state.get("versions", [])
+        return VersionsForm(data, queryset=versions_qs, initial={"versions": chosen})
+    if step == 2:
+        initial = state.get("base_model") or wizard.only_model(models_qs)
+        return BaseModelForm(data, queryset=models_qs, initial={"base_model": initial})
+    if step == 3:
+        initial = {"method": state.get("method", "auto"), "preset": state.get("preset", presets.DEFAULT),
+                   **state.get("advanced", {})}  # fmt: skip
+        if isinstance(initial.get("target_modules"), list):
+            initial["target_modules"] = ",".join(initial["target_modules"])
+        records = sum(v.record_count for v in versions_qs.filter(pk__in=state["versions"]))
+        values = wizard.preset_values(method=initial["method"], records=records)
+        return MethodForm(data, initial=initial, preset_values=values)
+    versions = list(versions_qs.filter(pk__in=state["versions"]))
+    base_model = models_qs.filter(pk=state["base_model"]).first()
+    default = jobs.job_default_name(owner=request.user, base_model=base_model, versions=versions,
+                                    preset=state["preset"]) if base_model and versions else ""  # fmt: skip
+    return LaunchForm(data, initial={"name": state.get("name", "")}, default_name=default)
 
 
-def _ready_models():
-    return BaseModel.objects.filter(enabled=True, status=BaseModel.Status.READY).order_by("name")
+def _wizard_save(request, step: int, form, state: dict, versions_qs, models_qs) -> None:
+    """Keep a valid step's choices in the wizard's state; settings that do not work become a form error."""
+    if step == 1:
+        state["versions"] = [v.pk for v in form.cleaned_data["versions"]]
+    elif step == 2:
+        state["base_model"] = form.cleaned_data["base_model"].pk
+    elif step == 3:
+        state.update(method=form.cleaned_data["method"], preset=form.cleaned_data["preset"])
+        state["advanced"] = form.advanced()
+        try:
+            jobs.job_config(base_model=models_qs.filter(pk=state["base_model"]).first(), method=state["method"],
+                            preset=state["preset"], overrides=state["advanced"])  # fmt: skip
+        except ApplicationError as error:
+            form.add_error(None, error.message)
+    request.session["wizard"] = state
+
+
+def _wizard_launch(request, form, state: dict, versions_qs, models_qs):
+    try:
+        job = jobs.job_create(
+            owner=request.user,
+            name=form.cleaned_data["name"],
+            base_model=models_qs.get(pk=state["base_model"]),
+            versions=list(versions_qs.filter(pk__in=state["versions"])),
+            method=state["method"],
+            preset=state["preset"],
+            overrides=state.get("advanced"),
+        )
+    except (ApplicationError, BaseModel.DoesNotExist) as error:
+        form.add_error(None, getattr(error, "message", "That base model is no longer available."))
+        return None
+    request.session.pop("wizard", None)
+    return redirect("job_detail", pk=job.pk)  # the job page says it is queued, and then what it does
 
 
 @login_required
-def wizard(request, step=1):
+def wizard_view(request, step=1):
     if step not in STEPS:
         raise Http404("No such step.")
     state = request.session.get("wizard", {})
-    versions_qs, models_qs = _trainable_versions(request.user), _ready_models()
-    back = request.POST.get("go") == "back"
-    if step > 1 and not state.get("versions"):
-        return redirect("wizard", step=1)
-    if step > 2 and not state.get("base_model"):
-        return redirect("wizard", step=2)
-    if step > 3 and not state.get("method"):
-        return redirect("wizard", step=3)
-
-    if step == 1:
-        form = VersionsForm(request.POST or None, queryset=versions_qs, initial={"versions": state.get("versions", [])})
-    elif step == 2:
-        form = BaseModelForm(request.POST or None, queryset=models_qs, initial={"base_model": state.get("base_model")})
-    elif step == 3:
-        initial = {
-            "method": state.get("method", "auto"),
-            "preset": state.get("preset", presets.DEFAULT),
-            **state.get("advanced", {}),
-        }
-        if isinstance(initial.get("target_modules"), list):
-            initial["target_modules"] = ",".join(initial["target_modules"])
-        form = MethodForm(request.POST or None, initial=initial)
-    else:
-        form = LaunchForm(request.POST or None, initial={"name": state.get("name", "")})
-
-    if request.method == "POST":
-        if back and step > 1:
-            return redirect("wizard", step=step - 1)
-        if form.is_valid():
-            if step == 1:
-                state["versions"] = [v.pk for v in form.cleaned_data["versions"]]
-            elif step == 2:
-                state["base_model"] = form.cleaned_data["base_model"].pk
-            elif step == 3:
-                state.update(method=form.cleaned_data["method"], preset=form.cleaned_data["preset"])
-                state["advanced"] = form.advanced()
-                base_model = models_qs.filter(pk=state["base_model"]).first()
-                try:
-                    jobs.job_config(
-                        base_model=base_model,
-                        method=state["method"],
-                        preset=state["preset"],
-                        overrides=state["advanced"],
-                    )
-                except ApplicationError as error:
-                    form.add_error(None, error.message)
-            request.session["wizard"] = state
-            if form.is_valid() and step < 4:
-                return redirect("wizard", step=step + 1)
-            if form.is_valid() and step == 4:
-                try:
-                    job = jobs.job_create(
-                        owner=request.user,
-                        name=form.cleaned_data["name"],
-                        base_model=models_qs.get(pk=state["base_model"]),
-                        versions=list(versions_qs.filter(pk__in=state["versions"])),
-                        method=state["method"],
-                        preset=state["preset"],
-                        overrides=state.get("advanced"),
-                    )
-                except (ApplicationError, BaseModel.DoesNotExist) as error:
-                    form.add_error(None, getattr(error, "message", "That base model is no longer available."))
-                else:
-                    request.session.pop("wizard", None)
-                    messages.success(request, f"Job “{job.name}” queued.")
-                    return redirect("job_detail", pk=job.pk)
-
-    context = {"form": form, "step": step, "steps": STEPS, "state": state}
+    include = [*state.get("versions", []), request.GET.get("version", "")]
+    versions_qs, models_qs = wizard.wizard_versions(request.user, include=include), wizard.ready_models()
+    for needed, key in ((2, "versions"), (3, "base_model"), (4, "method")):
+        if step >= needed and not state.get(key):
+            return redirect("wizard", step=needed - 1)
+    if request.method == "POST" and request.POST.get("go") == "back" and step > 1:
+        return redirect("wizard", step=step - 1)
+    form = _wizard_form(request, step, state, versions_qs, models_qs)
+    if request.method == "POST" and form.is_valid():
+        _wizard_save(request, step, form, state, versions_qs, models_qs)
+        if form.is_valid() and step < 4:
+            return redirect("wizard", step=step + 1)
+        if form.is_valid() and (launched := _wizard_launch(request, form, state, versions_qs, models_qs)):
+            return launched
+    context = {"form": form, "step": step, "steps": STEPS, "state": state,
+               "preset_values": getattr(form, "preset_values", None)}  # fmt: skip
     if step == 4:
         context.update(_review(request.user, state, versions_qs, models_qs))
     return render(request, "training/wizard.html", context)
@@ -147,6 +137,8 @@ def _review(user, state, versions_qs, models_qs) -> dict:
         "base_model": base_model,
         "versions": versions,
         "config": config,
+        "method_label": display.method_label(config["method"]),
+        "preset_name": display.preset_name(state["preset"]),
         "estimates": estimates,
         "online": online,
         "licence_warnings": jobs.licence_conflicts(versions),
@@ -155,30 +147,43 @@ def _review(user, state, versions_qs, models_qs) -> dict:
 
 @login_required
 def job_list(request):
-    page = Paginator(policy.jobs_for_user(request.user).order_by("-created_at"), 20).get_page(request.GET.get("page"))
+    jobs_qs = selectors.jobs_listed(policy.jobs_for_user(request.user).order_by("-created_at"))
+    page = Paginator(jobs_qs, 20).get_page(request.GET.get("page"))
+    for job in page:
+        job.method_label, job.preset_name = display.method_label(job.method), display.preset_name(job.preset)
     return render(request, "training/job_list.html", {"page": page})
 
 
-def influence_summary(job) -> dict | None:
-    """The default method's table with contributors as their manifests will name them."""
+def influence_summary(job, user) -> dict | None:
+    """The default method's table with contributors as their manifests will name them, their usernames for
+    staff and the Datanets' curators, and their records split into training and held out."""
     method, data = influence_by_method(job)
     if not data:
         return None
-    labels = contributor_labels([int(row["contributor"]) for row in data["contributors"]])
-    rows = [{**row, "label": labels.get(int(row["contributor"]))} for row in data["contributors"][:50]]
+    ids = [int(row["contributor"]) for row in data["contributors"]]
+    labels = contributor_labels(ids)
+    names = selectors.job_contributor_names(job, publishing_policy.datanets_named_for_user(user, job))
+    totals = selectors.job_contributor_records(job)
+    rows = []
+    for row in data["contributors"][:50]:
+        pk = int(row["contributor"])
+        total = max(totals.get(pk, 0), row["records"])
+        rows.append({**row, "label": labels.get(pk), "name": names.get(pk), "total": total,
+                     "held_out": total - row["records"]})  # fmt: skip
     return {"method": method, "parameters": data["parameters"], "seconds": data["seconds"], "rows": rows}
 
 
 @login_required
 def job_detail(request, pk):
     job = policy.get_job_for_user(request.user, pk)
+    metrics = job.metrics or {}
     context = {
         "job": job,
         "position": jobs.queue_position(job),
-        "chart": charts.loss_chart(job.metrics),
-        "last": (job.metrics or {}).get("last", {}),
-        "attribution": (job.metrics or {}).get("attribution") if job.status == FineTuneJob.Status.ATTRIBUTING else None,
-        "influence": influence_summary(job),
+        "phase": display.PHASES.get(metrics.get("phase", "")),
+        "chart": charts.loss_chart(metrics),
+        "last": metrics.get("last", {}),
+        "attribution": metrics.get("attribution") if job.status == FineTuneJob.Status.ATTRIBUTING else None,
     }
     if request.htmx and request.GET.get("poll"):
         response = render(request, "training/job_detail.html#live", context)
@@ -186,6 +191,13 @@ def job_detail(request, pk):
             response = HttpResponseStopPolling(response.content)
             response["HX-Refresh"] = "true"
         return response
+    context.update(
+        influence=influence_summary(job, request.user),
+        settings=display.settings_rows(job.config, wizard.trainer_defaults()),
+        method_label=display.method_label(job.method),
+        preset_name=display.preset_name(job.preset),
+        evaluation_method=display.method_label((job.evaluation or {}).get("method", "")),
+    )
     return render(request, "training/job_detail.html", context)
 
 

@@ -47,12 +47,41 @@
     box.append(el("p", attribution.note, "muted note"));
   }
 
+  // Until the first token: what the answer waits for (the worker, loading the model, the adapter) and for how long.
+  function waiting(answer) {
+    const box = answer.querySelector(".loading");
+    const started = Date.now();
+    const elapsed = box.querySelector(".loading-elapsed");
+    const timer = setInterval(function () {
+      elapsed.textContent = Math.round((Date.now() - started) / 1000) + " s";
+    }, 1000);
+    return {
+      status: function (event) {
+        box.querySelector(".loading-message").textContent = event.message + " (step " + event.step + " of " + event.steps + ")";
+        const bar = box.querySelector(".loading-progress");
+        bar.max = event.steps;
+        if (event.step > 1) bar.value = event.step - 1; else bar.removeAttribute("value");
+      },
+      end: function () {
+        clearInterval(timer);
+        box.remove();
+        answer.classList.remove("waiting");
+      },
+    };
+  }
+
   function stream(url, answer) {
     return new Promise(function (resolve) {
       const text = answer.querySelector(".answer-text");
+      const wait = waiting(answer);
       const source = new EventSource(url);
-      source.addEventListener("token", function (e) { text.textContent += JSON.parse(e.data).text; });
+      source.addEventListener("status", function (e) { wait.status(JSON.parse(e.data)); });
+      source.addEventListener("token", function (e) {
+        wait.end();
+        text.textContent += JSON.parse(e.data).text;
+      });
       source.addEventListener("done", function (e) {
+        wait.end();
         source.close();
         const event = JSON.parse(e.data);
         text.classList.remove("streaming");
@@ -62,6 +91,7 @@
         resolve();
       });
       source.addEventListener("error", function (e) {
+        wait.end();
         source.close();
         text.classList.remove("streaming");
         let message = "The connection to the inference service was lost.";

@@ -68,7 +68,7 @@ def test_a_published_version_offers_training_to_those_who_may(client, datanet, c
     version = services.version_publish(datanet=datanet, by=curator)
     url = reverse("version_detail", args=[datanet.slug, version.number])
     client.force_login(curator)
-    assert f'href="{reverse("wizard_start")}"' in client.get(url).content.decode()
+    assert f'href="{reverse("wizard_start")}?version={version.pk}"' in client.get(url).content.decode()
     client.logout()
     assert "Train on this version" not in client.get(url).content.decode()
     client.force_login(UserFactory())

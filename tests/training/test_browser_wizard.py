@@ -21,11 +21,11 @@ def test_walk_the_wizard_and_watch_the_run(live_server, celery_worker_process, p
     page.get_by_label("Tiny Llama", exact=False).check()
     page.get_by_role("button", name="Next").click()
     page.get_by_text("Method and preset").wait_for()
-    page.get_by_label("QLoRA", exact=False).check()
+    page.get_by_label("QLoRA: 4-bit", exact=False).check()
     page.get_by_label("Quick", exact=False).check()
     page.get_by_text("Advanced settings").click()
     page.get_by_label("Epochs").fill("60")
-    page.get_by_label("Max seq length").fill("64")
+    page.get_by_label("Max sequence length").fill("64")
     page.get_by_label("Learning rate").fill("0.005")
     page.get_by_role("button", name="Next").click()
 
@@ -45,7 +45,9 @@ def test_walk_the_wizard_and_watch_the_run(live_server, celery_worker_process, p
     first = int(page.locator("#job-step").inner_text())
     page.wait_for_function(f"() => Number(document.querySelector('#job-step')?.textContent || 0) > {first}",
                            timeout=60_000)  # fmt: skip
-    assert page.locator("svg.chart polyline").count() == 1  # the loss curve is drawn
+    assert page.locator("svg.chart polyline.train-loss").count() == 1  # the loss curve is drawn
+    assert page.locator("svg.chart polyline.smoothed-loss").count() == 1  # with its smoothed line
+    assert page.locator("svg.chart .x-tick").count() >= 2  # on axes with step numbers
 
     page.locator("#evaluation").wait_for(timeout=180_000)  # the page reloads itself when the job ends
     job.refresh_from_db()

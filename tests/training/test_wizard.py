@@ -1,5 +1,7 @@
 """The wizard walked with the test client, and who may see a job."""
 
+import re
+
 import pytest
 from django.urls import reverse
 
@@ -24,13 +26,13 @@ def test_wizard_keeps_choices_back_and_forward_and_launches(client, tiny_base_mo
     assert client.post(step(2), {"base_model": tiny_base_model.pk, "go": "next"})["Location"] == step(3)
     bad = client.post(step(3), {"method": "qlora", "preset": "quick", "learning_rate": "0.5", "go": "next"})
     assert "Ensure this value is less than or equal to 0.1" in bad.content.decode()
-    good = {"method": "lora", "preset": "balanced", "lora_r": "4", "max_seq_length": "64", "go": "next"}
+    good = {"method": "lora", "preset": "standard", "lora_r": "4", "max_seq_length": "64", "go": "next"}
     assert client.post(step(3), good)["Location"] == step(4)
 
     # Back keeps what was chosen.
     assert client.post(step(4), {"go": "back"})["Location"] == step(3)
     page = client.get(step(3)).content.decode()
-    assert 'value="lora" required id="id_method_1" checked' in page
+    assert re.search(r'value="lora"[^>]*checked', page)
     assert 'name="lora_r" value="4"' in page
     assert client.get(step(1)).content.decode().count("checked") == 2
 
@@ -41,7 +43,7 @@ def test_wizard_keeps_choices_back_and_forward_and_launches(client, tiny_base_mo
     job = FineTuneJob.objects.get()
     assert response["Location"] == reverse("job_detail", args=[job.pk])
     assert (job.name, job.method, job.preset, job.config["lora_r"], job.config["max_seq_length"]) == (
-        "Codes expert", "lora", "balanced", 4, 64,
+        "Codes expert", "lora", "standard", 4, 64,
     )  # fmt: skip
     assert set(job.datanet_versions.all()) == {version, other}
     assert job.estimate["peak_memory_bytes"] > 0
@@ -62,3 +64,52 @@ def test_who_sees_a_job(client, tiny_base_model, trainer_user, version, role, st
     assert client.post(reverse("job_cancel", args=[job.pk])).status_code in ((302,) if status == 200 else (404,))
     job.refresh_from_db()
     assert (job.status == "cancelled") is (status == 200)
+
+
+def _field(page: str, name: str) -> str:
+    return re.search(rf'<(?:input|select)[^>]*name="{name}"[^>]*>', page).group(0)
+
+
+def test_the_wizard_preselects_what_it_can_and_shows_the_presets_values(client, tiny_base_model, trainer_user,
+                                                                       version):  # fmt: skip
+    client.force_login(trainer_user)
+    step = lambda n: reverse("wizard", args=[n])  # noqa: E731
+    client.post(step(1), {"versions": [version.pk], "go": "next"})
+    models = client.get(step(2)).content.decode()
+    assert re.search(rf'value="{tiny_base_model.pk}"[^>]*checked', models)  # the only base model
+    assert client.post(step(2), {"base_model": tiny_base_model.pk, "go": "next"})["Location"] == step(3)
+
+    page = client.get(step(3)).content.decode()
+    assert re.search(r'value="standard"[^>]*checked', page) and "Standard (default)" in page
+    assert 'placeholder="16"' in _field(page, "lora_r")  # the standard preset's rank
+    assert 'placeholder="10.0"' in _field(page, "epochs")  # sized to 40 records: the preset's most
+    assert 'placeholder="0.05"' in _field(page, "eval_fraction")  # the trainer's default
+    assert "the preset&#x27;s (cosine)" in page or "the preset's (cosine)" in page
+    assert "Learning-rate schedule" in page and '"quick": {"lora_r": 8' in page  # other presets, for the script
+    assert client.post(step(3), {"method": "qlora", "preset": "standard", "go": "next"})["Location"] == step(4)
+
+    review = client.get(step(4)).content.decode()
+    assert "QLoRA, preset Standard" in review and "QLORA" not in review
+    assert review.index('name="name"') < review.index('id="estimate"')  # the name stands clear of the table
+    assert 'placeholder="Tiny Llama on Codes v1, Standard #1"' in _field(review, "name")
+
+
+def test_train_on_this_version_opens_the_wizard_with_it_chosen(client, tiny_base_model, trainer_user, version):
+    from datanets import services as datanet_services
+    from datanets.models import Record
+
+    datanet_services.record_create(datanet=version.datanet, contributor=trainer_user,
+                                   value={"instruction": "What does code 99 mean?", "output": "Red."})  # fmt: skip
+    Record.objects.filter(datanet=version.datanet).update(status="approved")
+    newer = datanet_services.version_publish(datanet=version.datanet, by=UserFactory(is_staff=True))
+    client.force_login(trainer_user)
+    page = client.get(reverse("version_detail", args=[version.datanet.slug, version.number])).content.decode()
+    link = re.search(r'id="train-on-version" href="([^"]+)"', page).group(1)
+    assert link == f"{reverse('wizard_start')}?version={version.pk}"
+
+    wizard = client.get(link).content.decode()  # the older version is offered beside the latest, and chosen
+    assert re.search(rf'value="{version.pk}"[^>]*checked', wizard)
+    assert f'value="{newer.pk}"' in wizard and not re.search(rf'value="{newer.pk}"[^>]*checked', wizard)
+    assert client.post(link, {"versions": [version.pk], "go": "next"})["Location"] == reverse("wizard", args=[2])
+    assert client.session["wizard"]["versions"] == [version.pk]
+    assert f'value="{version.pk}"' in client.get(reverse("wizard", args=[1])).content.decode()
