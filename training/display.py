@@ -22,6 +22,8 @@ SETTINGS = {
     "gradient_accumulation": "Gradient accumulation steps",
     "max_seq_length": "Max sequence length (tokens)",
     "eval_fraction": "Held-out split",
+    "early_stopping_patience": "Early stopping (held-out checks without a better loss)",
+    "task_eval_examples": "Questions scored per set",
     "seed": "Seed",
     "max_steps": "Step limit",
     "checkpoint_every": "Checkpoint every (steps)",

@@ -59,6 +59,12 @@ class MethodForm(forms.Form):
         help_text="Share of records kept out of training to measure generalisation (at most 100 records); 0 "
         "trains on every record, and recall on trained records is measured either way.",
     )  # fmt: skip
+    early_stopping_patience = forms.IntegerField(
+        required=False, min_value=0, max_value=100, label="Early stopping",
+        help_text="Stop after this many held-out checks (one an epoch) without a better held-out loss and keep the "
+        "best adapter; 0 (default) trains every planned epoch: on fact Datanets the held-out loss of unseen facts "
+        "rises while recall of trained ones still improves.",
+    )  # fmt: skip
     seed = forms.IntegerField(required=False, min_value=0)
 
     def __init__(self, *args, preset_values: dict[str, dict] | None = None, **kwargs):

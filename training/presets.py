@@ -30,7 +30,7 @@ SIZING = ("label", "examples", "min_epochs", "max_epochs")
 
 ADVANCED_FIELDS = (
     "lora_r", "lora_alpha", "lora_dropout", "target_modules", "learning_rate", "lr_scheduler", "epochs",
-    "batch_size", "gradient_accumulation", "max_seq_length", "eval_fraction", "seed",
+    "batch_size", "gradient_accumulation", "max_seq_length", "eval_fraction", "early_stopping_patience", "seed",
 )  # fmt: skip
 
 

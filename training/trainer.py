@@ -32,6 +32,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 IGNORE = packing.IGNORE
+BF16_MIN_BYTES = 100 * 2**20  # below this, a CPU step spends more on casts than bf16 matmuls save
 
 
 class Cancelled(Exception):
@@ -60,7 +61,7 @@ class TrainConfig:
     seed: int = 42
     checkpoint_every: int = 20
     eval_every: int = 0  # held-out loss every N steps; 0: once an epoch
-    early_stopping_patience: int = 3  # stop after N held-out evaluations without a better loss; 0: never
+    early_stopping_patience: int = 0  # stop after N held-out checks without a better loss; 0: never
     max_steps: int = 0  # 0: as many as the epochs need
     eval_prompts: int = 5  # answers shown side by side (base and fine-tune) per evaluation set
     task_eval_examples: int = 40  # questions answered and scored per set (held-out, trained); 0: none
@@ -247,17 +248,20 @@ def device_name() -> str:
 
 def fast_bf16(config: TrainConfig, device: str) -> bool:
     """Whether to compute in bf16: asked for, or "auto" on a device with native bf16 (a CUDA GPU that
-    supports it; a CPU with AVX512-BF16 or AMX, where bf16 matmuls run 2-3x fp32's rate)."""
+    supports it; a CPU with AVX512-BF16 or AMX, where bf16 matmuls run 2-3x fp32's rate, for a model
+    big enough that its matmuls, not the casts around them, take the time)."""
     import torch
 
     if config.precision != "auto":
         return config.precision == "bf16"
     if device == "cuda":
         return torch.cuda.is_bf16_supported()
+    stored = sum(f.stat().st_size for f in Path(config.base_model_path).glob("*.safetensors"))
     try:
-        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        native = torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
     except (AttributeError, RuntimeError):
-        return False
+        native = False
+    return bool(native) and stored >= BF16_MIN_BYTES
 
 
 def pick_method(config: TrainConfig, device: str, bf16: bool) -> str:
@@ -704,7 +708,7 @@ def train(
     train_seconds = time.monotonic()
     train_steps(run, checkpoint_dir, report, stop)
     train_seconds = time.monotonic() - train_seconds
-    best = run.history["best"]
+    best = run.history["best"] if config.early_stopping_patience else None
     if best and run.best_state is not None and best["step"] != run.position["step"]:
         restore_adapter(run.model, run.best_state)
         log(f"Keeping the adapter of step {best['step']}, whose held-out loss {best['loss']:.3f} was the best")
