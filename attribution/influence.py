@@ -115,7 +115,7 @@ def gradients(model, examples: list, *, capture: GradientCapture, batch_size: in
     """Per-module matrices [len(examples), dim] of per-example gradients (kept on the CPU)."""
     import torch
 
-    from training.trainer import IGNORE, collate
+    from training.examples import IGNORE, collate
 
     parts: list[list] = [[] for _ in capture.modules]
     model.eval()  # no dropout: the gradients of the adapter as it is

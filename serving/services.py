@@ -254,7 +254,7 @@ def _contributor_names(target: Target) -> dict[str, str]:
 def span_index_ensure(*, target: Target) -> Path:
     """The target's span index on this machine: downloaded from storage, or built there and uploaded."""
     from publishing.services import contributor_pseudonym
-    from training import trainer
+    from training import examples as trainer
 
     final = _cache_dir("span-index", target.key)
     files = (*span_index.FILES, "records.json")

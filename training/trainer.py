@@ -2,11 +2,10 @@
 
     python -m training.trainer CONFIG.json            # runs from the command line too
 
-Input data is JSONL with one record a line, each ``{"content": {...}}`` (a Datanet version export)
-or the bare content: instruction records ({instruction, input, output}), chat records ({messages})
-or text records ({text}). The base model's chat template is applied; only response tokens (the
-assistant turns) count in the loss, except for text records, which are plain language modelling.
-Batches are grouped by length so that little compute goes to padding.
+Data: JSONL records (see training/examples.py). Each batch is packed into one row without padding
+and only response tokens count in the loss (training/packing.py). The held-out loss is measured every
+epoch; at the end the base model and the fine-tune answer questions and are scored
+(training/taskeval.py), and each record's influence is measured (attribution/influence.py).
 
 Checkpoints (adapter, optimiser, scheduler, RNG states and data position) are written every
 ``checkpoint_every`` steps to ``OUTPUT/checkpoint``; a run started again on the same output
@@ -27,12 +26,23 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from training import packing, taskeval
+from training.examples import (  # noqa: F401 - the trainer's data API, re-exported for callers
+    IGNORE,
+    Example,
+    collate,
+    encode,
+    epoch_batches,
+    load_examples,
+    load_records,
+    load_rows,
+    split,
+    template_ids,
+    to_messages,
+)
+from training.modeling import autocast, device_name, fast_bf16, load_model, pick_method  # noqa: F401
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-
-IGNORE = packing.IGNORE
-BF16_MIN_BYTES = 100 * 2**20  # below this, a CPU step spends more on casts than bf16 matmuls save
 
 
 class Cancelled(Exception):
@@ -108,222 +118,6 @@ class TrainConfig:
             problems.append("influence methods are datainf and tracin")
         if problems:
             raise ValueError("; ".join(problems))
-
-
-@dataclass
-class Example:
-    input_ids: list[int]
-    labels: list[int]
-    prompt: list[dict] | None  # the conversation before the last answer, for side-by-side generation
-    reference: str | None
-    source: dict = field(default_factory=dict)  # {content_hash, contributor} when the data carries them
-
-
-# Data ----------------------------------------------------------------------------------------
-
-
-def load_rows(path: Path | str) -> list[tuple[dict, dict]]:
-    """(content, source) per line; source is {content_hash, contributor} of a version export line."""
-    out = []
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            value = json.loads(line)
-            content = value.get("content", value) if isinstance(value, dict) else None
-            if not isinstance(content, dict):
-                raise ValueError(f"{path}:{number}: a record must be a JSON object")
-            source = {"content_hash": value.get("content_hash"), "contributor": value.get("contributor_id")}
-            out.append((content, source if content is not value else {}))
-    if not out:
-        raise ValueError(f"{path} holds no records")
-    return out
-
-
-def load_records(path: Path | str) -> list[dict]:
-    return [content for content, _ in load_rows(path)]
-
-
-def load_examples(tokenizer, path: Path | str, max_len: int) -> list[Example]:
-    examples = []
-    for content, source in load_rows(path):
-        example = encode(tokenizer, content, max_len)
-        if example:
-            example.source = source
-            examples.append(example)
-    return examples
-
-
-def to_messages(content: dict) -> list[dict] | None:
-    if "messages" in content:
-        return content["messages"]
-    if "instruction" in content:
-        prompt = content["instruction"] + (f"\n\n{content['input']}" if content.get("input") else "")
-        return [{"role": "user", "content": prompt}, {"role": "assistant", "content": content["output"]}]
-    return None  # plain text
-
-
-def template_ids(tokenizer, messages: list[dict], *, generation_prompt: bool) -> list[int]:
-    ids = tokenizer.apply_chat_template(messages, add_generation_prompt=generation_prompt, tokenize=True)
-    if isinstance(ids, dict) or hasattr(ids, "keys"):
-        ids = ids["input_ids"]
-    return list(ids)
-
-
-def encode(tokenizer, content: dict, max_len: int) -> Example | None:
-    """Token ids and labels; labels are IGNORE outside the assistant turns."""
-    messages = to_messages(content)
-    if messages is None:
-        ids = tokenizer(content["text"], add_special_tokens=False)["input_ids"]
-        if tokenizer.eos_token_id is not None:
-            ids = ids + [tokenizer.eos_token_id]
-        ids = ids[:max_len]
-        return Example(ids, list(ids), None, None) if len(ids) > 1 else None
-    ids: list[int] = []
-    labels: list[int] = []
-    for i, message in enumerate(messages):
-        if message["role"] != "assistant":
-            continue
-        before = template_ids(tokenizer, messages[:i], generation_prompt=True)
-        through = template_ids(tokenizer, messages[: i + 1], generation_prompt=False)
-        if through[: len(before)] != before or len(before) < len(ids):
-            raise ValueError("the chat template does not extend conversations by appending")
-        labels += [IGNORE] * (len(before) - len(ids)) + through[len(before) :]
-        ids = through
-    ids, labels = ids[:max_len], labels[:max_len]
-    if all(label == IGNORE for label in labels):
-        return None  # the answer was cut off entirely
-    last_answer = max(i for i, m in enumerate(messages) if m["role"] == "assistant")
-    return Example(ids, labels, messages[:last_answer], messages[last_answer]["content"])
-
-
-def split(examples: list, fraction: float, seed: int, at_most: int = 100) -> tuple[list, list]:
-    """A seeded held-out split of ``fraction`` of the examples (at least 1, at most ``at_most``); none
-    when the fraction is 0."""
-    order = list(range(len(examples)))
-    random.Random(seed).shuffle(order)
-    n_eval = min(at_most, max(1, round(len(examples) * fraction))) if fraction > 0 and len(examples) > 1 else 0
-    held = {i for i in order[:n_eval]}
-    return [e for i, e in enumerate(examples) if i not in held], [examples[i] for i in sorted(held)]
-
-
-def epoch_batches(lengths: list[int], batch_size: int, seed: int, epoch: int) -> list[list[int]]:
-    """Shuffle, then sort by length within windows of 50 batches: batches of similar length, in an
-    order that still varies from epoch to epoch. Deterministic for (seed, epoch), so a resumed run
-    sees the same batches."""
-    rng = random.Random(seed * 1_000_003 + epoch)
-    order = list(range(len(lengths)))
-    rng.shuffle(order)
-    window = batch_size * 50
-    batches = []
-    for start in range(0, len(order), window):
-        chunk = sorted(order[start : start + window], key=lambda i: lengths[i])
-        batches += [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
-    rng.shuffle(batches)
-    return batches
-
-
-def collate(examples: list[Example], pad_id: int):
-    import torch
-
-    width = max(len(e.input_ids) for e in examples)
-    ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
-    labels = torch.full((len(examples), width), IGNORE, dtype=torch.long)
-    mask = torch.zeros((len(examples), width), dtype=torch.long)
-    for row, e in enumerate(examples):
-        ids[row, : len(e.input_ids)] = torch.tensor(e.input_ids)
-        labels[row, : len(e.labels)] = torch.tensor(e.labels)
-        mask[row, : len(e.input_ids)] = 1
-    return {"input_ids": ids, "attention_mask": mask, "labels": labels}
-
-
-# Model ---------------------------------------------------------------------------------------
-
-
-def device_name() -> str:
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def fast_bf16(config: TrainConfig, device: str) -> bool:
-    """Whether to compute in bf16: asked for, or "auto" on a device with native bf16 (a CUDA GPU that
-    supports it; a CPU with AVX512-BF16 or AMX, where bf16 matmuls run 2-3x fp32's rate, for a model
-    big enough that its matmuls, not the casts around them, take the time)."""
-    import torch
-
-    if config.precision != "auto":
-        return config.precision == "bf16"
-    if device == "cuda":
-        return torch.cuda.is_bf16_supported()
-    stored = sum(f.stat().st_size for f in Path(config.base_model_path).glob("*.safetensors"))
-    try:
-        native = torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
-    except (AttributeError, RuntimeError):
-        native = False
-    return bool(native) and stored >= BF16_MIN_BYTES
-
-
-def pick_method(config: TrainConfig, device: str, bf16: bool) -> str:
-    """ "auto": LoRA on an unquantised base when its weights fit three times over in free memory (faster
-    per step: no 4-bit dequantisation), QLoRA otherwise."""
-    if config.method != "auto":
-        return config.method
-    import torch
-
-    stored = sum(f.stat().st_size for f in Path(config.base_model_path).glob("*.safetensors"))
-    weights = stored // 2 if bf16 else stored  # stored as fp32 (bundled) or smaller; bf16 halves fp32
-    if device == "cuda":
-        free = torch.cuda.mem_get_info()[0]
-    else:
-        free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    return "lora" if weights * 3 < free else "qlora"
-
-
-def load_model(config: TrainConfig):
-    """The peft model, its tokenizer, and how it computes: {"method", "bf16"}."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
-
-    device = device_name()
-    bf16 = fast_bf16(config, device)
-    method = pick_method(config, device, bf16)
-    tokenizer = AutoTokenizer.from_pretrained(config.base_model_path, trust_remote_code=False)
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    compute_dtype = torch.bfloat16 if bf16 else torch.float32
-    kwargs = {"trust_remote_code": False, "use_safetensors": True, "dtype": compute_dtype}
-    if method == "qlora":
-        kwargs["quantization_config"] = BitsAndBytesConfig(
-            load_in_4bit=True,
-            bnb_4bit_quant_type="nf4",
-            bnb_4bit_use_double_quant=True,
-            bnb_4bit_compute_dtype=compute_dtype,
-        )
-        kwargs["device_map"] = {"": 0} if device == "cuda" else {"": "cpu"}
-    model = AutoModelForCausalLM.from_pretrained(config.base_model_path, **kwargs)
-    if method == "lora":
-        model.to(device)
-    model.config.use_cache = False
-    lora = LoraConfig(
-        r=config.lora_r,
-        lora_alpha=config.lora_alpha,
-        lora_dropout=config.lora_dropout,
-        target_modules=config.target_modules,
-        task_type="CAUSAL_LM",
-    )
-    model = get_peft_model(model, lora)
-    for parameter in model.parameters():
-        if parameter.requires_grad:
-            parameter.data = parameter.data.float()  # adapters train in fp32 whatever the base dtype
-    return model, tokenizer, {"method": method, "bf16": bf16}
-
-
-def autocast(device: str, bf16: bool):
-    import torch
-
-    return torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=bf16)
 
 
 # Training ------------------------------------------------------------------------------------

@@ -24,7 +24,8 @@ def make_version(owner):
 def train(owner, base_model, epochs: int):
     version = make_version(owner)
     job = jobs.job_create(owner=owner, name="Codes", base_model=base_model, versions=[version], method="lora",
-                          preset="quick", overrides={"learning_rate": 0.01, "epochs": epochs, "max_seq_length": 64})  # fmt: skip
+                          preset="quick", overrides={"learning_rate": 0.01, "epochs": epochs, "max_seq_length": 64,
+                                                            "batch_size": 4})  # fmt: skip
     assert jobs.job_run(job_id=job.pk, worker="test") == "succeeded"
     job.refresh_from_db()
     return job

@@ -1,0 +1,96 @@
+"""Loading the base model for training: device, precision, LoRA or QLoRA, the peft wrapper. No Django."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+BF16_MIN_BYTES = 100 * 2**20  # below this, a CPU step spends more on casts than bf16 matmuls save
+
+
+def device_name() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def fast_bf16(config, device: str) -> bool:
+    """Whether to compute in bf16: asked for, or "auto" on a device with native bf16 (a CUDA GPU that
+    supports it; a CPU with AVX512-BF16 or AMX, where bf16 matmuls run 2-3x fp32's rate, for a model
+    big enough that its matmuls, not the casts around them, take the time)."""
+    import torch
+
+    if config.precision != "auto":
+        return config.precision == "bf16"
+    if device == "cuda":
+        return torch.cuda.is_bf16_supported()
+    stored = sum(f.stat().st_size for f in Path(config.base_model_path).glob("*.safetensors"))
+    try:
+        native = torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    except (AttributeError, RuntimeError):
+        native = False
+    return bool(native) and stored >= BF16_MIN_BYTES
+
+
+def pick_method(config, device: str, bf16: bool) -> str:
+    """ "auto": LoRA on an unquantised base when its weights fit three times over in free memory (faster
+    per step: no 4-bit dequantisation), QLoRA otherwise."""
+    if config.method != "auto":
+        return config.method
+    import torch
+
+    stored = sum(f.stat().st_size for f in Path(config.base_model_path).glob("*.safetensors"))
+    weights = stored // 2 if bf16 else stored  # stored as fp32 (bundled) or smaller; bf16 halves fp32
+    if device == "cuda":
+        free = torch.cuda.mem_get_info()[0]
+    else:
+        free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    return "lora" if weights * 3 < free else "qlora"
+
+
+def load_model(config):
+    """The peft model, its tokenizer, and how it computes: {"method", "bf16"}."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
+
+    device = device_name()
+    bf16 = fast_bf16(config, device)
+    method = pick_method(config, device, bf16)
+    tokenizer = AutoTokenizer.from_pretrained(config.base_model_path, trust_remote_code=False)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    compute_dtype = torch.bfloat16 if bf16 else torch.float32
+    kwargs = {"trust_remote_code": False, "use_safetensors": True, "dtype": compute_dtype}
+    if method == "qlora":
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=compute_dtype,
+        )
+        kwargs["device_map"] = {"": 0} if device == "cuda" else {"": "cpu"}
+    model = AutoModelForCausalLM.from_pretrained(config.base_model_path, **kwargs)
+    if method == "lora":
+        model.to(device)
+    model.config.use_cache = False
+    lora = LoraConfig(
+        r=config.lora_r,
+        lora_alpha=config.lora_alpha,
+        lora_dropout=config.lora_dropout,
+        target_modules=config.target_modules,
+        task_type="CAUSAL_LM",
+    )
+    model = get_peft_model(model, lora)
+    for parameter in model.parameters():
+        if parameter.requires_grad:
+            parameter.data = parameter.data.float()  # adapters train in fp32 whatever the base dtype
+    return model, tokenizer, {"method": method, "bf16": bf16}
+
+
+def autocast(device: str, bf16: bool):
+    import torch
+
+    return torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=bf16)
