@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import resource
 import subprocess
@@ -76,6 +77,7 @@ def run_one(args) -> dict:
                                 probes={"trained": paths["trained"], "reworded": paths["reworded"]})  # fmt: skip
         wall = time.monotonic() - started
     task = metrics["task"]
+    estimate = estimated_seconds(args.model, paths["data"], settings, metrics)
     return {
         "preset": preset,
         "method": metrics["method"],
@@ -94,7 +96,38 @@ def run_one(args) -> dict:
         "samples_per_s": round(metrics["steps"] * config.batch_size / metrics["train_seconds"], 2),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
         "influence_s": (metrics.get("influence") or {}).get("seconds"),
+        "estimate_s": estimate,
     }
+
+
+def estimated_seconds(model: str, data: Path, settings: dict, metrics: dict) -> float:
+    """The review page's time estimate for this run (training/jobs.py job_estimate, without Django)."""
+    from datanets.prepare import token_counts
+    from training import estimates
+
+    records = [json.loads(line)["content"] for line in data.read_text().splitlines()]
+    words = sum(token_counts([" ".join(str(v) for v in r.values()) for r in records]))
+    per_record = estimates.record_tokens(words / len(records))
+    held_out, trained = metrics["eval_examples"], metrics["train_examples"]
+    parameters = sum(math.prod(t["shape"]) for t in _safetensors_header(Path(model)).values() if "shape" in t)
+    result = estimates.estimate(
+        parameters=parameters, shape=estimates.model_shape(model), method=settings["method"], rank=settings["lora_r"],
+        batch_size=settings["batch_size"], seq_len=int(per_record), train_tokens=int(trained * per_record *
+        settings["epochs"]), questions=min(trained, 40) + min(held_out, 40), attributed_tokens=int(len(records) *
+        per_record),
+    )  # fmt: skip
+    return result["seconds"]
+
+
+def _safetensors_header(model_dir: Path) -> dict:
+    import struct
+
+    header = {}
+    for file in model_dir.glob("*.safetensors"):
+        with open(file, "rb") as handle:
+            size = struct.unpack("<Q", handle.read(8))[0]
+            header.update(json.loads(handle.read(size)))
+    return header
 
 
 def main() -> int:
@@ -127,11 +160,11 @@ def main() -> int:
         rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
         print(json.dumps(rows[-1]), flush=True)
     print(f"\n{'preset':<10} {'method':<6} {'trained':>8} {'reworded':>8} {'base tr/rw':>10} {'steps':>6} "
-          f"{'train s':>8} {'wall s':>7} {'tok/s':>7} {'smp/s':>6} {'RSS MB':>7}")  # fmt: skip
+          f"{'train s':>8} {'wall s':>7} {'est. s':>7} {'tok/s':>7} {'smp/s':>6} {'RSS MB':>7}")  # fmt: skip
     for r in rows:
         print(f"{r['preset']:<10} {r['method']:<6} {r['trained']:>8.3f} {r['reworded']:>8.3f} "
               f"{r['base_trained']:>4.2f}/{r['base_reworded']:<4.2f} {r['steps']:>6} {r['train_s']:>8.1f} "
-              f"{r['wall_s']:>7.1f} {r['tokens_per_s']:>7.1f} {r['samples_per_s']:>6.2f} {r['peak_rss_mb']:>7}")  # fmt: skip
+              f"{r['wall_s']:>7.1f} {r['estimate_s']:>7.0f} {r['tokens_per_s']:>7.1f} {r['samples_per_s']:>6.2f} {r['peak_rss_mb']:>7}")  # fmt: skip
     return 0
 
 
