@@ -131,7 +131,12 @@ def adapter_publish(
     recomputed_from: int | None = None,
 ) -> Adapter:
     if not policy.can_publish_job(by, job, team):
-        raise ApplicationError("Only the job's owner publishes it, for a team they belong to, once it has succeeded.")
+        raise ApplicationError(
+            "Only the job's owner publishes it, as an owner or admin of the team, once it has succeeded."
+        )
+    refusal = policy.publication_refusal(job, team, visibility)
+    if refusal:
+        raise ApplicationError(refusal)
     slug = slugify(name)
     if not slug:
         raise ApplicationError("An adapter name needs at least one letter or digit.")
