@@ -72,6 +72,11 @@ def can_moderate_record(user, record: Record) -> bool:
     return record.contributor_id != user.pk and can_curate_datanet(user, record.datanet)
 
 
+def can_edit_record_content(user, record: Record) -> bool:
+    """Site staff correct a record's content (Django admin), never once a published version holds it."""
+    return user.is_authenticated and user.is_staff and not record.versions.exists()
+
+
 def get_datanet_for_user(user, slug: str) -> Datanet:
     """The Datanet, or the same 404 whether it is missing or hidden from this user."""
     datanet = Datanet.objects.select_related("team").filter(slug=slug).first()
