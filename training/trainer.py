@@ -590,6 +590,7 @@ def train(
         "steps": position["step"],
         "train_examples": len(train_set),
         "eval_examples": len(eval_set),
+        "held_out": sorted({e.source["content_hash"] for e in eval_set if e.source.get("content_hash")}),
         "trainable_parameters": trainable,
         "tokens": position["tokens"],
         "base": {"eval_loss": base_loss, "perplexity": math.exp(min(base_loss, 50))},
