@@ -229,6 +229,10 @@ SIGNING_KEY_PATH = Path(os.environ.get("SIGNING_KEY_PATH", VAR_DIR / "signing_ke
 # Requests per token (and per anonymous address) on /api/v1/, e.g. "600/m".
 API_RATE_LIMIT = os.environ.get("API_RATE_LIMIT", "600/m")
 API_ANON_RATE_LIMIT = os.environ.get("API_ANON_RATE_LIMIT", "60/m")
+# One quota per token across /api/v1 and /v1; playground messages per signed-in user.
+PLAYGROUND_RATE_LIMIT = os.environ.get("PLAYGROUND_RATE_LIMIT", "20/m")
+# Proxies in front of the web server that append to X-Forwarded-For; 0: the header is not trusted.
+TRUSTED_PROXY_COUNT = int(os.environ.get("TRUSTED_PROXY_COUNT", "0"))
 
 # Serving (playground and /v1/ OpenAI-compatible API): the inference worker's model cache and limits.
 SERVING_CACHE_DIR = Path(os.environ.get("SERVING_CACHE_DIR", VAR_DIR / "serving"))

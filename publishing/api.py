@@ -2,16 +2,16 @@
 
 from datetime import datetime
 
-from django.conf import settings
 from django.db.models import Q
 from django.http import FileResponse, HttpResponse
 from ninja import NinjaAPI, Schema
 from ninja.errors import HttpError
 from ninja.pagination import PageNumberPagination, paginate
 from ninja.security import HttpBearer
-from ninja.throttling import AnonRateThrottle, AuthRateThrottle
+from ninja.throttling import BaseThrottle
 
 from datanets import policy as datanet_policy
+from modelfactory import ratelimit
 from training import policy as training_policy
 
 from . import policy, selectors, services, signing
@@ -30,17 +30,17 @@ class TokenAuth(HttpBearer):
         return api_token
 
 
-class TokenRateThrottle(AuthRateThrottle):
-    """Requests per token; the rate is read from settings.API_RATE_LIMIT when a request comes."""
+class SharedRateThrottle(BaseThrottle):
+    """A token's requests count against its one quota (shared with /v1); anonymous ones per client address."""
 
-    def __init__(self):
-        super().__init__(settings.API_RATE_LIMIT)
+    def allow_request(self, request) -> bool:
+        key, rate = ratelimit.request_quota_key(request)
+        verdict = ratelimit.rate_hit(key, rate)
+        self.retry_after = verdict.retry_after
+        return verdict.allowed
 
-    def allow_request(self, request):
-        if self.rate != settings.API_RATE_LIMIT:
-            self.rate = settings.API_RATE_LIMIT
-            self.num_requests, self.duration = self.parse_rate(self.rate)
-        return super().allow_request(request)
+    def wait(self):
+        return getattr(self, "retry_after", None)
 
 
 api = NinjaAPI(
@@ -48,7 +48,7 @@ api = NinjaAPI(
     version="1.0.0",
     urls_namespace="api",
     auth=TokenAuth(),
-    throttle=[AnonRateThrottle(settings.API_ANON_RATE_LIMIT), TokenRateThrottle()],
+    throttle=[SharedRateThrottle()],
 )
 
 

@@ -5,12 +5,11 @@ Answers carry an extra ``attribution`` field: the spans found verbatim in the tr
 import json
 import time
 
-from django.conf import settings
-from django.core.cache import cache
 from django.http import Http404, JsonResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
+from modelfactory import ratelimit
 from modelfactory.exceptions import ApplicationError
 from publishing.services import token_authenticate
 
@@ -29,13 +28,14 @@ def _authenticate(request):
     if token is None:
         return None, error(401, "Send a valid API token: Authorization: Bearer mf_...", "invalid_request_error",
                            "invalid_api_key")  # fmt: skip
-    count, unit = settings.API_RATE_LIMIT.split("/")
-    seconds = {"s": 1, "m": 60, "h": 3600, "d": 86400}[unit[0]]
-    window = f"v1-rate:{token.pk}:{int(time.time() // seconds)}"
-    cache.add(window, 0, timeout=seconds)
-    if cache.incr(window) > int(count):
-        return None, error(429, f"Rate limit of {settings.API_RATE_LIMIT} reached; retry shortly.", "rate_limit_error",
-                           "rate_limit_exceeded")  # fmt: skip
+    request.api_token = token
+    key, rate = ratelimit.request_quota_key(request)  # the token's one quota, shared with /api/v1
+    verdict = ratelimit.rate_hit(key, rate)
+    if not verdict.allowed:
+        busy = error(429, f"Rate limit of {rate} reached; retry in {verdict.retry_after} s.", "rate_limit_error",
+                     "rate_limit_exceeded")  # fmt: skip
+        busy["Retry-After"] = str(verdict.retry_after)
+        return None, busy
     request.user = token.user
     return token, None
 

@@ -14,6 +14,7 @@ from django.http import Http404, JsonResponse, StreamingHttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 
+from modelfactory import ratelimit
 from modelfactory.exceptions import ApplicationError
 
 from . import policy, services
@@ -80,6 +81,13 @@ def _playground(request, target, back_url: str):
         _save_turns(request, target, [])
         return redirect(request.path)
     turns = _turns(request, target)
+    busy = None
+    if request.method == "POST" and form.is_valid():
+        busy = ratelimit.rate_hit(f"user:{request.user.pk}", settings.PLAYGROUND_RATE_LIMIT)
+        if busy.allowed:
+            busy = None
+        else:
+            form.add_error(None, f"Busy: at most {busy.limit} messages; try again in {busy.retry_after} s.")
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
         owner = f"user:{request.user.pk}"
@@ -107,7 +115,10 @@ def _playground(request, target, back_url: str):
                 services.chat_complete(request_id=rid)
             return redirect(request.path)
     if wants_json:
-        return JsonResponse({"errors": form.errors.get_json_data()}, status=400)
+        response = JsonResponse({"errors": form.errors.get_json_data()}, status=429 if busy else 400)
+        if busy:
+            response["Retry-After"] = str(busy.retry_after)
+        return response
     shown = [
         {**turn, **{side: {**turn[side], "segments": segments(turn[side]["text"], turn[side].get("attribution"))}
                     for side in ("adapter", "base") if turn.get(side)}}

@@ -76,7 +76,7 @@ def test_tokens_page_shows_the_secret_once(client, trainer_user):
 
 
 def test_api_rate_limit_answers_429(client, trainer_user, settings):
-    settings.API_RATE_LIMIT = "3/m"
+    settings.API_RATE_LIMIT = "3/d"  # a window that does not turn mid-test
     _, secret = services.token_create(user=trainer_user, name="busy", scope="read")
     codes = [
         client.get("/api/v1/datanets", headers={"Authorization": f"Bearer {secret}"}).status_code for _ in range(5)
