@@ -2,6 +2,7 @@
 
 import os
 import secrets
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -71,6 +72,7 @@ INSTALLED_APPS = [
     "training",
     "publishing",
     "serving",
+    "axes",
 ]
 
 MIDDLEWARE = [
@@ -83,6 +85,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    "axes.middleware.AxesMiddleware",  # last: it answers a locked-out log-in
 ]
 
 ROOT_URLCONF = "modelfactory.urls"
@@ -233,6 +236,16 @@ API_ANON_RATE_LIMIT = os.environ.get("API_ANON_RATE_LIMIT", "60/m")
 PLAYGROUND_RATE_LIMIT = os.environ.get("PLAYGROUND_RATE_LIMIT", "20/m")
 # Proxies in front of the web server that append to X-Forwarded-For; 0: the header is not trusted.
 TRUSTED_PROXY_COUNT = int(os.environ.get("TRUSTED_PROXY_COUNT", "0"))
+
+# Log-in throttling (django-axes): after LOGIN_FAILURE_LIMIT wrong passwords for one account, or from
+# one client address, its log-ins are refused (429) for LOGIN_COOLOFF_MINUTES; a right one resets the count.
+AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
+AXES_FAILURE_LIMIT = int(os.environ.get("LOGIN_FAILURE_LIMIT", "10"))
+AXES_COOLOFF_TIME = timedelta(minutes=float(os.environ.get("LOGIN_COOLOFF_MINUTES", "15")))
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+AXES_RESET_ON_SUCCESS = True
+AXES_CLIENT_IP_CALLABLE = "modelfactory.ratelimit.client_address"
+AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
 
 # Serving (playground and /v1/ OpenAI-compatible API): the inference worker's model cache and limits.
 SERVING_CACHE_DIR = Path(os.environ.get("SERVING_CACHE_DIR", VAR_DIR / "serving"))
