@@ -70,7 +70,7 @@ def chat_completions(request):
         return failure
     try:
         body = json.loads(request.body or b"{}")
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested deeper than the parser goes
         return error(400, "The request body is not JSON.")
     if not isinstance(body, dict) or not isinstance(body.get("model"), str):
         return error(400, "Name the adapter to use in `model` (its slug; GET /v1/models lists them).", param="model")
@@ -83,12 +83,15 @@ def chat_completions(request):
         return error(400, "Only n=1 is supported.", param="n")
     try:
         messages = services.clean_messages(body.get("messages"))
+    except ApplicationError as problem:
+        return error(400, problem.message, param="messages")
+    try:
         sampling = services.clean_sampling(
             temperature=body.get("temperature"), top_p=body.get("top_p"),
             max_tokens=body.get("max_completion_tokens") or body.get("max_tokens"),
         )  # fmt: skip
     except ApplicationError as problem:
-        return error(400, problem.message, param="messages")
+        return error(400, problem.message)
     request_id = services.chat_start(target=services.target_for_adapter(adapter), messages=messages,
                                      sampling=sampling, owner=f"token:{token.pk}")  # fmt: skip
     completion_id, created, model = f"chatcmpl-{request_id}", int(time.time()), adapter.slug

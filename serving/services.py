@@ -107,11 +107,14 @@ def clean_messages(messages) -> list[dict]:
         raise ApplicationError("messages must be a non-empty list of {role, content}.")
     out, size = [], 0
     for message in messages:
-        if not isinstance(message, dict) or message.get("role") not in ROLES:
+        if not isinstance(message, dict) or not isinstance(message.get("role"), str) or message["role"] not in ROLES:
             raise ApplicationError("Each message needs a role (system, user or assistant) and a content string.")
         content = message.get("content")
         if isinstance(content, list):  # OpenAI's content parts: keep the text ones
-            content = "".join(part.get("text", "") for part in content if isinstance(part, dict))
+            texts = [part.get("text", "") for part in content if isinstance(part, dict)]
+            if not all(isinstance(text, str) for text in texts):
+                raise ApplicationError('A content part\'s "text" must be a string.')
+            content = "".join(texts)
         if not isinstance(content, str):
             raise ApplicationError("Each message needs a role (system, user or assistant) and a content string.")
         size += len(content)
@@ -130,7 +133,7 @@ def clean_sampling(*, temperature=None, top_p=None, max_tokens=None) -> dict:
             "top_p": 1.0 if top_p is None else float(top_p),
             "max_tokens": settings.SERVING_DEFAULT_MAX_TOKENS if max_tokens is None else int(max_tokens),
         }
-    except (TypeError, ValueError) as error:
+    except (TypeError, ValueError, OverflowError) as error:  # OverflowError: int(1e400), which JSON reads as inf
         raise ApplicationError("temperature and top_p are numbers, max_tokens an integer.") from error
     if not 0 <= sampling["temperature"] <= 2:
         raise ApplicationError("temperature must be between 0 and 2.")
