@@ -202,6 +202,8 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": int(os.environ.get("CEL
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 
 HEALTH_WORKER_TIMEOUT = float(os.environ.get("HEALTH_WORKER_TIMEOUT", "1.5"))
+# Seconds a worker and storage check is reused by every /healthz caller.
+HEALTH_CACHE_S = int(os.environ.get("HEALTH_CACHE_S", "10"))
 
 if not DEBUG:
     SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", True)

@@ -10,6 +10,7 @@ from accounts import policy
 from training.models import BaseModel
 
 from . import health
+from . import policy as site_policy
 
 
 def home(request):
@@ -37,4 +38,6 @@ def dashboard(request):
 @never_cache
 def healthz(request):
     healthy, results = health.run_checks()
+    if not site_policy.can_view_health_detail(request.user):
+        results = {name: {"status": result["status"]} for name, result in results.items()}
     return JsonResponse({"status": "ok" if healthy else "down", "checks": results}, status=200 if healthy else 503)
