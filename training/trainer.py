@@ -9,7 +9,8 @@ assistant turns) count in the loss, except for text records, which are plain lan
 Batches are grouped by length so that little compute goes to padding.
 
 Checkpoints (adapter, optimiser, scheduler, RNG states and data position) are written every
-``checkpoint_every`` steps to ``OUTPUT/checkpoint``; a run started again on the same output
+``checkpoint_every`` steps (at least 4 times per run, and at least every ``checkpoint_every_s``
+seconds) to ``OUTPUT/checkpoint``; a run started again on the same output
 directory continues from there, not from step 0.
 """
 
@@ -53,7 +54,8 @@ class TrainConfig:
     max_seq_length: int = 512
     eval_fraction: float = 0.1
     seed: int = 42
-    checkpoint_every: int = 20
+    checkpoint_every: int = 20  # steps; and at least 4 times per run, and every checkpoint_every_s seconds
+    checkpoint_every_s: float = 300.0
     eval_every: int = 0  # 0: only at the end of the run
     max_steps: int = 0  # 0: as many as the epochs need
     eval_prompts: int = 5
@@ -500,7 +502,8 @@ def train(
         report({"event": "resumed", "step": position["step"]})
 
     model.train()
-    started = time.monotonic()
+    started = saved_at = time.monotonic()
+    every = max(1, min(config.checkpoint_every, total_steps // 4))
     tokens_at_start, step_at_start = position["tokens"], position["step"]
     while position["step"] < total_steps:
         batches = epoch_batches(lengths, config.batch_size, config.seed, position["epoch"])
@@ -552,8 +555,10 @@ def train(
                 eval_loss = evaluate_loss(model, eval_set, config.batch_size, pad_id, device)
                 history["eval"].append({"step": position["step"], "loss": round(eval_loss, 5)})
                 report({"event": "eval", "step": position["step"], "loss": eval_loss})
-            if position["step"] % config.checkpoint_every == 0 and position["step"] < total_steps:
+            due = position["step"] % every == 0 or time.monotonic() - saved_at >= config.checkpoint_every_s
+            if due and position["step"] < total_steps:
                 save_checkpoint(model, optimizer, scheduler, position, history, checkpoint_dir)
+                saved_at = time.monotonic()
                 report({"event": "checkpoint", "step": position["step"]})
         if position["batch"] >= len(batches):
             position["epoch"] += 1
