@@ -240,6 +240,8 @@ JOB_HEARTBEAT_STALE_S = int(os.environ.get("JOB_HEARTBEAT_STALE_S", "60"))
 CELERY_BEAT_SCHEDULE = {
     "reap-orphaned-jobs": {"task": "training.jobs_reap", "schedule": 30.0},
 }
+# The commit manifests sign, baked into the Docker image at build time; else `git rev-parse HEAD`.
+CODE_VERSION = os.environ.get("MF_CODE_VERSION", "").strip()
 SIGNING_KEY_PATH = Path(os.environ.get("SIGNING_KEY_PATH", VAR_DIR / "signing_key.pem"))
 # Requests per token (and per anonymous address) on /api/v1/, e.g. "600/m".
 API_RATE_LIMIT = os.environ.get("API_RATE_LIMIT", "600/m")

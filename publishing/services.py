@@ -55,6 +55,9 @@ def contributor_labels(user_ids: list[int]) -> dict[int, str]:
 
 
 def code_version() -> str:
+    """The commit the code was built from: baked into the image (MF_CODE_VERSION), else asked of git."""
+    if settings.CODE_VERSION and settings.CODE_VERSION != "unknown":
+        return settings.CODE_VERSION
     try:
         out = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=settings.BASE_DIR, capture_output=True, text=True, timeout=5

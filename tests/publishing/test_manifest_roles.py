@@ -56,3 +56,8 @@ def test_the_zip_names_the_base_model_and_escapes_the_card_for_markdown(client, 
     assert "# Codes & Colours (version 1)" in card
     assert '- "codes: colours"\n' in card  # a YAML string, not a mapping
     assert card.startswith("---\nbase_model: Tiny Llama\nlibrary_name: peft\n")
+
+
+def test_the_code_version_baked_into_an_image_is_what_manifests_sign(settings):
+    settings.CODE_VERSION = "0123abc"  # the image's MF_CODE_VERSION: it has no .git to ask
+    assert services.code_version() == "0123abc"
