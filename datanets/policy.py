@@ -94,6 +94,17 @@ def visible_datanets(user):
     return Datanet.objects.filter(visible).distinct()
 
 
+def datanets_in_team_scope(datanets, team_id: int):
+    """What a team's API token reaches of ``datanets``: public ones, the team's own, permissioned ones
+    granted to that team; never what its user sees through another team."""
+    granted = Q(
+        visibility=Datanet.Visibility.PERMISSIONED,
+        access_requests__status=AccessRequest.Status.GRANTED,
+        access_requests__team_id=team_id,
+    )
+    return datanets.filter(Q(visibility=Datanet.Visibility.PUBLIC) | Q(team_id=team_id) | granted).distinct()
+
+
 def curated_datanets(user):
     if not user.is_authenticated:
         return Datanet.objects.none()

@@ -534,7 +534,7 @@ def records_moderate(*, records_qs, by, approve: bool, reason: str = "") -> tupl
     reason = reason.strip()
     if not approve and not reason:
         raise ApplicationError("Say why the records are rejected: pick a reason or write one.")
-    decided, skipped = 0, []
+    decided, skipped, teams = 0, [], set()
     now = timezone.now()
     with transaction.atomic():
         for record in records_qs.select_related("datanet").select_for_update():
@@ -547,6 +547,7 @@ def records_moderate(*, records_qs, by, approve: bool, reason: str = "") -> tupl
             if not policy.can_moderate_record(by, record):
                 skipped.append(f"record {record.pk}: you do not curate {record.datanet.name}")
                 continue
+            teams.add(record.datanet.team_id)
             record.status = Record.Status.APPROVED if approve else Record.Status.REJECTED
             record.reviewed_by, record.reviewed_at = by, now
             record.rejection_reason = "" if approve else reason
@@ -563,8 +564,8 @@ def records_moderate(*, records_qs, by, approve: bool, reason: str = "") -> tupl
                 actor=by,
             )
             decided += 1
-        if not approve and decided:
-            RejectionReason.objects.get_or_create(text=reason[:300])
+        for team_id in set() if approve else teams:  # saved for the teams whose records it rejected
+            RejectionReason.objects.get_or_create(team_id=team_id, text=reason[:300])
     return decided, skipped
 
 

@@ -25,7 +25,7 @@ from .forms import (
     PublishForm,
     UploadForm,
 )
-from .models import AccessRequest, Record, RejectionReason
+from .models import AccessRequest, Record
 
 
 def datanet_list(request):
@@ -219,7 +219,7 @@ def moderation(request):
             "datanets": datanets,
             "datanet": datanet,
             "filters": filters,
-            "reasons": RejectionReason.objects.all()[:50],
+            "reasons": selectors.rejection_reasons(datanets=datanets, datanet=datanet),
             "flag_kinds": ["any", "email", "phone", "card_number", "iban", "secret", "near_duplicate"],
         },
     )

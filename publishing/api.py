@@ -154,16 +154,27 @@ def adapter_download(request, slug: str, version: int):
     return FileResponse(handle, as_attachment=True, filename=f"{adapter.slug}-v{adapter.version}.zip")
 
 
+def _datanets_for(request):
+    datanets = datanet_policy.visible_datanets(request.user)
+    token = getattr(request, "api_token", None)
+    if token is not None and token.team_id:  # a team token reaches what that team may, not all its user may
+        datanets = datanet_policy.datanets_in_team_scope(datanets, token.team_id)
+    return datanets
+
+
 @api.get("/datanets", response=list[DatanetOut], summary="Datanets you may see")
 @paginate(PageNumberPagination, page_size=50)
 def datanet_list(request):
-    return datanet_policy.visible_datanets(request.user).order_by("name")
+    return _datanets_for(request).order_by("name")
 
 
 @api.get("/datanets/{slug}/versions", response=list[VersionOut])
 @paginate(PageNumberPagination, page_size=50)
 def datanet_versions(request, slug: str):
-    return datanet_policy.get_datanet_for_user(request.user, slug).versions.order_by("-number")
+    datanet = datanet_policy.get_datanet_for_user(request.user, slug)
+    if not _datanets_for(request).filter(pk=datanet.pk).exists():
+        raise HttpError(404, "No such Datanet.")
+    return datanet.versions.order_by("-number")
 
 
 @api.get("/jobs/{job_id}", response=JobOut, summary="A fine-tune job's status")
