@@ -76,6 +76,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "modelfactory.uploads.UploadLimitMiddleware",  # first: refuses an oversized body before it is read
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -233,6 +234,11 @@ INGEST_WORKERS = int(os.environ.get("INGEST_WORKERS", min(4, len(os.sched_getaff
 INGEST_POOL_MIN_LINES = int(os.environ.get("INGEST_POOL_MIN_LINES", 50_000))
 # Uploads larger than this stream to a temporary file instead of memory.
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
+# Larger ones spool to an unnamed temporary file (gone when the worker dies) and stop at MAX_UPLOAD_BYTES.
+FILE_UPLOAD_HANDLERS = [
+    "django.core.files.uploadhandler.MemoryFileUploadHandler",
+    "modelfactory.uploads.LimitedTemporaryFileUploadHandler",
+]
 DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
 JOB_WORK_DIR = Path(os.environ.get("JOB_WORK_DIR", VAR_DIR / "jobs"))
 # A running job whose heartbeat is older than this is taken as orphaned and re-queued by the reaper.
