@@ -276,5 +276,8 @@ SERVING_TIMEOUT_S = float(os.environ.get("SERVING_TIMEOUT_S", "120"))
 SERVING_MAX_TOKENS = int(os.environ.get("SERVING_MAX_TOKENS", "1024"))
 SERVING_DEFAULT_MAX_TOKENS = int(os.environ.get("SERVING_DEFAULT_MAX_TOKENS", "256"))
 SERVING_MAX_PROMPT_CHARS = int(os.environ.get("SERVING_MAX_PROMPT_CHARS", "32000"))
+# Answers waiting or running at once: per user or API token, and for the whole inference service.
+SERVING_MAX_PER_USER = int(os.environ.get("SERVING_MAX_PER_USER", "4"))
+SERVING_MAX_QUEUE = int(os.environ.get("SERVING_MAX_QUEUE", "32"))
 # Answers are attributed to training records through spans of at least this many tokens.
 SERVING_SPAN_MIN_TOKENS = int(os.environ.get("SERVING_SPAN_MIN_TOKENS", "8"))

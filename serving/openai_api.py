@@ -92,8 +92,15 @@ def chat_completions(request):
         )  # fmt: skip
     except ApplicationError as problem:
         return error(400, problem.message)
-    request_id = services.chat_start(target=services.target_for_adapter(adapter), messages=messages,
-                                     sampling=sampling, owner=f"token:{token.pk}")  # fmt: skip
+    try:
+        request_id = services.chat_start(target=services.target_for_adapter(adapter), messages=messages,
+                                         sampling=sampling, owner=f"token:{token.pk}")  # fmt: skip
+    except ApplicationError as busy:
+        status = busy.extra.get("status", 503)
+        response = error(status, busy.message, "rate_limit_error" if status == 429 else "server_error",
+                         "too_many_requests" if status == 429 else "overloaded")  # fmt: skip
+        response["Retry-After"] = "5"
+        return response
     completion_id, created, model = f"chatcmpl-{request_id}", int(time.time()), adapter.slug
 
     if body.get("stream"):
