@@ -8,7 +8,7 @@ import sqlite3
 import tempfile
 from collections import defaultdict, deque
 from concurrent.futures import ProcessPoolExecutor
-from contextlib import closing, contextmanager
+from contextlib import closing, contextmanager, suppress
 from itertools import chain, islice
 from pathlib import Path
 
@@ -19,6 +19,7 @@ from django.core.cache import cache
 from django.db import connection, models, transaction
 from django.utils import timezone
 from django.utils.text import slugify
+from redis.exceptions import RedisError
 
 from accounts import policy as team_policy
 from modelfactory.exceptions import ApplicationError
@@ -94,7 +95,8 @@ def upload_live(upload: Upload) -> dict:
     through the cache (Redis), where the web process can read it before the commit."""
     live = {"lines_read": upload.lines_read, "percent": upload.percent}
     if not upload.finished:
-        live.update(cache.get(_live_key(upload.pk)) or {})
+        with suppress(RedisError):  # the cache is down: the page shows what the row says
+            live.update(cache.get(_live_key(upload.pk)) or {})
     return live
 
 
@@ -142,14 +144,19 @@ def count_lines(path: Path, fmt: str) -> int:
 
 def _progress(upload: Upload, *, lines_read: int, percent: int) -> None:
     """Publish progress for the upload page and stop if someone asked to cancel."""
-    cache.set(_live_key(upload.pk), {"lines_read": lines_read, "percent": percent}, timeout=24 * 3600)
-    if cache.get(_cancel_key(upload.pk)):
+    try:
+        cache.set(_live_key(upload.pk), {"lines_read": lines_read, "percent": percent}, timeout=24 * 3600)
+        cancel = cache.get(_cancel_key(upload.pk))
+    except RedisError:  # progress is for the page: a cache that is down does not stop the ingest
+        return
+    if cancel:
         upload.cancel_requested = True
         raise Cancelled
 
 
 def _finish(upload: Upload, status: str, message: str, **fields) -> Upload:
-    cache.delete_many([_live_key(upload.pk), _cancel_key(upload.pk)])
+    with suppress(RedisError):  # the outcome goes to the row even while the cache is down
+        cache.delete_many([_live_key(upload.pk), _cancel_key(upload.pk)])
     upload.status = status
     upload.message = message
     upload.finished_at = timezone.now()

@@ -245,6 +245,7 @@ JOB_WORK_DIR = Path(os.environ.get("JOB_WORK_DIR", VAR_DIR / "jobs"))
 JOB_HEARTBEAT_STALE_S = int(os.environ.get("JOB_HEARTBEAT_STALE_S", "60"))
 CELERY_BEAT_SCHEDULE = {
     "reap-orphaned-jobs": {"task": "training.jobs_reap", "schedule": 30.0},
+    "reap-orphaned-uploads": {"task": "datanets.uploads_reap", "schedule": 60.0},
 }
 # The commit manifests sign, baked into the Docker image at build time; else `git rev-parse HEAD`.
 CODE_VERSION = os.environ.get("MF_CODE_VERSION", "").strip()
