@@ -34,6 +34,20 @@ def group_alive(pgid: int) -> bool:
     return True
 
 
+def session_processes(session: int, marker: str) -> list[int]:
+    """Processes of the launcher's session (its children and theirs) whose command line holds ``marker``."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            cmdline = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except (OSError, ValueError):
+            continue
+        if int(fields[3]) == session and marker in cmdline:  # fields[3]: the session id
+            found.append(int(stat.parent.name))
+    return found
+
+
 def child_pid(parent: int, marker: str) -> int:
     """The launcher's direct child whose command line holds ``marker`` (not a worker's pool processes)."""
     for stat in Path("/proc").glob("[0-9]*/stat"):
@@ -105,6 +119,7 @@ def test_run_comes_up_green_stops_on_ctrl_c_and_reuses_what_exists(tmp_path):
         wait_until(lambda: first.output, lambda out: "default worker restarted" in out and "redis restarted" in out,
                    timeout=60, every=0.5, describe=lambda: first.output[-3000:])  # fmt: skip
         assert first.wait_healthy(timeout=120)["status"] == "ok"
+        assert len(session_processes(first.process.pid, "modelfactory beat")) == 1  # one scheduler: one reaper
     finally:
         first.ctrl_c()
     assert health["status"] == "ok"
