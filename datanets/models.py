@@ -182,12 +182,14 @@ class RecordBand(models.Model):
 
 
 class RejectionReason(models.Model):
-    """A reusable reason moderators pick when rejecting."""
+    """A reusable reason a team's moderators pick when rejecting; another team never sees it."""
 
-    text = models.CharField(max_length=300, unique=True)
+    team = models.ForeignKey(Team, null=True, on_delete=models.CASCADE, related_name="rejection_reasons")
+    text = models.CharField(max_length=300)
 
     class Meta:
         ordering = ["text"]
+        constraints = [models.UniqueConstraint(fields=["team", "text"], name="rejection_reason_once_per_team")]
 
     def __str__(self) -> str:
         return self.text

@@ -72,6 +72,11 @@ def can_moderate_record(user, record: Record) -> bool:
     return record.contributor_id != user.pk and can_curate_datanet(user, record.datanet)
 
 
+def can_edit_record_content(user, record: Record) -> bool:
+    """Site staff correct a record's content (Django admin), never once a published version holds it."""
+    return user.is_authenticated and user.is_staff and not record.versions.exists()
+
+
 def get_datanet_for_user(user, slug: str) -> Datanet:
     """The Datanet, or the same 404 whether it is missing or hidden from this user."""
     datanet = Datanet.objects.select_related("team").filter(slug=slug).first()
@@ -87,6 +92,17 @@ def visible_datanets(user):
     if user.is_authenticated:
         visible |= Q(team__memberships__user=user) | Q(curators=user)
     return Datanet.objects.filter(visible).distinct()
+
+
+def datanets_in_team_scope(datanets, team_id: int):
+    """What a team's API token reaches of ``datanets``: public ones, the team's own, permissioned ones
+    granted to that team; never what its user sees through another team."""
+    granted = Q(
+        visibility=Datanet.Visibility.PERMISSIONED,
+        access_requests__status=AccessRequest.Status.GRANTED,
+        access_requests__team_id=team_id,
+    )
+    return datanets.filter(Q(visibility=Datanet.Visibility.PUBLIC) | Q(team_id=team_id) | granted).distinct()
 
 
 def curated_datanets(user):

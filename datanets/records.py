@@ -100,6 +100,8 @@ def parse_json_text(text: str) -> tuple[object, str | None]:
         return None, f"JSON nested deeper than {MAX_DEPTH} levels"
     except json.JSONDecodeError as error:
         return None, f"malformed JSON: {error.msg} at column {error.colno}"
+    except ValueError as error:  # e.g. an integer of more digits than Python converts (4,300)
+        return None, f"unreadable JSON: {str(error).split(';')[0]}"
     if json_depth(value) > MAX_DEPTH:
         return None, f"JSON nested deeper than {MAX_DEPTH} levels"
     return value, None
@@ -180,6 +182,8 @@ def read_json_array(path: Path, chunk_size: int = 1 << 16) -> Iterator[Line]:
                     if len(buffer) - pos > MAX_RECORD_BYTES:
                         raise FileError(f"line {line}: a record over the {MAX_RECORD_BYTES:,}-byte limit") from None
                     raise FileError(f"line {line}: malformed JSON: {error.msg}") from None
+                except ValueError as error:  # e.g. an integer of more digits than Python converts
+                    raise FileError(f"line {line}: unreadable JSON: {str(error).split(';')[0]}") from None
                 if end == len(buffer) and not eof and fill():
                     continue  # a number or literal may continue in the next chunk
                 break
@@ -271,7 +275,16 @@ def read_parquet(path: Path, schema: str) -> Iterator[Line]:
             if not (pa.types.is_string(kind) or pa.types.is_large_string(kind)):
                 raise FileError(f"column {name!r} has type {kind}, expected string")
     number = 0
-    for batch in parquet.iter_batches(batch_size=2048, columns=list(expected)):
+    batches = parquet.iter_batches(batch_size=2048, columns=list(expected))
+    while True:
+        try:  # a truncated or damaged file fails here, deep in its row groups
+            batch = next(batches, None)
+        except (pa.ArrowException, OSError) as error:
+            raise FileError(
+                f"the Parquet file is damaged or truncated ({number:,} rows read before it failed): {error}"
+            ) from None
+        if batch is None:
+            return
         for row in batch.to_pylist():
             number += 1
             yield Line(number, value=row)

@@ -4,7 +4,7 @@ from dataclasses import dataclass
 
 from django.db.models import Count, Q
 
-from .models import Record
+from .models import Record, RejectionReason
 
 PAGE_SIZES = (25, 50, 100, 200)
 
@@ -115,3 +115,9 @@ def keyset_page(queryset, *, after=None, before=None, number=None, per_page: int
         after=rows[-1].pk if rows and has_next else None,
         before=rows[0].pk if rows and has_previous else (after + 1 if has_previous and after is not None else None),
     )
+
+
+def rejection_reasons(*, datanets, datanet=None):
+    """The saved reasons of the teams of the Datanets on the moderation page (of one, when one is chosen)."""
+    teams = {datanet.team_id} if datanet is not None else {d.team_id for d in datanets}
+    return RejectionReason.objects.filter(team_id__in=teams)[:50]

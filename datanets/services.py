@@ -8,7 +8,7 @@ import sqlite3
 import tempfile
 from collections import defaultdict, deque
 from concurrent.futures import ProcessPoolExecutor
-from contextlib import closing, contextmanager
+from contextlib import closing, contextmanager, suppress
 from itertools import chain, islice
 from pathlib import Path
 
@@ -19,6 +19,7 @@ from django.core.cache import cache
 from django.db import connection, models, transaction
 from django.utils import timezone
 from django.utils.text import slugify
+from redis.exceptions import RedisError
 
 from accounts import policy as team_policy
 from modelfactory.exceptions import ApplicationError
@@ -95,7 +96,8 @@ def upload_live(upload: Upload) -> dict:
     through the cache (Redis), where the web process can read it before the commit."""
     live = {"lines_read": upload.lines_read, "percent": upload.percent}
     if not upload.finished:
-        live.update(cache.get(_live_key(upload.pk)) or {})
+        with suppress(RedisError):  # the cache is down: the page shows what the row says
+            live.update(cache.get(_live_key(upload.pk)) or {})
     return live
 
 
@@ -143,14 +145,19 @@ def count_lines(path: Path, fmt: str) -> int:
 
 def _progress(upload: Upload, *, lines_read: int, percent: int) -> None:
     """Publish progress for the upload page and stop if someone asked to cancel."""
-    cache.set(_live_key(upload.pk), {"lines_read": lines_read, "percent": percent}, timeout=24 * 3600)
-    if cache.get(_cancel_key(upload.pk)):
+    try:
+        cache.set(_live_key(upload.pk), {"lines_read": lines_read, "percent": percent}, timeout=24 * 3600)
+        cancel = cache.get(_cancel_key(upload.pk))
+    except RedisError:  # progress is for the page: a cache that is down does not stop the ingest
+        return
+    if cancel:
         upload.cancel_requested = True
         raise Cancelled
 
 
 def _finish(upload: Upload, status: str, message: str, **fields) -> Upload:
-    cache.delete_many([_live_key(upload.pk), _cancel_key(upload.pk)])
+    with suppress(RedisError):  # the outcome goes to the row even while the cache is down
+        cache.delete_many([_live_key(upload.pk), _cancel_key(upload.pk)])
     upload.status = status
     upload.message = message
     upload.finished_at = timezone.now()
@@ -535,7 +542,7 @@ def records_moderate(*, records_qs, by, approve: bool, reason: str = "") -> tupl
     reason = reason.strip()
     if not approve and not reason:
         raise ApplicationError("Say why the records are rejected: pick a reason or write one.")
-    decided, skipped = 0, []
+    decided, skipped, teams = 0, [], set()
     now = timezone.now()
     with transaction.atomic():
         for record in records_qs.select_related("datanet").select_for_update():
@@ -548,6 +555,7 @@ def records_moderate(*, records_qs, by, approve: bool, reason: str = "") -> tupl
             if not policy.can_moderate_record(by, record):
                 skipped.append(f"record {record.pk}: you do not curate {record.datanet.name}")
                 continue
+            teams.add(record.datanet.team_id)
             record.status = Record.Status.APPROVED if approve else Record.Status.REJECTED
             record.reviewed_by, record.reviewed_at = by, now
             record.rejection_reason = "" if approve else reason
@@ -564,8 +572,8 @@ def records_moderate(*, records_qs, by, approve: bool, reason: str = "") -> tupl
                 actor=by,
             )
             decided += 1
-        if not approve and decided:
-            RejectionReason.objects.get_or_create(text=reason[:300])
+        for team_id in set() if approve else teams:  # saved for the teams whose records it rejected
+            RejectionReason.objects.get_or_create(team_id=team_id, text=reason[:300])
     return decided, skipped
 
 

@@ -25,7 +25,7 @@ from .forms import (
     PublishForm,
     UploadForm,
 )
-from .models import AccessRequest, Record, RejectionReason
+from .models import AccessRequest, Record
 
 
 def datanet_list(request):
@@ -95,7 +95,12 @@ def datanet_contribute(request, slug):
         raise Http404("No such Datanet.")
     RecordForm = RECORD_FORMS[datanet.schema]
     kind = request.POST.get("kind")
+    refused = getattr(request, "upload_refused", None)  # the file grew past the limit: it was not read further
+    if refused:
+        kind = "upload"
     upload_form = UploadForm(request.POST if kind == "upload" else None, request.FILES if kind == "upload" else None)
+    if refused:
+        upload_form.add_error("file", refused)
     record_form = RecordForm(request.POST if kind == "record" else None)
     if kind == "upload" and upload_form.is_valid():
         try:
@@ -247,7 +252,7 @@ def moderation(request):
             "size": size,
             "sizes": selectors.PAGE_SIZES,
             "matching": queue.exclude(contributor=request.user).count() if confirm else None,
-            "reasons": RejectionReason.objects.all()[:50] if pending and page.rows else [],
+            "reasons": selectors.rejection_reasons(datanets=datanets, datanet=datanet),
             "flag_kinds": ["any", "email", "phone", "card_number", "iban", "secret", "near_duplicate"],
         },
     )

@@ -1,9 +1,11 @@
 """`make run`: bring up ModelFactory on one machine with embedded defaults, and stop it all on Ctrl-C.
 
 Migrates, imports the bundled base model once, creates a first admin with a generated password,
-starts an embedded Redis (unless REDIS_URL is set), one Celery worker on the default and gpu queues, the
-inference worker (queue inference: the playground and /v1/ API) and gunicorn on
-127.0.0.1:$PORT. A second run reuses everything that already exists.
+starts an embedded Redis (unless REDIS_URL is set), a Celery worker for the default queue (uploads,
+imports) beside one for the gpu queue (fine-tunes), the beat scheduler (the job reaper), the inference
+worker (queue inference: the playground and /v1/ API) and gunicorn on 127.0.0.1:$PORT. A process that
+dies is restarted with a growing backoff (modelfactory/supervise.py). A second run reuses everything
+that already exists.
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "modelfactory.settings")
 
@@ -37,31 +38,56 @@ def ensure_admin() -> None:
     log("This password is shown once; change it after logging in.")
 
 
+def commands(var_dir, port: str) -> dict[str, list[str]]:
+    """What runs beside Redis, by name: separate workers, so an upload never waits behind a fine-tune,
+    and one beat process of its own (never a worker's child that could outlive it: one reaper)."""
+    python = sys.executable
+    celery = [python, "-m", "celery", "-A", "modelfactory"]
+    return {
+        "default worker": [*celery, "worker", "-Q", "default", "--concurrency", "2", "--loglevel", "INFO",
+                           "-n", "default@%h"],
+        "gpu worker": [*celery, "worker", "-Q", "gpu", "--concurrency", "1", "--prefetch-multiplier", "1",
+                       "--loglevel", "INFO", "-n", "gpu@%h"],
+        "beat": [*celery, "beat", "--schedule", str(var_dir / "celerybeat-schedule"),
+                 "--pidfile", str(var_dir / "celerybeat.pid"), "--loglevel", "INFO"],
+        # The inference worker loads base models once and keeps them for its lifetime; threads let
+        # concurrent chats share one model (serving/engine.py interleaves their decoding steps).
+        "inference worker": [*celery, "worker", "-Q", "inference", "--pool", "threads", "--concurrency", "4",
+                             "--prefetch-multiplier", "1", "--loglevel", "INFO", "-n", "inference@%h"],
+        "web": [python, "-m", "gunicorn", "modelfactory.wsgi", "--bind", f"127.0.0.1:{port}", "--workers", "2",
+                "--threads", "4", "--timeout", "120", "--access-logfile", "-"],
+    }  # fmt: skip
+
+
+def prepare() -> None:
+    """Migrate, create the first admin, import the bundled model: what a second run finds done."""
+    from django.conf import settings
+    from django.core.management import call_command
+
+    from training.model_import import BUNDLED_MODEL_NAME
+    from training.models import BaseModel
+
+    log("Migrating the database")
+    call_command("migrate", interactive=False, verbosity=0)
+    ensure_admin()
+    if not BaseModel.objects.filter(name=BUNDLED_MODEL_NAME, status=BaseModel.Status.READY).exists():
+        log("Importing the bundled base model (first run only; about 30 s)")
+        # In its own process, so the launcher does not keep the model's memory for its lifetime.
+        subprocess.run(
+            [sys.executable, str(settings.BASE_DIR / "manage.py"), "import_base_model", "--bundled"], check=True
+        )
+
+
 def main() -> int:
     import django
 
     django.setup()
     from django.conf import settings
-    from django.core.management import call_command
 
     from modelfactory import embedded_redis
-    from training.model_import import BUNDLED_MODEL_NAME
-    from training.models import BaseModel
+    from modelfactory.supervise import Supervisor
 
-    started: list[subprocess.Popen] = []
-
-    def stop_all(*_):
-        for process in reversed(started):
-            if process.poll() is None:
-                process.terminate()
-        deadline = time.monotonic() + 10
-        for process in reversed(started):
-            try:
-                process.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                process.kill()
-        log("Stopped.")
-
+    supervisor = Supervisor(log)
     stopping = threading.Event()
 
     def request_stop(*_):
@@ -72,65 +98,31 @@ def main() -> int:
 
     signal.signal(signal.SIGTERM, interrupt)  # while setting up, SIGTERM stops like Ctrl-C
     try:
-        log("Migrating the database")
-        call_command("migrate", interactive=False, verbosity=0)
-        ensure_admin()
-        if not BaseModel.objects.filter(name=BUNDLED_MODEL_NAME, status=BaseModel.Status.READY).exists():
-            log("Importing the bundled base model (first run only; about 30 s)")
-            # In its own process, so the launcher does not keep the model's memory for its lifetime.
-            subprocess.run(
-                [sys.executable, str(settings.BASE_DIR / "manage.py"), "import_base_model", "--bundled"], check=True
-            )
-
+        prepare()
         if not settings.REDIS_URL:
-            redis_process = embedded_redis.start(settings.REDIS_SOCKET, settings.VAR_DIR / "redis")
-            if redis_process:
-                started.append(redis_process)
-                log(f"Embedded Redis on {settings.REDIS_SOCKET}")
-            else:
-                log(f"Reusing the Redis already answering on {settings.REDIS_SOCKET}")
-
-        python = sys.executable
-        worker = [
-            python, "-m", "celery", "-A", "modelfactory", "worker",
-            "-Q", "default,gpu", "--concurrency", "1", "--prefetch-multiplier", "1",
-            "--loglevel", "INFO", "-n", "embedded@%h",
-            # Beat in the same process runs the reaper that re-queues jobs whose worker died.
-            "--beat", "--schedule", str(settings.VAR_DIR / "celerybeat-schedule"),
-        ]  # fmt: skip
-        started.append(subprocess.Popen(worker))
-        # The inference worker loads base models once and keeps them for its lifetime; threads let
-        # concurrent chats share one model (serving/engine.py interleaves their decoding steps).
-        inference = [
-            python, "-m", "celery", "-A", "modelfactory", "worker", "-Q", "inference", "--pool", "threads",
-            "--concurrency", "4", "--prefetch-multiplier", "1", "--loglevel", "INFO", "-n", "inference@%h",
-        ]  # fmt: skip
-        started.append(subprocess.Popen(inference))
+            redis = supervisor.add(
+                "redis", lambda: embedded_redis.start(settings.REDIS_SOCKET, settings.VAR_DIR / "redis")
+            )
+            log(f"Embedded Redis on {settings.REDIS_SOCKET}" if redis.process else
+                f"Reusing the Redis already answering on {settings.REDIS_SOCKET}")  # fmt: skip
         port = os.environ.get("PORT", "8000")
-        web = [
-            python, "-m", "gunicorn", "modelfactory.wsgi", "--bind", f"127.0.0.1:{port}",
-            "--workers", "2", "--threads", "4", "--timeout", "120", "--access-logfile", "-",
-        ]  # fmt: skip
-        started.append(subprocess.Popen(web))
+        for name, command in commands(settings.VAR_DIR, port).items():
+            supervisor.add(name, lambda command=command: subprocess.Popen(command))
         log(f"ModelFactory is up at http://127.0.0.1:{port}/ (health: /healthz). Ctrl-C stops everything.")
         # Ctrl-C reaches every process of the terminal's group at once: note it before any child's
         # exit is taken for a crash.
         signal.signal(signal.SIGINT, request_stop)
         signal.signal(signal.SIGTERM, request_stop)
-        while not stopping.is_set() and all(process.poll() is None for process in started):
-            stopping.wait(0.5)
-        if stopping.is_set():
-            return 0
-        failed = next(process for process in started if process.poll() is not None)
-        log(f"{' '.join(failed.args[:5])} exited with {failed.returncode}; stopping the rest.")
-        return 1
+        supervisor.run(stopping)
+        return 0
     except KeyboardInterrupt:
         return 0
     except subprocess.CalledProcessError as error:
         log(f"{' '.join(error.cmd)} failed with exit code {error.returncode}.")
         return 1
     finally:
-        stop_all()
+        supervisor.stop_all()
+        log("Stopped.")
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from publishing import receipts
 from training.models import BaseModel
 
 from . import health
+from . import policy as site_policy
 
 
 def home(request):
@@ -56,4 +57,6 @@ def profile(request):
 @never_cache
 def healthz(request):
     healthy, results = health.run_checks()
+    if not site_policy.can_view_health_detail(request.user):
+        results = {name: {"status": result["status"]} for name, result in results.items()}
     return JsonResponse({"status": "ok" if healthy else "down", "checks": results}, status=200 if healthy else 503)

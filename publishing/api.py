@@ -2,16 +2,16 @@
 
 from datetime import datetime
 
-from django.conf import settings
 from django.db.models import Q
 from django.http import FileResponse, HttpResponse
 from ninja import NinjaAPI, Schema
 from ninja.errors import HttpError
 from ninja.pagination import PageNumberPagination, paginate
 from ninja.security import HttpBearer
-from ninja.throttling import AnonRateThrottle, AuthRateThrottle
+from ninja.throttling import BaseThrottle
 
 from datanets import policy as datanet_policy
+from modelfactory import ratelimit
 from training import policy as training_policy
 
 from . import policy, selectors, services, signing
@@ -30,17 +30,17 @@ class TokenAuth(HttpBearer):
         return api_token
 
 
-class TokenRateThrottle(AuthRateThrottle):
-    """Requests per token; the rate is read from settings.API_RATE_LIMIT when a request comes."""
+class SharedRateThrottle(BaseThrottle):
+    """A token's requests count against its one quota (shared with /v1); anonymous ones per client address."""
 
-    def __init__(self):
-        super().__init__(settings.API_RATE_LIMIT)
+    def allow_request(self, request) -> bool:
+        key, rate = ratelimit.request_quota_key(request)
+        verdict = ratelimit.rate_hit(key, rate)
+        self.retry_after = verdict.retry_after
+        return verdict.allowed
 
-    def allow_request(self, request):
-        if self.rate != settings.API_RATE_LIMIT:
-            self.rate = settings.API_RATE_LIMIT
-            self.num_requests, self.duration = self.parse_rate(self.rate)
-        return super().allow_request(request)
+    def wait(self):
+        return getattr(self, "retry_after", None)
 
 
 api = NinjaAPI(
@@ -48,7 +48,7 @@ api = NinjaAPI(
     version="1.0.0",
     urls_namespace="api",
     auth=TokenAuth(),
-    throttle=[AnonRateThrottle(settings.API_ANON_RATE_LIMIT), TokenRateThrottle()],
+    throttle=[SharedRateThrottle()],
 )
 
 
@@ -154,16 +154,27 @@ def adapter_download(request, slug: str, version: int):
     return FileResponse(handle, as_attachment=True, filename=f"{adapter.slug}-v{adapter.version}.zip")
 
 
+def _datanets_for(request):
+    datanets = datanet_policy.visible_datanets(request.user)
+    token = getattr(request, "api_token", None)
+    if token is not None and token.team_id:  # a team token reaches what that team may, not all its user may
+        datanets = datanet_policy.datanets_in_team_scope(datanets, token.team_id)
+    return datanets
+
+
 @api.get("/datanets", response=list[DatanetOut], summary="Datanets you may see")
 @paginate(PageNumberPagination, page_size=50)
 def datanet_list(request):
-    return datanet_policy.visible_datanets(request.user).order_by("name")
+    return _datanets_for(request).order_by("name")
 
 
 @api.get("/datanets/{slug}/versions", response=list[VersionOut])
 @paginate(PageNumberPagination, page_size=50)
 def datanet_versions(request, slug: str):
-    return datanet_policy.get_datanet_for_user(request.user, slug).versions.order_by("-number")
+    datanet = datanet_policy.get_datanet_for_user(request.user, slug)
+    if not _datanets_for(request).filter(pk=datanet.pk).exists():
+        raise HttpError(404, "No such Datanet.")
+    return datanet.versions.order_by("-number")
 
 
 @api.get("/jobs/{job_id}", response=JobOut, summary="A fine-tune job's status")

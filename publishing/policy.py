@@ -5,6 +5,7 @@ from django.http import Http404
 
 from accounts.models import Membership
 from datanets import policy as datanet_policy
+from datanets.models import AccessRequest, Datanet
 from training.models import FineTuneJob
 
 from .models import Adapter, AdapterRecord
@@ -28,12 +29,34 @@ def can_split_rewards(user, adapter: Adapter) -> bool:
 
 
 def can_publish_job(user, job: FineTuneJob, team) -> bool:
-    """The job's owner publishes it for a team they belong to; staff publish anything."""
+    """The job's owner publishes it as an owner or admin of the team it goes under; staff publish anything."""
     if not user.is_authenticated or job.status != FineTuneJob.Status.SUCCEEDED:
         return False
     if user.is_staff:
         return True
-    return job.owner_id == user.pk and Membership.objects.filter(team=team, user=user).exists()
+    managers = (Membership.Role.OWNER, Membership.Role.ADMIN)
+    return job.owner_id == user.pk and Membership.objects.filter(team=team, user=user, role__in=managers).exists()
+
+
+def publication_refusal(job: FineTuneJob, team, visibility: str) -> str | None:
+    """Why the job's training data forbid publishing it under this team with this visibility, or None.
+
+    An adapter carries its Datanets' names and Merkle roots and is derived from their records, so it is
+    seen by no one who may not see every Datanet version it was trained on: data that are not public keep
+    the adapter to a team, and that team is the Datanet's own or one granted access to it."""
+    for version in job.datanet_versions.select_related("datanet", "datanet__team"):
+        datanet = version.datanet
+        if datanet.visibility == Datanet.Visibility.PUBLIC:
+            continue
+        if visibility == Adapter.Visibility.PUBLIC:
+            return f"{datanet.name} is {datanet.visibility}: an adapter trained on it is visible to its team only."
+        if datanet.team_id == team.pk:
+            continue
+        granted = AccessRequest.objects.filter(datanet=datanet, team=team, status=AccessRequest.Status.GRANTED)
+        if datanet.visibility == Datanet.Visibility.PERMISSIONED and granted.exists():
+            continue
+        return f"{team.name} may not see {datanet.name}: publish this adapter under {datanet.team.name}."
+    return None
 
 
 def visible_adapters(user):

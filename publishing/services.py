@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import secrets
 import subprocess
 import tempfile
@@ -32,6 +33,9 @@ from .pseudonyms import contributor_handles, contributor_labels, contributor_pse
 
 
 def code_version() -> str:
+    """The commit the code was built from: baked into the image (MF_CODE_VERSION), else asked of git."""
+    if settings.CODE_VERSION and settings.CODE_VERSION != "unknown":
+        return settings.CODE_VERSION
     try:
         out = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=settings.BASE_DIR, capture_output=True, text=True, timeout=5
@@ -41,7 +45,34 @@ def code_version() -> str:
         return "unknown"
 
 
-def _training_rows(job) -> tuple[list[dict], list[dict], dict[str, str], list[int]]:
+def _held_out_hashes(outputs: dict) -> set[str]:
+    """Content hashes of the records the trainer held out to evaluate on (they did not train the adapter)."""
+    if "metrics.json" not in outputs:
+        return set()
+    with default_storage.open(outputs["metrics.json"], "rb") as handle:
+        return set(json.load(handle).get("held_out") or [])
+
+
+def _stage_adapter_files(outputs: dict, tmp: Path, base_model) -> dict[str, Path]:
+    """Copy the adapter files out of storage; its config names the base model as the catalogue does,
+    not by the path it has on the workers (the weights hash is in the manifest)."""
+    files: dict[str, Path] = {}
+    for inside in ("adapter/adapter_config.json", "adapter/adapter_model.safetensors"):
+        local = tmp / inside
+        local.parent.mkdir(parents=True, exist_ok=True)
+        with default_storage.open(outputs[inside]) as source, open(local, "wb") as target:
+            for chunk in source.chunks():
+                target.write(chunk)
+        files[inside] = local
+    config_path = files["adapter/adapter_config.json"]
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    config["base_model_name_or_path"] = base_model.name
+    config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    return files
+
+
+def _training_rows(job, held_out: set[str]) -> tuple[list[dict], list[dict], dict[str, str], list[int]]:
+    """records.jsonl rows, each with its role: "training", or "evaluation" for a held-out record."""
     versions = list(job.datanet_versions.select_related("datanet").order_by("datanet__slug", "number"))
     handles = contributor_handles()
     rows, datanets, record_ids = [], [], []
@@ -57,6 +88,7 @@ def _training_rows(job) -> tuple[list[dict], list[dict], dict[str, str], list[in
             rows.append({
                 "content_hash": content_hash, "contributor": contributor_pseudonym(contributor_id),
                 "datanet": version.datanet.slug, "version": version.number, "tokens": tokens,
+                "role": "evaluation" if content_hash in held_out else "training",
             })  # fmt: skip
     return rows, datanets, handles, record_ids
 
@@ -119,7 +151,12 @@ def adapter_publish(
     recomputed_from: int | None = None,
 ) -> Adapter:
     if not policy.can_publish_job(by, job, team):
-        raise ApplicationError("Only the job's owner publishes it, for a team they belong to, once it has succeeded.")
+        raise ApplicationError(
+            "Only the job's owner publishes it, as an owner or admin of the team, once it has succeeded."
+        )
+    refusal = policy.publication_refusal(job, team, visibility)
+    if refusal:
+        raise ApplicationError(refusal)
     slug = slugify(name)
     if not slug:
         raise ApplicationError("An adapter name needs at least one letter or digit.")
@@ -132,21 +169,15 @@ def adapter_publish(
     version = (
         Adapter.objects.filter(slug=slug).order_by("-version").values_list("version", flat=True).first() or 0
     ) + 1
-    rows, datanets, handles, record_ids = _training_rows(job)
+    rows, datanets, handles, record_ids = _training_rows(job, _held_out_hashes(outputs))
     now = timezone.now()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        files: dict[str, Path] = {}
-        for inside in ("adapter/adapter_config.json", "adapter/adapter_model.safetensors"):
-            local = tmp / inside
-            local.parent.mkdir(parents=True, exist_ok=True)
-            with default_storage.open(outputs[inside]) as source, open(local, "wb") as target:
-                for chunk in source.chunks():
-                    target.write(chunk)
-            files[inside] = local
+        files = _stage_adapter_files(outputs, tmp, job.base_model)
         (tmp / "records.jsonl").write_bytes(manifest_lib.records_jsonl(rows))
         files["records.jsonl"] = tmp / "records.jsonl"
         contributors, totals = manifest_lib.contributor_summary(rows)
+        held_out = manifest_lib.held_out_summary(rows)
         for contributor in contributors:
             contributor["handle"] = handles.get(contributor["id"])
         influence = manifest_influence(job, method=influence_method, recomputed_from=recomputed_from)
@@ -160,7 +191,7 @@ def adapter_publish(
             "name": name, "slug": slug, "version": version, "description": description, "domain": domain,
             "base_model": base_info, "method": (job.evaluation or {}).get("method") or job.method, "config": job.config, "datanets": datanets,
             "evaluation": job.evaluation, "licences": licences, "license": licences[0] if len(licences) == 1 else "other",
-            "contributors": contributors, "totals": totals, "influence": influence,
+            "contributors": contributors, "totals": totals, "held_out": held_out, "influence": influence,
             "influence_by_id": {c["id"]: c for c in (influence or {}).get("contributors", [])},
         })  # fmt: skip
         (tmp / "README.md").write_text(card, encoding="utf-8")

@@ -5,12 +5,11 @@ Answers carry an extra ``attribution`` field: the spans found verbatim in the tr
 import json
 import time
 
-from django.conf import settings
-from django.core.cache import cache
 from django.http import Http404, JsonResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
+from modelfactory import ratelimit
 from modelfactory.exceptions import ApplicationError
 from publishing.services import token_authenticate
 
@@ -29,13 +28,14 @@ def _authenticate(request):
     if token is None:
         return None, error(401, "Send a valid API token: Authorization: Bearer mf_...", "invalid_request_error",
                            "invalid_api_key")  # fmt: skip
-    count, unit = settings.API_RATE_LIMIT.split("/")
-    seconds = {"s": 1, "m": 60, "h": 3600, "d": 86400}[unit[0]]
-    window = f"v1-rate:{token.pk}:{int(time.time() // seconds)}"
-    cache.add(window, 0, timeout=seconds)
-    if cache.incr(window) > int(count):
-        return None, error(429, f"Rate limit of {settings.API_RATE_LIMIT} reached; retry shortly.", "rate_limit_error",
-                           "rate_limit_exceeded")  # fmt: skip
+    request.api_token = token
+    key, rate = ratelimit.request_quota_key(request)  # the token's one quota, shared with /api/v1
+    verdict = ratelimit.rate_hit(key, rate)
+    if not verdict.allowed:
+        busy = error(429, f"Rate limit of {rate} reached; retry in {verdict.retry_after} s.", "rate_limit_error",
+                     "rate_limit_exceeded")  # fmt: skip
+        busy["Retry-After"] = str(verdict.retry_after)
+        return None, busy
     request.user = token.user
     return token, None
 
@@ -70,7 +70,7 @@ def chat_completions(request):
         return failure
     try:
         body = json.loads(request.body or b"{}")
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested deeper than the parser goes
         return error(400, "The request body is not JSON.")
     if not isinstance(body, dict) or not isinstance(body.get("model"), str):
         return error(400, "Name the adapter to use in `model` (its slug; GET /v1/models lists them).", param="model")
@@ -83,14 +83,24 @@ def chat_completions(request):
         return error(400, "Only n=1 is supported.", param="n")
     try:
         messages = services.clean_messages(body.get("messages"))
+    except ApplicationError as problem:
+        return error(400, problem.message, param="messages")
+    try:
         sampling = services.clean_sampling(
             temperature=body.get("temperature"), top_p=body.get("top_p"),
             max_tokens=body.get("max_completion_tokens") or body.get("max_tokens"),
         )  # fmt: skip
     except ApplicationError as problem:
-        return error(400, problem.message, param="messages")
-    request_id = services.chat_start(target=services.target_for_adapter(adapter), messages=messages,
-                                     sampling=sampling, owner=f"token:{token.pk}")  # fmt: skip
+        return error(400, problem.message)
+    try:
+        request_id = services.chat_start(target=services.target_for_adapter(adapter), messages=messages,
+                                         sampling=sampling, owner=f"token:{token.pk}")  # fmt: skip
+    except ApplicationError as busy:
+        status = busy.extra.get("status", 503)
+        response = error(status, busy.message, "rate_limit_error" if status == 429 else "server_error",
+                         "too_many_requests" if status == 429 else "overloaded")  # fmt: skip
+        response["Retry-After"] = "5"
+        return response
     completion_id, created, model = f"chatcmpl-{request_id}", int(time.time()), adapter.slug
 
     if body.get("stream"):

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
-import uuid
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -26,7 +25,7 @@ from publishing.models import Adapter
 from training import jobs as training_jobs
 from training.models import BaseModel, FineTuneJob
 
-from . import span_index
+from . import admission, span_index
 
 EVENTS_TTL_S = 600
 RESULT_TTL_S = 24 * 3600
@@ -93,6 +92,9 @@ def chat_push(*, request_id: str, event: dict) -> None:
     client.expire(key, EVENTS_TTL_S)
     if event["type"] in ("done", "error"):
         client.set(f"{key}:result", json.dumps(event), ex=RESULT_TTL_S)
+        owner = client.get(f"{key}:owner")
+        if owner:
+            admission.chat_release(client, owner=owner.decode(), request_ids=[request_id])
 
 
 def chat_cancelled(*, request_id: str) -> bool:
@@ -107,11 +109,14 @@ def clean_messages(messages) -> list[dict]:
         raise ApplicationError("messages must be a non-empty list of {role, content}.")
     out, size = [], 0
     for message in messages:
-        if not isinstance(message, dict) or message.get("role") not in ROLES:
+        if not isinstance(message, dict) or not isinstance(message.get("role"), str) or message["role"] not in ROLES:
             raise ApplicationError("Each message needs a role (system, user or assistant) and a content string.")
         content = message.get("content")
         if isinstance(content, list):  # OpenAI's content parts: keep the text ones
-            content = "".join(part.get("text", "") for part in content if isinstance(part, dict))
+            texts = [part.get("text", "") for part in content if isinstance(part, dict)]
+            if not all(isinstance(text, str) for text in texts):
+                raise ApplicationError('A content part\'s "text" must be a string.')
+            content = "".join(texts)
         if not isinstance(content, str):
             raise ApplicationError("Each message needs a role (system, user or assistant) and a content string.")
         size += len(content)
@@ -130,7 +135,7 @@ def clean_sampling(*, temperature=None, top_p=None, max_tokens=None) -> dict:
             "top_p": 1.0 if top_p is None else float(top_p),
             "max_tokens": settings.SERVING_DEFAULT_MAX_TOKENS if max_tokens is None else int(max_tokens),
         }
-    except (TypeError, ValueError) as error:
+    except (TypeError, ValueError, OverflowError) as error:  # OverflowError: int(1e400), which JSON reads as inf
         raise ApplicationError("temperature and top_p are numbers, max_tokens an integer.") from error
     if not 0 <= sampling["temperature"] <= 2:
         raise ApplicationError("temperature must be between 0 and 2.")
@@ -141,11 +146,18 @@ def clean_sampling(*, temperature=None, top_p=None, max_tokens=None) -> dict:
     return sampling
 
 
-def chat_start(*, target: Target, messages: list[dict], sampling: dict, owner: str, use_adapter: bool = True) -> str:
-    """Queue one answer on the inference worker; returns the request id its events are read by."""
+def chat_admit(*, owner: str, count: int = 1) -> list[str]:
+    """Request ids for answers the owner may queue now, or an ApplicationError saying it is busy."""
+    return admission.chat_admit(_redis(), owner=owner, count=count)
+
+
+def chat_start(*, target: Target, messages: list[dict], sampling: dict, owner: str, use_adapter: bool = True,
+               request_id: str | None = None) -> str:  # fmt: skip
+    """Queue one answer on the inference worker (admitted now, unless ``request_id`` was admitted
+    already); returns the request id its events are read by."""
     from .tasks import chat_task
 
-    request_id = uuid.uuid4().hex
+    request_id = request_id or chat_admit(owner=owner)[0]
     _redis().set(f"{_events_key(request_id)}:owner", owner, ex=RESULT_TTL_S)
     chat_task.delay(request_id, target.payload, messages, sampling, use_adapter)
     return request_id

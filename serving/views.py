@@ -14,6 +14,7 @@ from django.http import Http404, JsonResponse, StreamingHttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 
+from modelfactory import ratelimit
 from modelfactory.exceptions import ApplicationError
 
 from . import policy, services
@@ -80,12 +81,20 @@ def _playground(request, target, back_url: str):
         _save_turns(request, target, [])
         return redirect(request.path)
     turns = _turns(request, target)
+    busy, busy_status = None, None
+    if request.method == "POST" and form.is_valid():
+        busy = ratelimit.rate_hit(f"user:{request.user.pk}", settings.PLAYGROUND_RATE_LIMIT)
+        if busy.allowed:
+            busy = None
+        else:
+            form.add_error(None, f"Busy: at most {busy.limit} messages; try again in {busy.retry_after} s.")
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
         owner = f"user:{request.user.pk}"
         try:
             sampling = services.clean_sampling(temperature=data["temperature"], top_p=data["top_p"],
                                                max_tokens=data["max_tokens"])  # fmt: skip
+            admitted = services.chat_admit(owner=owner, count=2)  # both answers of the turn, or neither
             requests = {
                 side: services.chat_start(
                     target=target,
@@ -93,11 +102,13 @@ def _playground(request, target, back_url: str):
                     sampling=sampling,
                     owner=owner,
                     use_adapter=side == "adapter",
+                    request_id=request_id,
                 )  # fmt: skip
-                for side in ("adapter", "base")
+                for side, request_id in zip(("adapter", "base"), admitted, strict=True)
             }
         except ApplicationError as problem:
             form.add_error(None, problem.message)
+            busy_status = problem.extra.get("status")
         else:
             turns.append({"user": data["message"], "requests": requests, "adapter": None, "base": None})
             _save_turns(request, target, turns)
@@ -107,7 +118,11 @@ def _playground(request, target, back_url: str):
                 services.chat_complete(request_id=rid)
             return redirect(request.path)
     if wants_json:
-        return JsonResponse({"errors": form.errors.get_json_data()}, status=400)
+        status = 429 if busy else busy_status or 400
+        response = JsonResponse({"errors": form.errors.get_json_data()}, status=status)
+        if status != 400:
+            response["Retry-After"] = str(busy.retry_after if busy else 5)
+        return response
     shown = [
         {**turn, **{side: {**turn[side], "segments": segments(turn[side]["text"], turn[side].get("attribution"))}
                     for side in ("adapter", "base") if turn.get(side)}}

@@ -40,3 +40,10 @@ def test_compose_config_validates_where_a_compose_client_exists():
         pytest.skip("no docker compose client on this machine")
     result = subprocess.run([*command, "-f", "docker-compose.yml", "config", "-q"], cwd=ROOT, capture_output=True)
     assert result.returncode == 0, result.stderr.decode()
+
+
+def test_the_image_bakes_in_the_code_version_manifests_sign():
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert "ARG CODE_VERSION" in dockerfile and "ENV MF_CODE_VERSION=$CODE_VERSION" in dockerfile
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    assert "CODE_VERSION" in compose["services"]["web"]["build"]["args"]

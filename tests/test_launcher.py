@@ -34,11 +34,38 @@ def group_alive(pgid: int) -> bool:
     return True
 
 
+def session_processes(session: int, marker: str) -> list[int]:
+    """Processes of the launcher's session (its children and theirs) whose command line holds ``marker``."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            cmdline = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except (OSError, ValueError):
+            continue
+        if int(fields[3]) == session and marker in cmdline:  # fields[3]: the session id
+            found.append(int(stat.parent.name))
+    return found
+
+
+def child_pid(parent: int, marker: str) -> int:
+    """The launcher's direct child whose command line holds ``marker`` (not a worker's pool processes)."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            cmdline = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except (OSError, ValueError):
+            continue
+        if ppid == parent and marker in cmdline:
+            return int(stat.parent.name)
+    raise AssertionError(f"no child of {parent} runs {marker!r}")
+
+
 class Launch:
     def __init__(self, var_dir: Path, port: int):
         drop = {"DATABASE_URL", "REDIS_URL", "MF_REDIS_SOCKET", "MODELS_DIR", "MEDIA_ROOT", "DJANGO_SETTINGS_MODULE"}
         env = {k: v for k, v in os.environ.items() if k not in drop}
-        env.update(MF_VAR_DIR=str(var_dir), PORT=str(port))
+        env.update(MF_VAR_DIR=str(var_dir), PORT=str(port), HEALTH_CACHE_S="0")  # every /healthz checks afresh
         self.log_path = var_dir.parent / f"launch-{uuid.uuid4().hex[:8]}.log"
         self.log = open(self.log_path, "w")
         self.url = f"http://127.0.0.1:{port}"
@@ -86,11 +113,17 @@ def test_run_comes_up_green_stops_on_ctrl_c_and_reuses_what_exists(tmp_path):
     first = Launch(var_dir, free_port())
     try:
         health = first.wait_healthy(timeout=300)
+        # A dying part is restarted, not fatal: kill -9 the uploads' worker and the embedded Redis.
+        for marker in ("-n default@", "redis-server"):
+            os.kill(child_pid(first.process.pid, marker), signal.SIGKILL)
+        wait_until(lambda: first.output, lambda out: "default worker restarted" in out and "redis restarted" in out,
+                   timeout=60, every=0.5, describe=lambda: first.output[-3000:])  # fmt: skip
+        assert first.wait_healthy(timeout=120)["status"] == "ok"
+        assert len(session_processes(first.process.pid, "modelfactory beat")) == 1  # one scheduler: one reaper
     finally:
         first.ctrl_c()
     assert health["status"] == "ok"
-    assert health["checks"]["database"]["vendor"] == "sqlite"
-    assert health["checks"]["base_models"]["enabled"] == 1
+    assert health["checks"]["database"] == health["checks"]["base_models"] == {"status": "up"}  # detail: staff only
     assert not group_alive(first.process.pid), "a process outlived Ctrl-C"
     assert "username: admin    password: " in first.output
     assert (var_dir / "modelfactory.sqlite3").exists()

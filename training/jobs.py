@@ -159,13 +159,15 @@ def jobs_reap(*, stale_after_s: int | None = None) -> list[int]:
     from .tasks import job_run_task
 
     stale = timezone.now() - timedelta(seconds=stale_after_s or settings.JOB_HEARTBEAT_STALE_S)
-    orphans = list(
-        FineTuneJob.objects.filter(status__in=FineTuneJob.WORKING, heartbeat_at__lt=stale).values_list("pk", flat=True)
+    orphans = dict(
+        FineTuneJob.objects.filter(status__in=FineTuneJob.WORKING, heartbeat_at__lt=stale).values_list("pk", "metrics")
     )
-    for pk in orphans:
-        _append_log(pk, "The worker stopped answering; the job goes back to the queue and resumes from its checkpoint.")
+    for pk, metrics in orphans.items():
+        saved = (metrics or {}).get("checkpoint_step")
+        where = f"its last checkpoint, at step {saved}" if saved else "step 0: it saved no checkpoint"
+        _append_log(pk, f"The worker stopped answering; the job goes back to the queue and resumes from {where}.")
         job_run_task.delay(pk)
-    return orphans
+    return list(orphans)
 
 
 def _append_log(pk: int, message: str) -> None:
@@ -260,6 +262,10 @@ def job_run(*, job_id: int, worker: str) -> str:
     metrics = dict(job.metrics or {})
     metrics.setdefault("train", [])
     metrics.setdefault("eval", [])
+    if job.attempts > 1 and not (output / "checkpoint" / "state.pt").exists():
+        _append_log(job.pk, "No checkpoint of the earlier attempt is here: training starts again from step 0.")
+        metrics["train"] = []
+        metrics.pop("checkpoint_step", None)
 
     def on_event(event: dict) -> None:
         kind = event["event"]
@@ -271,6 +277,8 @@ def job_run(*, job_id: int, worker: str) -> str:
             metrics["train"] = [p for p in metrics["train"] if p["step"] <= event["step"]]
             return
         _record_phase(job.pk, metrics, kind)
+        if kind == "checkpoint":
+            metrics["checkpoint_step"] = event["step"]  # the reaper's log line names it
         if kind == "step":
             metrics["train"].append({k: event[k] for k in ("step", "loss", "lr", "tokens_per_s")})
             metrics["last"] = {

@@ -24,6 +24,19 @@ def base_model_register(*, name: str, source: str, license: str) -> BaseModel:
     return BaseModel.objects.create(name=name, slug=slugify(name), source=str(source), license=license)
 
 
+def base_model_import_queue(*, base_model: BaseModel, source_changed: bool = False) -> BaseModel:
+    """Queue the import on a worker once the row is committed: for a model added or re-pointed in Django
+    admin, or a failed one tried again. A new source makes a ready model import afresh."""
+    from .tasks import base_model_import_task
+
+    if source_changed or base_model.status == BaseModel.Status.FAILED:
+        base_model.status, base_model.error = BaseModel.Status.IMPORTING, ""
+        base_model.save(update_fields=["status", "error", "updated_at"])
+    if base_model.status == BaseModel.Status.IMPORTING:
+        base_model_import_task.delay_on_commit(base_model.pk)
+    return base_model
+
+
 def base_model_import(*, base_model: BaseModel) -> BaseModel:
     """Convert the model's source to safetensors under MODELS_DIR and record what it is.
 

@@ -8,7 +8,8 @@ epoch; at the end the base model and the fine-tune answer questions and are scor
 (training/taskeval.py), and each record's influence is measured (attribution/influence.py).
 
 Checkpoints (adapter, optimiser, scheduler, RNG states and data position) are written every
-``checkpoint_every`` steps to ``OUTPUT/checkpoint``; a run started again on the same output
+``checkpoint_every`` steps (at least 4 times per run, and at least every ``checkpoint_every_s``
+seconds) to ``OUTPUT/checkpoint``; a run started again on the same output
 directory continues from there, not from step 0.
 """
 
@@ -69,7 +70,8 @@ class TrainConfig:
     eval_fraction: float = 0.05  # held out for generalisation (at most max_eval_records); 0: train on all
     max_eval_records: int = 100
     seed: int = 42
-    checkpoint_every: int = 20
+    checkpoint_every: int = 20  # steps; and at least 4 times per run, and every checkpoint_every_s seconds
+    checkpoint_every_s: float = 300.0
     eval_every: int = 0  # held-out loss every N steps; 0: once an epoch
     early_stopping_patience: int = 0  # stop after N held-out checks without a better loss; 0: never
     max_steps: int = 0  # 0: as many as the epochs need
@@ -382,7 +384,8 @@ def train_steps(run: Run, checkpoint_dir: Path, report: ProgressFn, stop: Callab
     parameters = [p for p in model.parameters() if p.requires_grad]
     lengths = [len(e.input_ids) for e in run.train_set]
     model.train()
-    started = time.monotonic()
+    started = saved_at = time.monotonic()
+    every = max(1, min(config.checkpoint_every, run.total_steps // 4))
     tokens_at_start, step_at_start = position["tokens"], position["step"]
     while position["step"] < run.total_steps:
         batches = epoch_batches(lengths, config.batch_size, config.seed, position["epoch"])
@@ -425,8 +428,10 @@ def train_steps(run: Run, checkpoint_dir: Path, report: ProgressFn, stop: Callab
                 report({"event": "log", "message": f"Held-out loss has not improved on step {best['step']}'s "
                         f"{best['loss']:.3f} for {config.early_stopping_patience} checks: stopping early"})  # fmt: skip
                 return
-            if position["step"] % config.checkpoint_every == 0 and position["step"] < run.total_steps:
+            due = position["step"] % every == 0 or time.monotonic() - saved_at >= config.checkpoint_every_s
+            if due and position["step"] < run.total_steps:
                 save_checkpoint(run, checkpoint_dir)
+                saved_at = time.monotonic()
                 report({"event": "checkpoint", "step": position["step"]})
         if position["batch"] >= len(batches):
             position["epoch"] += 1
@@ -555,6 +560,7 @@ def evaluate(run: Run, probes: dict[str, list[dict]], stop: Callable[[], bool]) 
         "train_examples": len(run.train_set),
         "eval_examples": len(run.eval_set),
         "loss_on": "held_out" if run.eval_set else "trained",
+        "held_out": sorted({e.source["content_hash"] for e in run.eval_set if e.source.get("content_hash")}),
         "trainable_parameters": sum(p.numel() for p in run.model.parameters() if p.requires_grad),
         "tokens": run.position["tokens"],
         "base": {"eval_loss": base_loss, "perplexity": math.exp(min(base_loss, 50))},

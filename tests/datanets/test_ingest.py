@@ -150,6 +150,27 @@ def test_csv_json_and_parquet_uploads(datanet, contributor, tmp_path):
     assert Record.objects.count() == 4
 
 
+def test_files_that_fail_deep_in_parsing_get_a_line_or_file_reason(datanet, contributor, tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    huge = '{"instruction": "q", "output": ' + "1" * 5001 + "}"  # more digits than Python converts
+    upload = ingest(datanet, contributor, jsonl_file([qa(1), huge]))
+    assert upload.status == Upload.Status.REJECTED, upload.message
+    assert [e["line"] for e in upload.errors] == [2] and "Exceeds the limit" in upload.errors[0]["reason"]
+    array = ingest(datanet, contributor, SimpleUploadedFile("b.json", ("[" + huge + "]").encode()))
+    assert array.status == Upload.Status.REJECTED and "line 1: unreadable JSON" in array.message
+
+    path = tmp_path / "damaged.parquet"
+    rows = {"instruction": [f"q{i}" for i in range(5000)], "output": [f"a{i} " * 20 for i in range(5000)]}
+    pq.write_table(pa.table(rows), path, row_group_size=1000, compression="snappy")
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2 : len(data) // 2 + 2000] = b"\xff" * 2000  # a row group's pages; the footer is intact
+    damaged = ingest(datanet, contributor, SimpleUploadedFile("damaged.parquet", bytes(data)))
+    assert damaged.status == Upload.Status.REJECTED and "damaged or truncated" in damaged.message
+    assert Record.objects.count() == 0
+
+
 def test_form_record_and_withdraw(datanet, contributor):
     record = services.record_create(datanet=datanet, contributor=contributor, value=qa(1))
     with pytest.raises(ApplicationError, match="already in the Datanet"):

@@ -4,6 +4,7 @@ import pytest
 from django.test import Client
 from django.urls import reverse
 
+from modelfactory.exceptions import ApplicationError
 from publishing import services
 from publishing.models import Adapter
 from tests.factories import MembershipFactory, UserFactory
@@ -60,8 +61,6 @@ def test_a_team_token_sees_only_its_team_and_public(adapter):
     client = Client()
     response = client.get(f"/api/v1/adapters/{adapter.slug}", headers={"Authorization": f"Bearer {secret}"})
     assert response.status_code == 404  # the user may, but this token is for another team
-    from modelfactory.exceptions import ApplicationError
-
     with pytest.raises(ApplicationError, match="be in that team"):
         services.token_create(user=UserFactory(), name="x", scope="read", team=adapter.team)
 
@@ -77,9 +76,94 @@ def test_tokens_page_shows_the_secret_once(client, trainer_user):
 
 
 def test_api_rate_limit_answers_429(client, trainer_user, settings):
-    settings.API_RATE_LIMIT = "3/m"
+    settings.API_RATE_LIMIT = "3/d"  # a window that does not turn mid-test
     _, secret = services.token_create(user=trainer_user, name="busy", scope="read")
     codes = [
         client.get("/api/v1/datanets", headers={"Authorization": f"Bearer {secret}"}).status_code for _ in range(5)
     ]
     assert codes[:3] == [200, 200, 200] and codes[3:] == [429, 429]
+
+
+PUBLISHERS = {  # who tries to publish the builder's job under a team -> whether they may
+    "job owner, team member": False,
+    "job owner, team admin": True,
+    "job owner, team owner": True,
+    "team owner, not the job's owner": False,
+    "job owner, not in the team": False,
+    "staff": True,
+}
+
+
+@pytest.mark.parametrize("publisher", PUBLISHERS)
+def test_publishing_is_for_the_team_owners_and_admins(succeeded_job, trainer_user, publisher):
+    from tests.factories import TeamFactory
+
+    team = TeamFactory()
+    by = UserFactory(is_staff=True) if publisher == "staff" else trainer_user
+    if publisher.startswith("job owner, team "):
+        MembershipFactory(team=team, user=trainer_user, role=publisher.rsplit(" ", 1)[1])
+    elif publisher == "team owner, not the job's owner":
+        by = MembershipFactory(team=team, role="owner").user
+        MembershipFactory(team=team, user=trainer_user, role="member")
+    if PUBLISHERS[publisher]:
+        adapter = services.adapter_publish(job=succeeded_job, by=by, team=team, name="Codes Expert")
+        assert adapter.team == team
+    else:
+        with pytest.raises(ApplicationError, match="owner or admin of the team"):
+            services.adapter_publish(job=succeeded_job, by=by, team=team, name="Codes Expert")
+        assert not Adapter.objects.exists()
+
+
+# Datanet visibility -> {(adapter's team, adapter visibility) allowed}; teams: the Datanet's own, one
+# granted access, one that is neither.
+ALLOWED = {
+    "public": {(team, vis) for team in ("own", "granted", "other") for vis in ("team", "public")},
+    "permissioned": {("own", "team"), ("granted", "team")},
+    "private": {("own", "team")},
+}
+
+
+@pytest.mark.parametrize("datanet_visibility", ALLOWED)
+def test_an_adapter_is_seen_no_wider_than_its_training_data(succeeded_job, trainer_user, datanet_visibility):
+    from datanets.models import AccessRequest, Datanet
+    from tests.factories import TeamFactory
+
+    version = succeeded_job.datanet_versions.select_related("datanet").get()
+    Datanet.objects.filter(pk=version.datanet_id).update(visibility=datanet_visibility)
+    teams = {"own": version.datanet.team, "granted": TeamFactory(), "other": TeamFactory()}
+    AccessRequest.objects.create(datanet=version.datanet, team=teams["granted"], requested_by=trainer_user,
+                                 status="granted")  # fmt: skip
+    for team in teams.values():
+        MembershipFactory(team=team, user=trainer_user, role="owner")
+    for which, team in teams.items():
+        for visibility in ("team", "public"):
+            name = f"Codes {which} {visibility}"
+            if (which, visibility) in ALLOWED[datanet_visibility]:
+                adapter = services.adapter_publish(job=succeeded_job, by=trainer_user, team=team, name=name,
+                                                   visibility=visibility)  # fmt: skip
+                assert (adapter.team, adapter.visibility) == (team, visibility)
+                continue
+            with pytest.raises(ApplicationError):
+                services.adapter_publish(job=succeeded_job, by=trainer_user, team=team, name=name,
+                                         visibility=visibility)  # fmt: skip
+    assert Adapter.objects.count() == len(ALLOWED[datanet_visibility])
+
+
+def test_a_member_cannot_publish_a_private_datanet_publicly_under_another_team(client, succeeded_job, trainer_user):
+    """The attack from issue 14: nothing of the private Datanet reaches anyone outside its team."""
+    from datanets.models import Datanet
+
+    version = succeeded_job.datanet_versions.select_related("datanet").get()
+    Datanet.objects.filter(pk=version.datanet_id).update(visibility="private")
+    MembershipFactory(team=version.datanet.team, user=trainer_user, role="member")
+    elsewhere = MembershipFactory(user=trainer_user, role="owner").team
+    client.force_login(trainer_user)
+    response = client.post(reverse("job_publish", args=[succeeded_job.pk]),
+                           {"name": "Leak", "visibility": "public", "team": elsewhere.pk})  # fmt: skip
+    assert response.status_code == 200 and "visible to its team only" in response.content.decode()
+    with pytest.raises(ApplicationError, match="may not see"):
+        services.adapter_publish(job=succeeded_job, by=trainer_user, team=elsewhere, name="Leak", visibility="team")
+    assert not Adapter.objects.exists()
+    anonymous = Client()
+    assert version.merkle_root not in anonymous.get(reverse("adapter_list")).content.decode()
+    assert anonymous.get("/api/v1/adapters/leak").status_code in (401, 404)

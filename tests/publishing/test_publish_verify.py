@@ -25,6 +25,11 @@ def verify(zip_path, *args):
                           capture_output=True, text=True)  # fmt: skip
 
 
+def manifest_rows(zip_path):
+    with zipfile.ZipFile(zip_path) as archive:
+        return [json.loads(line) for line in archive.read("records.jsonl").splitlines()]
+
+
 def download_with_token(client, adapter, user, scope="download"):
     _, secret = services.token_create(user=user, name="ci", scope=scope)
     url = f"/api/v1/adapters/{adapter.slug}/versions/{adapter.version}/download"
@@ -38,7 +43,9 @@ def test_publish_download_verify_and_load(client, adapter, trainer_user, tiny_ba
     jsonschema.validate(manifest, json.loads((ROOT / "attribution" / "manifest.schema.json").read_text()))
     assert manifest["schema"] == "modelfactory.manifest/v1" and manifest["influence"]["method"] == "datainf"
     assert manifest["base_model"]["weights_sha256"] == tiny_base_model.weights_sha256
-    assert manifest["totals"]["records"] == 24 == sum(c["records"] for c in manifest["contributors"])
+    held_out = adapter.job.evaluation["eval_examples"]
+    assert manifest["held_out"]["records"] == held_out > 0
+    assert manifest["totals"]["records"] == 24 - held_out == sum(c["records"] for c in manifest["contributors"])
     assert abs(sum(c["share_by_tokens"] for c in manifest["contributors"]) - 1) < 1e-6
     assert {f["path"] for f in manifest["files"]} == {
         "README.md", "records.jsonl", "adapter/adapter_config.json", "adapter/adapter_model.safetensors"
@@ -54,13 +61,18 @@ def test_publish_download_verify_and_load(client, adapter, trainer_user, tiny_ba
 
     result = verify(zip_path)
     assert result.returncode == 0, result.stderr
-    assert "signature valid" in result.stdout and "24 records from 1 contributors consistent" in result.stdout
+    assert (
+        "signature valid" in result.stdout
+        and f"{24 - held_out} training records from 1 contributors and {held_out} held-out records consistent"
+        in result.stdout
+    )
 
     key = tmp_path / "key.pem"
     key.write_bytes(client.get("/api/v1/signing-key").content)
     assert verify(zip_path, "--public-key", str(key)).returncode == 0
 
-    used = Record.objects.filter(adapter_uses__adapter=adapter).first()
+    trained = {r["content_hash"] for r in manifest_rows(zip_path) if r["role"] == "training"}
+    used = Record.objects.filter(adapter_uses__adapter=adapter, content_hash__in=trained).first()
     (tmp_path / "used.json").write_text(json.dumps({"content": used.content}))
     result = verify(zip_path, "--record", str(tmp_path / "used.json"))
     assert result.returncode == 0 and f"INCLUDED record {used.content_hash}" in result.stdout
@@ -208,7 +220,11 @@ def test_openapi_document_and_token_rules(client, adapter, trainer_user):
     auth = {"Authorization": f"Bearer {read_secret}"}
     listing = client.get("/api/v1/adapters", headers=auth).json()
     assert [item["slug"] for item in listing["items"]] == ["codes-expert"]
-    assert client.get("/api/v1/adapters/codes-expert", headers=auth).json()["manifest"]["totals"]["records"] == 24
+    held_out = adapter.job.evaluation["eval_examples"]
+    assert (
+        client.get("/api/v1/adapters/codes-expert", headers=auth).json()["manifest"]["totals"]["records"]
+        == 24 - held_out
+    )
     download = client.get("/api/v1/adapters/codes-expert/versions/1/download", headers=auth)
     assert download.status_code == 403 and "download scope" in download.json()["detail"]
     assert client.get(f"/api/v1/jobs/{adapter.job_id}", headers=auth).json()["status"] == "succeeded"

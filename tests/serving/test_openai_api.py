@@ -103,3 +103,25 @@ def test_access_rules(quick_adapter, team):
     bad = client.post("/v1/chat/completions", content_type="application/json",
                       headers={"Authorization": f"Bearer {secret}"}, data={"model": "codes-expert", "messages": []})  # fmt: skip
     assert bad.status_code == 400 and bad.json()["error"]["type"] == "invalid_request_error"
+
+
+BAD_BODIES = {  # raw JSON text: what a careless or hostile client sends
+    "max_tokens 1e400": '{"model": "codes-expert", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 1e400}',
+    "max_tokens NaN": '{"model": "codes-expert", "messages": [{"role": "user", "content": "hi"}], "max_tokens": NaN}',
+    "number as a text part": '{"model": "codes-expert", "messages": [{"role": "user", "content": [{"type": "text", "text": 5}]}]}',
+    "list as a role": '{"model": "codes-expert", "messages": [{"role": ["user"], "content": "hi"}]}',
+    "object as a text part": '{"model": "codes-expert", "messages": [{"role": "user", "content": [{"text": {"a": 1}}]}]}',
+    "nested too deep": "[" * 100_000 + "]" * 100_000,
+    "not UTF-8": b'{"model": "\xff"}',
+}
+
+
+def test_bad_input_gets_an_openai_shaped_400_never_a_500(quick_adapter, trainer_user):
+    _, secret = services.token_create(user=trainer_user, name="t", scope="read")
+    client = Client(raise_request_exception=False)
+    for case, body in BAD_BODIES.items():
+        response = client.post("/v1/chat/completions", data=body, content_type="application/json",
+                               headers={"Authorization": f"Bearer {secret}"})  # fmt: skip
+        assert response.status_code == 400, (case, response.status_code, response.content[:200])
+        problem = response.json()["error"]
+        assert problem["type"] == "invalid_request_error" and problem["message"], case

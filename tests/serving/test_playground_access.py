@@ -41,3 +41,16 @@ def test_playground_pages_follow_the_download_rules(quick_adapter, trainer_user,
     response = client.get(reverse("playground_stream", args=[request_id]))
     assert response["Content-Type"] == "text/event-stream"
     assert b"event: done" in b"".join(response.streaming_content)
+
+
+def test_the_playground_says_busy_past_a_users_message_limit(quick_adapter, trainer_user, settings):
+    settings.PLAYGROUND_RATE_LIMIT = "2/d"
+    page = reverse("adapter_playground", args=[quick_adapter.slug, quick_adapter.version])
+    client = Client()
+    client.force_login(trainer_user)
+    message = {"message": "What does code 1 mean?", "temperature": 0.7, "top_p": 0.95, "max_tokens": 4}
+    answers = [client.post(page, message, headers={"Accept": "application/json"}) for _ in range(3)]
+    assert [a.status_code for a in answers] == [200, 200, 429]
+    assert "Busy" in answers[2].content.decode() and int(answers[2]["Retry-After"]) > 0
+    without_script = client.post(page, message)
+    assert without_script.status_code == 200 and "Busy: at most 2/d messages" in without_script.content.decode()

@@ -10,6 +10,7 @@ from django.core.management import call_command
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from modelfactory.exceptions import ApplicationError
+from tests.waiting import wait_until
 from training import services
 from training.models import BaseModel
 from training.tasks import base_model_import_task
@@ -98,3 +99,16 @@ def test_gpu_queue_task_reaches_a_real_worker_and_is_late_acked(celery_worker_pr
     assert info["device"] in {"cpu", "cuda"}
     assert info["memory_bytes"] > 0
     assert result.backend.get_task_meta(result.id)["status"] == "SUCCESS"
+
+
+def test_a_model_added_in_django_admin_is_imported_by_a_worker(celery_worker_process, admin_client, tiny_model_dir):
+    form = {"name": "Admin Llama", "slug": "admin-llama", "license": "mit", "source": str(tiny_model_dir),
+            "enabled": "on"}  # fmt: skip
+    missing = admin_client.post("/admin/training/basemodel/add/", {**form, "source": "/nowhere/model"})
+    assert missing.status_code == 200 and "does not exist on this machine" in missing.content.decode()
+    response = admin_client.post("/admin/training/basemodel/add/", form)
+    assert response.status_code == 302, response.content.decode()[:2000]
+    model = wait_until(lambda: BaseModel.objects.get(name="Admin Llama"),
+                       lambda m: m.status != BaseModel.Status.IMPORTING, timeout=120)  # fmt: skip
+    assert model.status == BaseModel.Status.READY, model.error
+    assert model.weights_sha256 == sha256_by_hand(Path(model.local_path))
