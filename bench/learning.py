@@ -76,8 +76,8 @@ def run_one(args) -> dict:
         metrics = trainer.train(config, paths["data"], Path(tmp) / "out", progress=show,
                                 probes={"trained": paths["trained"], "reworded": paths["reworded"]})  # fmt: skip
         wall = time.monotonic() - started
+        estimate = estimated_seconds(args.model, paths["data"], settings, metrics)
     task = metrics["task"]
-    estimate = estimated_seconds(args.model, paths["data"], settings, metrics)
     return {
         "preset": preset,
         "method": metrics["method"],
