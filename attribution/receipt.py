@@ -108,7 +108,9 @@ def verify_receipt(receipt: dict, *, public_key_pem: bytes | None = None) -> Non
         root = roots.get((row["datanet"], row["version"]))
         if root is None or not verify_inclusion(row["content_hash"], row["proof"], root):
             raise ReceiptError(6, f"record {row['content_hash']}: its proof does not reach its version's root")
-    contributor, records = receipt["contributor"], receipt["records"]
+    # The manifest's contributor entry counts the records that trained the adapter, not the held-out ones.
+    contributor = receipt["contributor"]
+    records = [row for row in receipt["records"] if row.get("use") != "evaluation"]
     tokens = sum(row["tokens"] for row in records)
     stated = (contributor["records"], contributor["tokens"], contributor["merkle_root"])
     if stated != (len(records), tokens, merkle_root(row["content_hash"] for row in records)):

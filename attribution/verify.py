@@ -245,7 +245,8 @@ def _main_receipt(args, pinned: bytes | None) -> None:
     row = check_receipt(receipt, public_key_pem=pinned, zip_path=args.zip, record=record)
     c, a = receipt["contributor"], receipt["adapter"]
     print(f"OK receipt for {c['id']} in {a['slug']} v{a['version']} (manifest sha256 {receipt['manifest_sha256'][:16]}…): "
-          f"signature valid, {c['records']} records each proven in its Datanet version, {c['tokens']} tokens, "
+          f"signature valid, {len(receipt['records'])} records each proven in its Datanet version "
+          f"({c['records']} trained the adapter), {c['tokens']} training tokens, "
           f"token share {c['share_by_tokens']}" + (", matches the zip" if args.zip else ""))  # fmt: skip
     if row is not None:
         print(f"INCLUDED record {row['content_hash']} in {row['datanet']} v{row['version']} ({row['use']})")

@@ -6,7 +6,6 @@ from django.utils import timezone
 
 from attribution import receipt as receipt_lib
 from modelfactory.exceptions import ApplicationError
-from training.models import RecordInfluence
 
 from . import signing
 from .models import Adapter, AdapterRecord
@@ -19,14 +18,15 @@ def receipt_adapters(user):
     return Adapter.objects.filter(pk__in=used).order_by("-created_at", "-pk")
 
 
-def _record_uses(adapter: Adapter, record_ids: list[int]) -> dict[int, str]:
-    """Training or evaluation only, per record: the trainer scores the influence of every training record
-    and of no held-out one, so without a score a record was held out (or skipped as unusable)."""
-    job = adapter.job
-    if not (job.influence or {}).get("methods"):
-        return dict.fromkeys(record_ids, "unknown")
-    trained = set(RecordInfluence.objects.filter(job=job, record_id__in=record_ids).values_list("record_id", flat=True))
-    return {pk: "training" if pk in trained else "evaluation" for pk in record_ids}
+def _record_uses(adapter: Adapter, rows: list[dict]) -> dict[int, str]:
+    """Training or evaluation only, per record, as the signed manifest has it: the trainer lists the
+    content hashes it held out (metrics.json), and every other record of the versions trained it."""
+    from training import jobs as training_jobs
+
+    from .services import _held_out_hashes
+
+    held_out = _held_out_hashes(training_jobs.job_outputs(adapter.job))
+    return {row["record_id"]: "evaluation" if row["content_hash"] in held_out else "training" for row in rows}
 
 
 def contributor_receipt(*, adapter: Adapter, contributor) -> dict:
@@ -42,7 +42,7 @@ def contributor_receipt(*, adapter: Adapter, contributor) -> dict:
         ]
     if not rows:
         raise ApplicationError("None of your records went into this adapter.")
-    uses = _record_uses(adapter, [row["record_id"] for row in rows])
+    uses = _record_uses(adapter, rows)
     for row in rows:
         row["use"] = uses[row["record_id"]]
     try:

@@ -8,6 +8,7 @@ import secrets
 import subprocess
 import tempfile
 import zipfile
+from collections import Counter
 from decimal import Decimal
 from pathlib import Path
 
@@ -279,11 +280,17 @@ def adapter_contributor_rows(adapter: Adapter) -> list[dict]:
     measured, how many of their records trained the adapter (scored) and how many were held out."""
     measured = adapter.manifest.get("influence")
     influence = {c["id"]: c for c in (measured or {}).get("contributors", [])}
+    held = _held_out_hashes(training_jobs.job_outputs(adapter.job))
+    held_by = Counter(
+        contributor_pseudonym(pk)
+        for pk in AdapterRecord.objects.filter(adapter=adapter, record__content_hash__in=held).values_list(
+            "record__contributor_id", flat=True
+        )
+    )
     rows = []
-    for c in adapter.manifest["contributors"]:
-        training = influence[c["id"]]["records"] if c["id"] in influence else 0
-        split = {"training": training, "held_out": c["records"] - training} if measured else {}
-        rows.append({**c, "influence": influence.get(c["id"]), **split})
+    for c in adapter.manifest["contributors"]:  # the manifest counts the records that trained the adapter
+        split = {"training": c["records"], "held_out": held_by[c["id"]]} if measured else {}
+        rows.append({**c, "records": c["records"] + held_by[c["id"]], "influence": influence.get(c["id"]), **split})
     return rows
 
 

@@ -15,7 +15,7 @@ PRESETS = {
         "gradient_accumulation": 1, "max_seq_length": 512, "examples": 720, "min_epochs": 1, "max_epochs": 3,
     },
     "standard": {
-        "label": "Standard (default): about 10 passes at a high learning rate, to hold the Datanet's facts",
+        "label": "Standard (default): about 10 passes with large steps, to hold the Datanet's facts",
         "lora_r": 16, "lora_alpha": 32, "lora_dropout": 0.0, "learning_rate": 3e-3, "batch_size": 4,
         "gradient_accumulation": 1, "max_seq_length": 1024, "examples": 2400, "min_epochs": 3, "max_epochs": 12,
     },

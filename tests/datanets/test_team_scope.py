@@ -45,6 +45,7 @@ def test_saved_rejection_reasons_stay_in_their_team(db):
         datanet = DatanetFactory(slug=f"datanet-{team_name}")
         curator = MembershipFactory(team=datanet.team, role="admin").user
         record = services.record_create(datanet=datanet, contributor=contributor, value=qa(1))
+        services.record_create(datanet=datanet, contributor=contributor, value=qa(2))  # keeps the queue's toolbar
         if reason:
             services.records_moderate(records_qs=Record.objects.filter(pk=record.pk), by=curator, approve=False,
                                       reason=reason)  # fmt: skip

@@ -23,7 +23,7 @@ def test_the_adapter_page_renders_its_model_card_and_splits_records_labelled(cli
     page = client.get(reverse("adapter_detail", args=[adapter.slug, adapter.version])).content.decode()
     card = page[page.index('id="model-card"') :]
     assert "<th>base_model</th><td>Tiny Llama</td>" in card and "<th>library_name</th><td>peft</td>" in card
-    assert "<h1>Codes Expert (version 1)</h1>" in card and "<h2>Evaluation (held-out split)</h2>" in card
+    assert "<h1>Codes Expert (version 1)</h1>" in card and "<h2>Evaluation</h2>" in card
     assert "<table>" in card and "---\nbase_model" not in page and "## Training setup" not in page
     training, held_out = adapter.job.evaluation["train_examples"], adapter.job.evaluation["eval_examples"]
     assert f'class="record-split">24 <span class="muted">({training} + {held_out})</span>' in page

@@ -74,7 +74,8 @@ def test_a_job_measures_influence_and_the_signed_manifest_carries_it(influenced_
 
     contributors_by_id = {c["id"]: c for c in adapter.manifest["contributors"]}
     broken = json.loads(json.dumps(influence))
-    broken["contributors"][0]["share"] += 0.2
+    broken["contributors"][0]["share"] /= 2
+    broken["contributors"][0]["share_ci"] = [0.0, 1.0]  # inside its interval: only the sum is wrong
     with pytest.raises(VerificationError, match="add up to"):
         _check_influence(broken, contributors_by_id)
     broken = json.loads(json.dumps(influence))
