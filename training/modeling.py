@@ -73,6 +73,8 @@ def load_model(config):
         )
         kwargs["device_map"] = {"": 0} if device == "cuda" else {"": "cpu"}
     model = AutoModelForCausalLM.from_pretrained(config.base_model_path, **kwargs)
+    if method == "qlora" and device == "cpu":
+        keep_trainable_4bit_layout(model)
     if method == "lora":
         model.to(device)
     model.config.use_cache = False
@@ -88,6 +90,18 @@ def load_model(config):
         if parameter.requires_grad:
             parameter.data = parameter.data.float()  # adapters train in fp32 whatever the base dtype
     return model, tokenizer, {"method": method, "bf16": bf16}
+
+
+def keep_trainable_4bit_layout(model) -> None:
+    """bitsandbytes repacks a 4-bit layer's weights for its CPU inference kernel the first time the layer
+    runs in eval mode without gradients, and never packs them back: training after a held-out check
+    would then go through a kernel without a backward (its autograd warning says so). Keep the layout
+    training needs."""
+    import bitsandbytes as bnb
+
+    for module in model.modules():
+        if isinstance(module, bnb.nn.Linear4bit):
+            module.support_avx512bf16_for_cpu = False
 
 
 def autocast(device: str, bf16: bool):
