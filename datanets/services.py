@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import signal
 import sqlite3
+import sys
 import tempfile
 from collections import defaultdict, deque
 from concurrent.futures import ProcessPoolExecutor
@@ -424,6 +426,15 @@ def _jsonl_chunks(path: Path, size: int):
             yield number, chunk
 
 
+def _die_with_parent() -> None:
+    """An ingest worker process ends when the Celery worker that started it dies (kill -9 included), rather
+    than living on as an orphan holding a database connection."""
+    if sys.platform == "linux":
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
 @contextmanager
 def _children_allowed():
     """Let a daemonic process start the ingest's worker processes.
@@ -459,7 +470,12 @@ def _prepared(upload: Upload, path: Path, total: int):
             yield prepare.prepare_lines(chunk, schema)
         return
     logger.info("upload %s: %s worker processes prepare %s lines", upload.pk, workers, total)
-    with _children_allowed(), ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
+    with (
+        _children_allowed(),
+        ProcessPoolExecutor(
+            workers, mp_context=multiprocessing.get_context("fork"), initializer=_die_with_parent
+        ) as pool,
+    ):
         pending: deque = deque()
         try:
             for first, raw in _jsonl_chunks(path, CHUNK):
@@ -545,7 +561,10 @@ def records_moderate(*, records_qs, by, approve: bool, reason: str = "") -> tupl
     decided, skipped, teams = 0, [], set()
     now = timezone.now()
     with transaction.atomic():
-        for record in records_qs.select_related("datanet").select_for_update():
+        # Locked by primary key: the caller's queryset may carry outer joins (a moderation queue's
+        # select_related), which PostgreSQL refuses to lock.
+        locked = Record.objects.filter(pk__in=records_qs.values("pk"))
+        for record in locked.select_related("datanet").select_for_update(of=("self",)):
             if record.status != Record.Status.PENDING:
                 skipped.append(f"record {record.pk} is already {record.get_status_display().lower()}")
                 continue
