@@ -6,7 +6,8 @@ Prints samples/s over the training loop and each process's peak RSS.
 LLaMA-Factory lives in a scratch virtualenv outside the project (never a dependency):
 
     python3.11 -m venv /tmp/lf && /tmp/lf/bin/pip install torch==2.13.0 \\
-        && /tmp/lf/bin/pip install -c <(echo torch==2.13.0) llamafactory==0.9.5 bitsandbytes==0.50.2
+        && /tmp/lf/bin/pip install -c <(echo torch==2.13.0) llamafactory==0.9.5 bitsandbytes==0.50.2 \\
+        && /tmp/lf/bin/pip uninstall -y torchvision torchaudio   # built for another torch; text needs neither
     .venv/bin/python bench/llamafactory.py --lf /tmp/lf/bin/llamafactory-cli --rounds 2
 
 Our side runs `python -m training.trainer` in fp32 (as the peer's settings say) and with the
@@ -55,6 +56,13 @@ def ours(model: str, data: Path, work: Path, precision: str) -> dict:
             "peak_rss_mb": rss}  # fmt: skip
 
 
+def _torchaudio_stub(work: Path) -> Path:
+    """LLaMA-Factory imports torchaudio; an empty package stands in for it (unused for text)."""
+    (work / "stub" / "torchaudio").mkdir(parents=True, exist_ok=True)
+    (work / "stub" / "torchaudio" / "__init__.py").touch()
+    return work / "stub"
+
+
 def llamafactory(cli: str, model: str, data: Path, work: Path) -> dict:
     records = [json.loads(line)["content"] for line in data.read_text().splitlines()]
     (work / "lf-data").mkdir(exist_ok=True)
@@ -71,9 +79,10 @@ def llamafactory(cli: str, model: str, data: Path, work: Path) -> dict:
         "logging_steps": 1000, "save_strategy": "no", "report_to": "none", "bf16": False, "fp16": False,
         "use_cpu": True, "preprocessing_num_workers": 1, "dataloader_num_workers": 0,
     }  # fmt: skip
-    (work / "lf.json").write_text(json.dumps(config))
+    (work / "lf.yaml").write_text(json.dumps(config))  # JSON is YAML; its .json reader is broken
     output, rss = measured(
-        [cli, "train", str(work / "lf.json")], env={"CUDA_VISIBLE_DEVICES": "", "HF_HUB_OFFLINE": "1"}
+        [cli, "train", str(work / "lf.yaml")],
+        env={"CUDA_VISIBLE_DEVICES": "", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(_torchaudio_stub(work))},
     )
     rate = float(re.findall(r"train_samples_per_second\W+([0-9.]+)", output)[-1])
     return {"side": "LLaMA-Factory 0.9.5", "samples_per_s": rate, "peak_rss_mb": rss}
