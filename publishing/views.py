@@ -137,15 +137,23 @@ def my_adapter_contributions(request):
     return render(request, "publishing/my_attribution.html", context)
 
 
+def _receipt(request, slug, version):
+    """The adapter and the user's receipt for it, or None after saying why there is none."""
+    adapter = policy.get_receipt_adapter_for_user(request.user, slug, version)
+    try:
+        return adapter, receipts.contributor_receipt(adapter=adapter, contributor=request.user)
+    except ApplicationError as error:
+        messages.error(request, error.message)
+        return None
+
+
 @login_required
 def receipt_detail(request, slug, version):
     """A contributor's receipt for one adapter, whether or not they may see the adapter itself."""
-    adapter = policy.get_receipt_adapter_for_user(request.user, slug, version)
-    try:
-        receipt = receipts.contributor_receipt(adapter=adapter, contributor=request.user)
-    except ApplicationError as error:
-        messages.error(request, error.message)
+    found = _receipt(request, slug, version)
+    if found is None:
         return redirect("my_adapter_contributions")
+    adapter, receipt = found
     context = {
         "adapter": adapter,
         "receipt": receipt,
@@ -158,12 +166,10 @@ def receipt_detail(request, slug, version):
 
 @login_required
 def receipt_download(request, slug, version):
-    adapter = policy.get_receipt_adapter_for_user(request.user, slug, version)
-    try:
-        receipt = receipts.contributor_receipt(adapter=adapter, contributor=request.user)
-    except ApplicationError as error:
-        messages.error(request, error.message)
+    found = _receipt(request, slug, version)
+    if found is None:
         return redirect("my_adapter_contributions")
+    adapter, receipt = found
     response = JsonResponse(receipt, json_dumps_params={"indent": 1, "ensure_ascii": False})
     response["Content-Disposition"] = f'attachment; filename="{adapter.slug}-v{adapter.version}-receipt.json"'
     return response

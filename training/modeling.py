@@ -16,6 +16,10 @@ def device_name() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def stored_bytes(model_dir) -> int:
+    return sum(f.stat().st_size for f in Path(model_dir).glob("*.safetensors"))
+
+
 def fast_bf16(config, device: str) -> bool:
     """Whether to compute in bf16: asked for, or "auto" on a device with native bf16 (a CUDA GPU that
     supports it; a CPU with AVX512-BF16 or AMX, where bf16 matmuls run 2-3x fp32's rate, for a model
@@ -26,7 +30,7 @@ def fast_bf16(config, device: str) -> bool:
         return config.precision == "bf16"
     if device == "cuda":
         return torch.cuda.is_bf16_supported()
-    stored = sum(f.stat().st_size for f in Path(config.base_model_path).glob("*.safetensors"))
+    stored = stored_bytes(config.base_model_path)
     try:
         native = torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
     except (AttributeError, RuntimeError):
@@ -41,7 +45,7 @@ def pick_method(config, device: str, bf16: bool) -> str:
         return config.method
     import torch
 
-    stored = sum(f.stat().st_size for f in Path(config.base_model_path).glob("*.safetensors"))
+    stored = stored_bytes(config.base_model_path)
     weights = stored // 2 if bf16 else stored  # stored as fp32 (bundled) or smaller; bf16 halves fp32
     if device == "cuda":
         free = torch.cuda.mem_get_info()[0]

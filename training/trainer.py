@@ -207,13 +207,12 @@ def evaluate_loss(model, examples: list[Example], batch_size: int, device: str, 
 
 def questions_from(tokenizer, examples: list[Example], n: int, seed: int) -> list[dict]:
     """A fixed, seeded sample of ``n`` examples as questions: the prompt's ids and the reference answer."""
-    chosen = [e for e in examples if e.prompt]
-    chosen = sorted(random.Random(seed).sample(range(len(chosen)), min(n, len(chosen))))
-    picked = [e for i, e in enumerate(e for e in examples if e.prompt) if i in set(chosen)]
+    prompted = [e for e in examples if e.prompt]
+    chosen = sorted(random.Random(seed).sample(range(len(prompted)), min(n, len(prompted))))
     return [
-        {"prompt_ids": template_ids(tokenizer, e.prompt, generation_prompt=True),
-         "question": e.prompt[-1]["content"], "reference": e.reference}
-        for e in picked
+        {"prompt_ids": template_ids(tokenizer, prompted[i].prompt, generation_prompt=True),
+         "question": prompted[i].prompt[-1]["content"], "reference": prompted[i].reference}
+        for i in chosen
     ]  # fmt: skip
 
 
