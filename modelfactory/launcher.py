@@ -87,7 +87,7 @@ def main() -> int:
     from modelfactory import embedded_redis
     from modelfactory.supervise import Supervisor
 
-    supervisor = Supervisor(log)
+    supervisor = Supervisor(log, adopt_orphans=True)
     stopping = threading.Event()
 
     def request_stop(*_):
