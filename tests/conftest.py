@@ -21,6 +21,18 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="session", autouse=True)
+def fast_password_hashing():
+    """Passwords hash in microseconds, not 0.2 s each (Django's advice for test suites): every user a test
+    makes and every log-in would otherwise pay for PBKDF2's million rounds. Log-in checks are unchanged."""
+    from django.conf import settings
+    from django.contrib.auth.hashers import get_hashers
+
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+    get_hashers.cache_clear()
+    yield
+
+
+@pytest.fixture(scope="session", autouse=True)
 def redis_server():
     """The embedded redis-server, unless REDIS_URL names a running one."""
     if os.environ.get("REDIS_URL"):
