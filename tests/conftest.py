@@ -159,3 +159,23 @@ def page(browser):
     page = context.new_page()
     yield page
     context.close()
+
+
+# The database pass ------------------------------------------------------------------------------
+DATABASE_FIXTURES = {"db", "transactional_db", "live_server"}
+
+
+def uses_servers(item) -> bool:
+    """Whether a test touches the database or the cache/broker, directly or through its fixtures."""
+    return bool(DATABASE_FIXTURES & set(item.fixturenames)) or item.get_closest_marker("django_db") is not None
+
+
+def pytest_collection_modifyitems(config, items):
+    """TESTS_SERVERS_ONLY=1 (CI's second pass, on PostgreSQL and a Redis server): only the tests whose outcome
+    can depend on which database and Redis run; the rest (pure ML, the launcher on its own embedded parts)
+    ran on the first pass unchanged."""
+    if os.environ.get("TESTS_SERVERS_ONLY") != "1":
+        return
+    kept = [item for item in items if uses_servers(item)]
+    config.hook.pytest_deselected(items=[item for item in items if not uses_servers(item)])
+    items[:] = kept
