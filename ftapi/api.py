@@ -87,7 +87,7 @@ def _page(rows, ids: list[str], after: str | None, limit: int) -> dict:
 
 def _after_pk(after: str | None, prefix: str) -> int | None:
     number = (after or "").removeprefix(prefix)
-    return int(number) if number.isdigit() else None
+    return int(number) if number.isascii() and number.isdigit() and len(number) <= 18 else None
 
 
 def _keyset(queryset, after: str | None, prefix: str, limit: int, shape) -> dict:

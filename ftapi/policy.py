@@ -18,6 +18,10 @@ def can_write(token: ApiToken) -> bool:
     return token.scope == ApiToken.Scope.TRAIN
 
 
+def _is_key(text: str) -> bool:
+    return text.isascii() and text.isdigit() and len(text) <= 18  # past that no 64-bit key matches
+
+
 def files_for_token(token: ApiToken):
     files = ApiFile.objects.select_related("upload", "datanet", "version")
     if token.team_id:
@@ -29,7 +33,7 @@ def files_for_token(token: ApiToken):
 
 def get_file_for_token(token: ApiToken, public_id: str) -> ApiFile:
     pk = public_id.removeprefix("file-")
-    found = files_for_token(token).filter(pk=int(pk)).first() if pk.isdigit() else None
+    found = files_for_token(token).filter(pk=int(pk)).first() if _is_key(pk) else None
     if found is None:
         raise Http404(f"No such file: {public_id}")
     return found
@@ -51,7 +55,7 @@ def jobs_for_token(token: ApiToken):
 
 def get_job_for_token(token: ApiToken, public_id: str):
     pk = public_id.removeprefix("ftjob-")
-    found = jobs_for_token(token).filter(pk=int(pk)).first() if pk.isdigit() else None
+    found = jobs_for_token(token).filter(pk=int(pk)).first() if _is_key(pk) else None
     if found is None:
         raise Http404(f"No such fine-tuning job: {public_id}")
     return found

@@ -214,6 +214,7 @@ def test_token_and_role_matrix(owner, team, token, job_of):
             hidden, absent = client.get(url, headers=auth(secret)), client.get(missing, headers=auth(secret))
             assert hidden.status_code == absent.status_code == 404
             assert hidden.json()["error"]["code"] == absent.json()["error"]["code"] == "not_found"
+        assert client.get("/v1/files/file-" + "9" * 40, headers=auth(secret)).status_code == 404
         assert client.get("/v1/files", headers=auth(secret)).json()["data"] == []
         assert client.get("/v1/fine_tuning/jobs", headers=auth(secret)).json()["data"] == []
         assert_refused(client.delete(f"/v1/files/{file['id']}", headers=auth(secret)), 404)
