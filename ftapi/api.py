@@ -7,11 +7,13 @@ OpenAI's shape: ``{"error": {"message", "type", "param", "code"}}``."""
 import json
 import re
 
+from django.db.models import Count, Q
 from django.http import Http404
 from ninja import File, Form, NinjaAPI, Schema
 from ninja.errors import AuthenticationError, HttpError, Throttled, ValidationError
 from ninja.files import UploadedFile
 
+from datanets.models import Record
 from modelfactory.exceptions import ApplicationError
 from publishing.api import SharedRateThrottle, TokenAuth
 
@@ -132,7 +134,8 @@ def file_upload(request, file: File[UploadedFile], purpose: Form[str]):
 
 @api.get("/files", summary="Files of your teams, newest first")
 def file_list(request, after: str | None = None, limit: int = 20, purpose: str | None = None):
-    files = policy.files_for_token(request.api_token)
+    pending = Count("upload__records", filter=Q(upload__records__status=Record.Status.PENDING))
+    files = policy.files_for_token(request.api_token).annotate(pending=pending)
     if purpose:
         files = files.filter(purpose=purpose)
     return _keyset(files, after, "file-", limit, shapes.file_object)

@@ -32,7 +32,11 @@ def unix(moment: datetime | None) -> int | None:
 
 
 def file_object(file: ApiFile) -> dict:
-    pending = 0 if file.version_id else Record.objects.filter(upload=file.upload, status=Record.Status.PENDING).count()
+    pending = getattr(file, "pending", None)  # a list annotates it: one query for the page
+    if pending is None:
+        pending = (
+            0 if file.version_id else Record.objects.filter(upload=file.upload, status=Record.Status.PENDING).count()
+        )
     details = f"{pending} records await moderation in {file.datanet.name}." if pending else None
     return {
         "id": file.public_id, "object": "file", "bytes": file.bytes, "created_at": unix(file.created_at),

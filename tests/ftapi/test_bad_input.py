@@ -152,12 +152,18 @@ def test_bad_requests_are_refused_naming_the_problem_and_store_nothing(owner, te
     assert stored() == before
 
 
-def test_a_file_for_an_existing_datanet_waits_for_its_curators(owner, team, token, tiny_base_model):
+def test_a_file_for_an_existing_datanet_waits_for_its_curators(
+    owner, team, token, tiny_base_model, django_assert_max_num_queries
+):
     client = Client()
     curated = DatanetFactory(team=team, schema="chat", visibility="private", slug="triage")
     file = upload(client, token, **{"metadata[datanet]": "triage"}).json()
     assert file["datanet"] == "triage" and file["datanet_version"] is None
     assert "6 records await moderation in" in file["status_details"]
+    upload(client, token, chat_lines(3, start=50))
+    with django_assert_max_num_queries(8):  # a page of files in a fixed number of queries
+        listed = client.get("/v1/files", headers=auth(token)).json()["data"]
+    assert [f["status_details"] for f in listed] == [None, file["status_details"]]
     assert set(Record.objects.filter(datanet=curated).values_list("status", flat=True)) == {"pending"}
     refused = create_job(Client(), token, model="Tiny Llama", training_file=file["id"])
     assert_refused(refused, 400, "await moderation", param="training_file")
