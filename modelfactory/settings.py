@@ -72,6 +72,7 @@ INSTALLED_APPS = [
     "training",
     "publishing",
     "serving",
+    "ftapi",
     "axes",
 ]
 

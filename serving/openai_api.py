@@ -1,6 +1,6 @@
 """OpenAI-compatible endpoints at /v1/: `models` and `chat/completions` (with `stream: true` as
-server-sent events). ``model`` is an adapter's slug; authentication is the API tokens (Bearer mf_...).
-Answers carry an extra ``attribution`` field: the spans found verbatim in the training records."""
+server-sent events). ``model`` is an adapter's slug or a fine-tune job's ``fine_tuned_model``;
+authentication is the API tokens (Bearer mf_...). Answers carry an extra ``attribution`` field: the spans found verbatim in the training records."""
 
 import json
 import time
@@ -9,9 +9,12 @@ from django.http import Http404, JsonResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
+from ftapi import policy as ft_policy
+from ftapi import shapes as ft_shapes
 from modelfactory import ratelimit
 from modelfactory.exceptions import ApplicationError
 from publishing.services import token_authenticate
+from training.models import FineTuneJob
 
 from . import policy, services
 
@@ -40,6 +43,18 @@ def _authenticate(request):
     return token, None
 
 
+def _target(token, model: str) -> services.Target:
+    """An adapter's slug, or a fine-tune job's ``fine_tuned_model`` (ft:...:ftjob-N), which its owner
+    chats with as soon as it succeeds, before anyone publishes it."""
+    job_id = ft_shapes.job_id_of_model(model)
+    if job_id is None:
+        return services.target_for_adapter(policy.get_adapter_for_chat(token.user, model, token=token))
+    job = ft_policy.get_job_for_token(token, job_id)
+    if ft_shapes.fine_tuned_model(job) != model:
+        raise Http404("No such model.")
+    return services.target_for_job(job)
+
+
 @require_GET
 def models(request):
     token, failure = _authenticate(request)
@@ -53,6 +68,9 @@ def models(request):
         data.append({"id": adapter.slug, "object": "model", "created": int(adapter.created_at.timestamp()),
                      "owned_by": adapter.team.slug, "version": adapter.version,
                      "base_model": adapter.base_model.name})  # fmt: skip
+    for job in ft_policy.jobs_for_token(token).filter(status=FineTuneJob.Status.SUCCEEDED)[:100]:
+        data.append({"id": ft_shapes.fine_tuned_model(job), "object": "model", "created": ft_shapes.unix(job.finished_at),
+                     "owned_by": ft_shapes.organization(job), "base_model": job.base_model.name})  # fmt: skip
     return JsonResponse({"object": "list", "data": data})
 
 
@@ -75,8 +93,8 @@ def chat_completions(request):
     if not isinstance(body, dict) or not isinstance(body.get("model"), str):
         return error(400, "Name the adapter to use in `model` (its slug; GET /v1/models lists them).", param="model")
     try:
-        adapter = policy.get_adapter_for_chat(token.user, body["model"], token=token)
-    except Http404:
+        target = _target(token, body["model"])
+    except (Http404, ApplicationError):
         return error(404, f"The model {body['model']!r} does not exist or you do not have access to it.",
                      code="model_not_found", param="model")  # fmt: skip
     if body.get("n", 1) != 1:
@@ -93,7 +111,7 @@ def chat_completions(request):
     except ApplicationError as problem:
         return error(400, problem.message)
     try:
-        request_id = services.chat_start(target=services.target_for_adapter(adapter), messages=messages,
+        request_id = services.chat_start(target=target, messages=messages,
                                          sampling=sampling, owner=f"token:{token.pk}")  # fmt: skip
     except ApplicationError as busy:
         status = busy.extra.get("status", 503)
@@ -101,7 +119,7 @@ def chat_completions(request):
                          "too_many_requests" if status == 429 else "overloaded")  # fmt: skip
         response["Retry-After"] = "5"
         return response
-    completion_id, created, model = f"chatcmpl-{request_id}", int(time.time()), adapter.slug
+    completion_id, created, model = f"chatcmpl-{request_id}", int(time.time()), body["model"]
 
     if body.get("stream"):
 
