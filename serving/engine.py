@@ -12,12 +12,16 @@ each other chat, not for their whole answers.
 from __future__ import annotations
 
 import os
+import queue
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
+
+from .batching import _END, Batch, Request, Scheduler
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 _UNKNOWN = object()
@@ -49,12 +53,28 @@ def _adapter_bytes(path: str) -> int:
     return sum(f.stat().st_size for f in Path(path).glob("*.safetensors"))
 
 
+def _token_bytes(model) -> int:
+    """Bytes one token takes in the KV cache: keys and values in every layer."""
+    config = model.config.get_text_config()
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
+    return 2 * config.num_hidden_layers * heads * head_dim * model.dtype.itemsize
+
+
 def _name(key: str) -> str:
     return "a_" + "".join(c if c.isalnum() else "_" for c in key)  # peft adapter names become module keys
 
 
 class Engine:
-    def __init__(self, base_model_path: str, *, max_adapters: int = 8, max_adapter_bytes: int = 2 << 30):
+    def __init__(
+        self,
+        base_model_path: str,
+        *,
+        max_adapters: int = 8,
+        max_adapter_bytes: int = 2 << 30,
+        max_batch: int = 16,
+        max_cache_bytes: int = 1 << 30,
+    ):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -75,6 +95,10 @@ class Engine:
         self.last_switch_s = 0.0
         self.layers = None  # the LoRA layers, found once per change of loaded adapters
         self.state = _UNKNOWN  # the adapter the layers are set to (None: disabled)
+        self.mixed = None  # lora_batch.MixedLora for the loaded adapters, built at the first mixed step
+        self.scheduler = Scheduler(
+            self, max_batch=max_batch, max_cache_tokens=max_cache_bytes // _token_bytes(self.base)
+        )
 
     # Adapters ---------------------------------------------------------------------------------
 
@@ -98,6 +122,9 @@ class Engine:
             self.loaded[name] = _adapter_bytes(adapter.path)
             self._evict(keep=name)
             self.layers, self.state = None, _UNKNOWN  # peft changed the layers and their flags
+            if self.mixed:
+                self.mixed.remove()
+            self.mixed = None
             return name
 
     def _evict(self, keep: str) -> None:
@@ -154,39 +181,83 @@ class Engine:
         sampling: Sampling | None = None,
         should_stop: Callable[[], bool] | None = None,
     ) -> Iterator[Token]:
-        """Yield the answer's tokens as they are generated (the end-of-turn token is not yielded)."""
+        """Yield the answer's tokens as they are generated (the end-of-turn token is not yielded).
+
+        The answer is decoded by the engine's decode loop, batched with the others running; this
+        iterator reads its tokens, checks ``should_stop`` between them, and cancels the request when
+        it stops early or is closed."""
+        import torch
+
+        sampling = sampling or Sampling()
+        with self.lock:  # the adapter counts as in use from here, so that no load evicts it before it runs
+            name = self.ensure_adapter(adapter) if adapter else None
+            if name:
+                self.in_use[name] = self.in_use.get(name, 0) + 1
+        generator = torch.Generator(device="cpu")
+        generator.manual_seed(sampling.seed if sampling.seed is not None else torch.seed())
+        request = Request(self.prompt_ids(messages), name, sampling, generator, queue.SimpleQueue())
+        self.scheduler.submit(request)
+        decoder = _Decoder(self.tokenizer)
+        try:
+            while not (should_stop is not None and should_stop()):
+                token = request.out.get()
+                if token is _END:
+                    return
+                if isinstance(token, BaseException):
+                    raise token
+                yield Token(token, decoder.push(token))
+        finally:
+            request.cancelled = True
+
+    # The decode loop's side (batching.Scheduler calls these from its thread) ---------------------
+
+    def prefill(self, request: Request):
+        """Run a request's prompt alone; its last position's logits and its own KV cache."""
         import torch
         from transformers import DynamicCache
 
-        sampling = sampling or Sampling()
-        name = self.ensure_adapter(adapter) if adapter else None
-        generator = torch.Generator(device="cpu")
-        generator.manual_seed(sampling.seed if sampling.seed is not None else torch.seed())
-        ids = self.prompt_ids(messages)
-        answer: list[int] = []
-        decoder = _Decoder(self.tokenizer)
         cache = DynamicCache()
-        step_input = torch.tensor([ids], device=self.device)
-        with self.lock:
-            if name:
-                self.in_use[name] = self.in_use.get(name, 0) + 1
-        try:
-            for _ in range(max(1, sampling.max_tokens)):
-                if should_stop is not None and should_stop():
-                    return
-                with self.lock, torch.inference_mode():
-                    model = self._activate(name)
-                    logits = model(input_ids=step_input, past_key_values=cache, use_cache=True).logits[0, -1]
-                token = _sample(logits.float(), sampling, generator)
-                if token in self.stop_ids:
-                    return
-                answer.append(token)
-                yield Token(token, decoder.push(token))
-                step_input = torch.tensor([[token]], device=self.device)
-        finally:
+        with self.lock, torch.inference_mode():
+            model = self._activate(request.adapter)
+            logits = model(input_ids=torch.tensor([request.prompt], device=self.device), past_key_values=cache,
+                           use_cache=True, logits_to_keep=1).logits  # fmt: skip
+        return logits[0, -1], cache
+
+    def step(self, batch: Batch):
+        """One decoding step for every row of the batch, each row with its own adapter (or none)."""
+        import torch
+
+        names = [r.adapter for r in batch.rows]
+        inputs = batch.step_inputs(self.device)
+        with self.lock, torch.inference_mode():
+            if len(set(names)) == 1:
+                model, rows = self._activate(names[0]), nullcontext()
+            else:
+                model, rows = self._mixed(names, inputs)
+            with rows:
+                logits = model(**inputs, past_key_values=batch.cache, use_cache=True, logits_to_keep=1).logits
+        return logits[:, -1]
+
+    def _mixed(self, names: list[str | None], inputs: dict):
+        """The model and context for a batch of rows on different adapters (None: the base model)."""
+        from .lora_batch import MixedLora
+
+        if self.mixed is None:
+            self.mixed = MixedLora.build(self.model, list(self.loaded)) or False
+        if self.mixed:
+            self.state = _UNKNOWN  # the block switches peft's own LoRA path off
+            return self.model, self.mixed.rows(names, self.device)
+        model = self._activate(next(n for n in names if n))  # enables the LoRA layers for peft's mixed batch
+        inputs["adapter_names"] = [n or "__base__" for n in names]
+        return model, nullcontext()
+
+    def pick(self, request: Request, logits) -> int:
+        return _sample(logits.float(), request.sampling, request.generator)
+
+    def release(self, request: Request) -> None:
+        if request.adapter:
             with self.lock:
-                if name:
-                    self.in_use[name] -= 1
+                self.in_use[request.adapter] -= 1
 
     def decode(self, ids: list[int]) -> str:
         return self.tokenizer.decode(ids, skip_special_tokens=True)
