@@ -1,9 +1,9 @@
 """Continuous batching for the engine: one decode loop thread steps every running answer in one forward pass.
 
-A request is prefilled alone (its prompt in one forward pass with its own KV cache, so its first
-token does not wait for the others' prompts), then joins the running batch: the batch's KV cache is
-one tensor per layer with the rows left-padded to a common length, an attention mask hiding the
-padding and each row's own position ids. A row leaves when its answer ends, is cancelled or its
+Requests that arrive together are prefilled together (their prompts left-padded in one forward pass,
+before the running rows' next step, so that a new chat's first token waits for no one's answer),
+then join the running batch: the batch's KV cache is one tensor per layer with the rows left-padded
+to a common length, an attention mask hiding the padding and each row's own position ids. A row leaves when its answer ends, is cancelled or its
 reader goes away; columns no row needs any more are cut off. The batch is bounded by a row count
 and by the bytes its padded cache may take (a request waits in the queue until it fits).
 """
@@ -47,22 +47,24 @@ class Batch:
     def width(self) -> int:
         return self.cache.get_seq_length() if self.rows else 0
 
-    def add(self, request: Request, cache) -> None:
-        """Append a prefilled request's own cache as a new row, left-padding whichever side is shorter."""
+    def merge(self, other: Batch) -> None:
+        """Take in another batch's rows (newly prefilled ones), left-padding whichever side is shorter."""
         import torch
         import torch.nn.functional as F
 
-        if not self.rows:
-            self.rows, self.cache = [request], cache
+        if not other.rows:
             return
-        width = max(self.width, request.length)
-        for ours, theirs in zip(self.cache.layers, cache.layers, strict=True):
+        if not self.rows:
+            self.rows, self.cache = other.rows, other.cache
+            return
+        width = max(self.width, other.width)
+        for ours, theirs in zip(self.cache.layers, other.cache.layers, strict=True):
             for attr in ("keys", "values"):
                 a, b = getattr(ours, attr), getattr(theirs, attr)
                 a = F.pad(a, (0, 0, width - a.shape[-2], 0))
                 b = F.pad(b, (0, 0, width - b.shape[-2], 0))
                 setattr(ours, attr, torch.cat([a, b]))
-        self.rows.append(request)
+        self.rows = self.rows + other.rows
 
     def keep(self, rows: list[Request]) -> None:
         """Keep only these rows, cutting the leading columns that are padding for all of them."""
@@ -96,11 +98,12 @@ class Batch:
 class Scheduler:
     """The waiting queue and the decode loop thread (started with the first request).
 
-    ``engine`` supplies ``prefill(request) -> (logits, cache)``, ``step(batch) -> logits`` (one row
+    ``engine`` supplies ``prefill(requests) -> (logits, cache)``, ``step(batch) -> logits`` (one row
     each), ``pick(request, logits) -> token``, ``stop_ids`` and ``release(request)``."""
 
-    def __init__(self, engine, *, max_batch: int, max_cache_tokens: int):
+    def __init__(self, engine, *, max_batch: int, max_cache_tokens: int, max_prefill_tokens: int = 2048):
         self.engine, self.max_batch, self.max_cache_tokens = engine, max(1, max_batch), max_cache_tokens
+        self.max_prefill_tokens = max_prefill_tokens
         self.waiting: deque[Request] = deque()
         self.batch = Batch()
         self.ready = threading.Condition()
@@ -154,10 +157,21 @@ class Scheduler:
 
     def _loop(self) -> None:
         while True:
-            for request in self._admit():
-                self._guard([request], lambda r=request: self._prefill(r))
+            for group in self._groups(self._admit()):
+                self._guard(group, lambda g=group: self._prefill(g))
             if self.batch.rows:
                 self._guard(self.batch.rows, self._step)
+
+    def _groups(self, requests: list[Request]) -> list[list[Request]]:
+        """Requests to prefill together, each group's prompts padded to its longest within a token budget."""
+        groups: list[list[Request]] = []
+        for request in sorted(requests, key=lambda r: len(r.prompt)):
+            group = groups[-1] if groups else None
+            if group is None or (len(group) + 1) * len(request.prompt) > self.max_prefill_tokens:
+                groups.append([request])
+            else:
+                group.append(request)
+        return groups
 
     def _guard(self, rows: list[Request], work) -> None:
         try:
@@ -168,11 +182,14 @@ class Scheduler:
                 self._end(request, put=False)
             self.batch.keep([r for r in self.batch.rows if r not in rows])
 
-    def _prefill(self, request: Request) -> None:
-        logits, cache = self.engine.prefill(request)
-        request.length = len(request.prompt)
-        if self._take(request, logits):
-            self.batch.add(request, cache)
+    def _prefill(self, group: list[Request]) -> None:
+        """The prompts in one forward pass; each row's first token, then the rows still running join the batch."""
+        logits, cache = self.engine.prefill(group)
+        for request in group:
+            request.length = len(request.prompt)
+        fresh = Batch(group, cache)
+        fresh.keep([r for r, row in zip(group, logits, strict=True) if self._take(r, row)])
+        self.batch.merge(fresh)
 
     def _step(self) -> None:
         logits = self.engine.step(self.batch)

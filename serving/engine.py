@@ -211,35 +211,43 @@ class Engine:
 
     # The decode loop's side (batching.Scheduler calls these from its thread) ---------------------
 
-    def prefill(self, request: Request):
-        """Run a request's prompt alone; its last position's logits and its own KV cache."""
+    def prefill(self, requests: list[Request]):
+        """Run the requests' prompts in one forward pass (left-padded); each one's last logits, and their cache."""
         import torch
         from transformers import DynamicCache
 
+        longest = max(len(r.prompt) for r in requests)
+        pads = [longest - len(r.prompt) for r in requests]
+        inputs = {
+            "input_ids": torch.tensor(
+                [[0] * p + r.prompt for p, r in zip(pads, requests, strict=True)], device=self.device
+            )
+        }
+        if any(pads):
+            mask = torch.tensor([[0] * p + [1] * (longest - p) for p in pads], device=self.device)
+            inputs["attention_mask"], inputs["position_ids"] = mask, (mask.cumsum(-1) - 1).clamp(min=0)
         cache = DynamicCache()
-        with self.lock, torch.inference_mode():
-            model = self._activate(request.adapter)
-            logits = model(input_ids=torch.tensor([request.prompt], device=self.device), past_key_values=cache,
-                           use_cache=True, logits_to_keep=1).logits  # fmt: skip
-        return logits[0, -1], cache
+        return self._forward([r.adapter for r in requests], inputs, cache), cache
 
     def step(self, batch: Batch):
         """One decoding step for every row of the batch, each row with its own adapter (or none)."""
+        return self._forward([r.adapter for r in batch.rows], batch.step_inputs(self.device), batch.cache)
+
+    def _forward(self, names: list[str | None], inputs: dict, cache):
+        """Each row's last logits; row i runs with adapter names[i] (None: the base model alone)."""
         import torch
 
-        names = [r.adapter for r in batch.rows]
-        inputs = batch.step_inputs(self.device)
         with self.lock, torch.inference_mode():
             if len(set(names)) == 1:
                 model, rows = self._activate(names[0]), nullcontext()
             else:
                 model, rows = self._mixed(names, inputs)
             with rows:
-                logits = model(**inputs, past_key_values=batch.cache, use_cache=True, logits_to_keep=1).logits
-        return logits[:, -1]
+                out = model(**inputs, past_key_values=cache, use_cache=True, logits_to_keep=1)
+        return out.logits[:, -1]
 
     def _mixed(self, names: list[str | None], inputs: dict):
-        """The model and context for a batch of rows on different adapters (None: the base model)."""
+        """The model and context for rows on different adapters (None: the base model)."""
         from .lora_batch import MixedLora
 
         if self.mixed is None:
