@@ -170,7 +170,10 @@ def concurrent_chats(engine, adapters, label: str, tokens: int = 32) -> None:
         finished.append(time.perf_counter() - start)
 
     one = None
+    scheduler = getattr(engine, "scheduler", None)
     for chats in (1, 4, 8):
+        if scheduler:
+            scheduler.step_seconds.clear()
         first: list[float] = []
         finished: list[float] = []
         barrier = threading.Barrier(chats + 1)
@@ -188,6 +191,10 @@ def concurrent_chats(engine, adapters, label: str, tokens: int = 32) -> None:
         print(f"{label}: {chats} concurrent chat(s) on {min(chats, len(adapters))} adapter(s): time to first token "
               f"p50 {statistics.median(first) * 1000:.0f} ms, p95 {pct(first, 95) * 1000:.0f} ms; "
               f"aggregate {rate:.1f} tokens/s ({rate / one:.2f}x one chat's)")  # fmt: skip
+        if scheduler:
+            steps = ", ".join(f"{rows} rows {seconds / count * 1000:.0f} ms x{count}"
+                              for rows, (count, seconds) in sorted(scheduler.step_seconds.items()))  # fmt: skip
+            print(f"  decoding steps: {steps}")
 
 
 def bench_index(args) -> None:

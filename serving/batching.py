@@ -11,6 +11,7 @@ and by the bytes its padded cache may take (a request waits in the queue until i
 from __future__ import annotations
 
 import threading
+import time
 from collections import deque
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -110,6 +111,7 @@ class Scheduler:
         self.thread: threading.Thread | None = None
         self.held = 0
         self.most_rows = 0  # the largest batch stepped so far
+        self.step_seconds: dict[int, tuple[int, float]] = {}  # rows -> (steps, seconds in the forward pass)
 
     @contextmanager
     def hold(self):
@@ -192,8 +194,12 @@ class Scheduler:
         self.batch.merge(fresh)
 
     def _step(self) -> None:
+        started = time.perf_counter()
         logits = self.engine.step(self.batch)
-        self.most_rows = max(self.most_rows, len(self.batch.rows))
+        rows = len(self.batch.rows)
+        self.most_rows = max(self.most_rows, rows)
+        count, seconds = self.step_seconds.get(rows, (0, 0.0))
+        self.step_seconds[rows] = (count + 1, seconds + time.perf_counter() - started)
         running = []
         for request, row in zip(self.batch.rows, logits, strict=True):
             request.length += 1
