@@ -1,12 +1,14 @@
-"""Inference engine: one base model in memory, LoRA adapters hot-swapped on it, tokens streamed. No Django.
+"""Inference engine: one base model in memory, LoRA adapters on it, concurrent answers decoded together. No Django.
 
 Adapters are loaded into one peft ``PeftModel`` with ``load_adapter`` (removed with
-``delete_adapter``) and chosen per decoding step by setting the LoRA layers' active adapter, as
-``set_adapter`` does but without its walk over every module; base-model answers run with the
-adapter layers disabled. The loaded adapters form an
-LRU bounded by count and by bytes. Concurrent chats take turns one decoding step at a time under a
-lock (the active adapter is model-wide state), so a new chat's first token waits for one step of
-each other chat, not for their whole answers.
+``delete_adapter``); the loaded adapters form an LRU bounded by count and by bytes, and none is
+ever merged into the base. One decode loop thread (``batching.Scheduler``) runs every answer in
+progress: requests that arrive together are prefilled in one forward pass, then each decoding step
+is one forward pass for all running rows, each row with its own KV cache row, position and adapter.
+When all rows share an adapter (or none) the LoRA layers' active-adapter flags are set directly,
+as ``set_adapter`` does but without its walk over every module; when they differ, the base layers
+run once for the whole batch and ``lora_batch.MixedLora`` adds each row's own LoRA delta.
+``generate`` only reads its request's tokens from a queue.
 """
 
 from __future__ import annotations
