@@ -51,8 +51,8 @@ def commands(var_dir, port: str) -> dict[str, list[str]]:
         "beat": [*celery, "beat", "--schedule", str(var_dir / "celerybeat-schedule"),
                  "--pidfile", str(var_dir / "celerybeat.pid"), "--loglevel", "INFO"],
         # The inference worker loads base models once and keeps them for its lifetime; threads let
-        # concurrent chats share one model (serving/engine.py interleaves their decoding steps).
-        "inference worker": [*celery, "worker", "-Q", "inference", "--pool", "threads", "--concurrency", "4",
+        # concurrent chats share one model (serving/engine.py decodes them in one batch, up to SERVING_MAX_BATCH).
+        "inference worker": [*celery, "worker", "-Q", "inference", "--pool", "threads", "--concurrency", "16",
                              "--prefetch-multiplier", "1", "--loglevel", "INFO", "-n", "inference@%h"],
         "web": [python, "-m", "gunicorn", "modelfactory.wsgi", "--bind", f"127.0.0.1:{port}", "--workers", "2",
                 "--threads", "4", "--timeout", "120", "--access-logfile", "-"],
