@@ -145,11 +145,13 @@ def publication_run(*, publication_id: int) -> str:
     claimed = Publication.objects.filter(pk=publication_id, status=Publication.Status.QUEUED).update(
         status=Publication.Status.RUNNING, started_at=timezone.now()
     )
-    publication = Publication.objects.select_related("job", "job__base_model", "team", "requested_by").get(
-        pk=publication_id
+    publication = (
+        Publication.objects.select_related("job", "job__base_model", "team", "requested_by")
+        .filter(pk=publication_id)
+        .first()
     )
-    if not claimed:
-        return publication.status
+    if publication is None or not claimed:
+        return publication.status if publication else "missing"
     outcome = {"status": Publication.Status.FAILED}
     try:
         publication_check(
@@ -175,18 +177,31 @@ def publication_run(*, publication_id: int) -> str:
     return outcome["status"]
 
 
-def adapter_publish(*, job, by, team, name: str, **options) -> Adapter:
+def adapter_publish(
+    *,
+    job,
+    by,
+    team,
+    name: str,
+    description: str = "",
+    visibility: str = "team",
+    domain: str = "",
+    influence_method: str | None = None,
+    recomputed_from: int | None = None,
+) -> Adapter:
     """Publish in this process, waiting for the adapter: for the command line (re-attribution) and tests.
-    The web and the API request a publication and let the task build it (``publication_request``)."""
-    options = {
-        "description": "",
-        "visibility": "team",
-        "domain": "",
-        "influence_method": None,
-        "recomputed_from": None,
-        **options,
-    }
-    publication, created = _publication_create(job=job, by=by, team=team, name=name, **options)
+    The web requests a publication and lets the task build it (``publication_request``)."""
+    publication, created = _publication_create(
+        job=job,
+        by=by,
+        team=team,
+        name=name,
+        description=description,
+        visibility=visibility,
+        domain=domain,
+        influence_method=influence_method,
+        recomputed_from=recomputed_from,
+    )
     if not created:
         raise ApplicationError("Another publication of this job is running; wait for it to finish.")
     publication_run(publication_id=publication.pk)
