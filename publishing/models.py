@@ -76,6 +76,7 @@ class Publication(models.Model):
     adapter = models.OneToOneField(Adapter, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
+    progress_at = models.DateTimeField(null=True, blank=True, help_text="The task's last progress report")
     finished_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:

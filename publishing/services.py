@@ -8,6 +8,7 @@ import logging
 import secrets
 import zipfile
 from collections import Counter
+from datetime import timedelta
 from decimal import Decimal
 
 from django.core.files.storage import default_storage
@@ -50,11 +51,27 @@ def publication_check(*, job, by, team, name: str, visibility: str, influence_me
     return slug
 
 
+STALE_AFTER = timedelta(minutes=30)  # no progress report for this long: its worker died
+
+
+def _publications_fail_stale(job) -> None:
+    """A running publication whose worker stopped reporting would block the job's publishing for good:
+    fail it, so that it can be retried or the job published again."""
+    Publication.objects.filter(
+        job=job, status=Publication.Status.RUNNING, progress_at__lt=timezone.now() - STALE_AFTER
+    ).update(
+        status=Publication.Status.FAILED,
+        finished_at=timezone.now(),
+        error="The worker publishing this stopped reporting progress; nothing was published. Retry.",
+    )
+
+
 def _publication_create(
     *, job, by, team, name, description, visibility, domain, influence_method, recomputed_from
 ) -> tuple[Publication, bool]:
     """A queued publication, or the one of this job that is queued or running already (created: False)."""
     publication_check(job=job, by=by, team=team, name=name, visibility=visibility, influence_method=influence_method)
+    _publications_fail_stale(job)
     running = Publication.objects.filter(job=job, status__in=Publication.ACTIVE).first()
     if running is not None:
         return running, False
@@ -110,6 +127,8 @@ def publication_request(
 
 def publication_retry(*, publication: Publication, by) -> Publication:
     """Queue a failed publication again, as it was requested."""
+    _publications_fail_stale(publication.job)
+    publication.refresh_from_db()
     if publication.status != Publication.Status.FAILED:
         raise ApplicationError("Only a failed publication is retried.")
     publication_check(
@@ -134,7 +153,7 @@ def publication_retry(*, publication: Publication, by) -> Publication:
 
 def _publication_progress(publication_id: int):
     def progress(phase, **rows):
-        Publication.objects.filter(pk=publication_id).update(phase=phase, **rows)
+        Publication.objects.filter(pk=publication_id).update(phase=phase, progress_at=timezone.now(), **rows)
 
     return progress
 
@@ -143,7 +162,7 @@ def publication_run(*, publication_id: int) -> str:
     """The task's work: claim the queued publication, build it, and record how it ended. Safe to run twice:
     a publication that is not queued (running elsewhere, published, failed) is left as it is."""
     claimed = Publication.objects.filter(pk=publication_id, status=Publication.Status.QUEUED).update(
-        status=Publication.Status.RUNNING, started_at=timezone.now()
+        status=Publication.Status.RUNNING, started_at=timezone.now(), progress_at=timezone.now()
     )
     publication = (
         Publication.objects.select_related("job", "job__base_model", "team", "requested_by")

@@ -102,3 +102,35 @@ def test_a_failed_publication_leaves_nothing_visible_and_is_retried(
     assert reverse("adapter_detail", args=[slug, 1]) in page and reverse("adapter_download", args=[slug, 1]) in page
     assert client.get(f"{first.url}?poll=1", headers=POLL).status_code == 286
     assert slug in client.get(reverse("adapter_list")).content.decode()
+
+
+def test_a_publication_whose_worker_died_does_not_block_the_job(trainer_user, django_capture_on_commit_callbacks):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from publishing import services
+
+    job = FineTuneJob.objects.create(
+        name="Codes",
+        owner=trainer_user,
+        base_model=BaseModelFactory(),
+        config={},
+        status="succeeded",
+        adapter_path=f"jobs/test-{uuid.uuid4().hex[:8]}",
+    )
+    default_storage.save(f"{job.adapter_path}/adapter/adapter_model.safetensors", ContentFile(b"weights"))
+    team = MembershipFactory(user=trainer_user, role="owner").team
+    request = {"job": job, "by": trainer_user, "team": team, "name": "Codes Expert"}
+    with django_capture_on_commit_callbacks(execute=False) as dispatched:
+        first = services.publication_request(**request)
+        assert services.publication_request(**request) == first  # while it runs, asking again returns it
+    assert len(dispatched) == 1
+
+    an_hour_ago = timezone.now() - timedelta(hours=1)
+    Publication.objects.filter(pk=first.pk).update(status="running", started_at=an_hour_ago, progress_at=an_hour_ago)
+    with django_capture_on_commit_callbacks(execute=False):
+        second = services.publication_request(**request)
+    first.refresh_from_db()
+    assert second != first and second.status == "queued"
+    assert first.status == "failed" and "stopped reporting progress" in first.error
