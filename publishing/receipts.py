@@ -23,9 +23,9 @@ def _record_uses(adapter: Adapter, rows: list[dict]) -> dict[int, str]:
     content hashes it held out (metrics.json), and every other record of the versions trained it."""
     from training import jobs as training_jobs
 
-    from .services import _held_out_hashes
+    from .publish import held_out_hashes
 
-    held_out = _held_out_hashes(training_jobs.job_outputs(adapter.job))
+    held_out = held_out_hashes(training_jobs.job_outputs(adapter.job))
     return {row["record_id"]: "evaluation" if row["content_hash"] in held_out else "training" for row in rows}
 
 
