@@ -9,7 +9,7 @@ class Migration(migrations.Migration):
 
     dependencies = [
         ('accounts', '0001_initial'),
-        ('publishing', '0001_initial'),
+        ('publishing', '0002_apitoken_train_scope'),
         ('training', '0003_influence'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
