@@ -45,6 +45,7 @@ def fact_version(owner, kinds=2, facts=10):
     return datanet_services.version_publish(datanet=datanet, by=UserFactory(is_staff=True))
 
 
+@pytest.mark.one_pass
 def test_the_default_fine_tune_answers_what_its_datanet_teaches(
     celery_worker_process, bundled_base_model, django_capture_on_commit_callbacks, client
 ):
