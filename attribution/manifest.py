@@ -55,8 +55,11 @@ def trained(row: dict) -> bool:
 def held_out_summary(rows: Iterable[dict]) -> dict:
     """The records that only evaluated the adapter: how many, their tokens and their Merkle root."""
     held = [row for row in rows if not trained(row)]
-    return {"records": len(held), "tokens": sum(row["tokens"] for row in held),
-            "merkle_root": merkle_root(row["content_hash"] for row in held)}  # fmt: skip
+    return {
+        "records": len(held),
+        "tokens": sum(row["tokens"] for row in held),
+        "merkle_root": merkle_root(row["content_hash"] for row in held),
+    }
 
 
 def contributor_summary(rows: Iterable[dict]) -> tuple[list[dict], dict]:

@@ -256,9 +256,20 @@ def _band_matches(datanet: Datanet, keys: np.ndarray) -> dict[int, int]:
 
 
 INSERT_FIELDS = (
-    "datanet", "contributor", "upload", "line_number", "content", "content_hash", "token_count", "flags", "flag_kinds",
-    "near_duplicate_of", "status", "rejection_reason", "created_at",
-)  # fmt: skip
+    "datanet",
+    "contributor",
+    "upload",
+    "line_number",
+    "content",
+    "content_hash",
+    "token_count",
+    "flags",
+    "flag_kinds",
+    "near_duplicate_of",
+    "status",
+    "rejection_reason",
+    "created_at",
+)
 NEAR_DUPLICATE = {"kind": "near_duplicate", "start": 0, "end": 0}
 NO_RECORD = np.iinfo(np.int64).max  # above every record id: "none" where the earliest is a minimum
 
@@ -361,12 +372,23 @@ class _Store:
         dumps, pending = orjson.dumps, Record.Status.PENDING
         fixed = (self.datanet.pk, self.upload.contributor_id, self.upload.pk)
         rows = [
-            (*fixed, number, content, content_hash, tokens, dumps(found).decode() if found else "[]",
-             _kinds(found) if found else "", None, pending, "", self.now)
+            (
+                *fixed,
+                number,
+                content,
+                content_hash,
+                tokens,
+                dumps(found).decode() if found else "[]",
+                _kinds(found) if found else "",
+                None,
+                pending,
+                "",
+                self.now,
+            )
             for number, content, content_hash, tokens, found in zip(
                 chunk.numbers, chunk.contents, chunk.hashes, chunk.tokens, chunk.flags, strict=True
             )
-        ]  # fmt: skip
+        ]
         # Exact duplicates (of a stored record, or of one earlier in the chunk) are skipped by the unique
         # constraint: the insert probes that index anyway, so a lookup first would do it twice.
         returning = " ON CONFLICT DO NOTHING RETURNING line_number, id"

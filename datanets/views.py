@@ -232,9 +232,12 @@ def moderation(request):
         return redirect(f"{request.path}?{query.urlencode()}")
     size = selectors.page_size(request.GET.get("size"))
     page = selectors.keyset_page(
-        queue, after=request.GET.get("after"), before=request.GET.get("before"), number=request.GET.get("page"),
+        queue,
+        after=request.GET.get("after"),
+        before=request.GET.get("before"),
+        number=request.GET.get("page"),
         per_page=size,
-    )  # fmt: skip
+    )
     confirm = pending and request.GET.get("confirm") == "approve_matching"
     return render(
         request,

@@ -219,9 +219,10 @@ if not DEBUG:
     SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
     # `check --deploy` is clean: what the proxy does instead is not a finding, nor is staying off the preload list.
     SILENCED_SYSTEM_CHECKS = ["security.W021"] + [
-        check for check, off in (("security.W008", not SECURE_SSL_REDIRECT), ("security.W004", not SECURE_HSTS_SECONDS))
+        check
+        for check, off in (("security.W008", not SECURE_SSL_REDIRECT), ("security.W004", not SECURE_HSTS_SECONDS))
         if off
-    ]  # fmt: skip
+    ]
 
 LOGGING = {
     "version": 1,

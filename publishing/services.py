@@ -78,19 +78,30 @@ def _training_rows(job, held_out: set[str]) -> tuple[list[dict], list[dict], dic
     handles = contributor_handles()
     rows, datanets, record_ids = [], [], []
     for version in versions:
-        datanets.append({
-            "slug": version.datanet.slug, "name": version.datanet.name, "version": version.number,
-            "merkle_root": version.merkle_root, "license": version.license, "records": version.record_count,
-            "tokens": version.token_count,
-        })  # fmt: skip
+        datanets.append(
+            {
+                "slug": version.datanet.slug,
+                "name": version.datanet.name,
+                "version": version.number,
+                "merkle_root": version.merkle_root,
+                "license": version.license,
+                "records": version.record_count,
+                "tokens": version.token_count,
+            }
+        )
         records = version.records.values_list("id", "content_hash", "contributor_id", "token_count")
         for record_id, content_hash, contributor_id, tokens in records.iterator(chunk_size=5000):
             record_ids.append(record_id)
-            rows.append({
-                "content_hash": content_hash, "contributor": contributor_pseudonym(contributor_id),
-                "datanet": version.datanet.slug, "version": version.number, "tokens": tokens,
-                "role": "evaluation" if content_hash in held_out else "training",
-            })  # fmt: skip
+            rows.append(
+                {
+                    "content_hash": content_hash,
+                    "contributor": contributor_pseudonym(contributor_id),
+                    "datanet": version.datanet.slug,
+                    "version": version.number,
+                    "tokens": tokens,
+                    "role": "evaluation" if content_hash in held_out else "training",
+                }
+            )
     return rows, datanets, handles, record_ids
 
 
@@ -257,10 +268,16 @@ def adapter_reattribute(*, adapter: Adapter, method: str, projection_dim: int = 
     version of the adapter (same files and data, a new signed manifest); published versions never change."""
     influence_recompute(job=adapter.job, methods=[method], projection_dim=projection_dim, progress=progress)
     return adapter_publish(
-        job=adapter.job, by=adapter.published_by, team=adapter.team, name=adapter.name,
-        description=adapter.description, visibility=adapter.visibility, domain=adapter.domain,
-        influence_method=method, recomputed_from=adapter.version,
-    )  # fmt: skip
+        job=adapter.job,
+        by=adapter.published_by,
+        team=adapter.team,
+        name=adapter.name,
+        description=adapter.description,
+        visibility=adapter.visibility,
+        domain=adapter.domain,
+        influence_method=method,
+        recomputed_from=adapter.version,
+    )
 
 
 def adapter_card(adapter: Adapter) -> str:
@@ -310,10 +327,14 @@ def reward_split(*, adapter: Adapter, amount: Decimal) -> list[dict]:
         .iterator()
     }
     return [
-        {"contributor": cid, "username": users.get(cid, ""), "share": shares[cid],
-         "payout": (Decimal(cents[cid]) / 100).quantize(Decimal("0.01"))}
+        {
+            "contributor": cid,
+            "username": users.get(cid, ""),
+            "share": shares[cid],
+            "payout": (Decimal(cents[cid]) / 100).quantize(Decimal("0.01")),
+        }
         for cid in sorted(shares, key=lambda c: (-cents[c], c))
-    ]  # fmt: skip
+    ]
 
 
 def contributions_in_adapters(user, adapters) -> list[dict]:
@@ -326,9 +347,17 @@ def contributions_in_adapters(user, adapters) -> list[dict]:
         influence = (adapter.manifest.get("influence") or {}).get("contributors", [])
         measured = next((c for c in influence if c["id"] == pseudonym), None)
         if mine:
-            out.append({"adapter": adapter, "records": mine["records"], "share": mine["share_by_tokens"],
-                        "id": pseudonym, "influence": measured, "can_view": policy.can_view_adapter(user, adapter),
-                        "method": (adapter.manifest.get("influence") or {}).get("method")})  # fmt: skip
+            out.append(
+                {
+                    "adapter": adapter,
+                    "records": mine["records"],
+                    "share": mine["share_by_tokens"],
+                    "id": pseudonym,
+                    "influence": measured,
+                    "can_view": policy.can_view_adapter(user, adapter),
+                    "method": (adapter.manifest.get("influence") or {}).get("method"),
+                }
+            )
     return out
 
 
@@ -355,9 +384,13 @@ def token_create(*, user, name: str, scope: str, team=None) -> tuple[ApiToken, s
         raise ApplicationError("Unknown scope.")
     secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
     token = ApiToken.objects.create(
-        user=user, team=team, name=name.strip() or "token", prefix=secret[:10], scope=scope,
+        user=user,
+        team=team,
+        name=name.strip() or "token",
+        prefix=secret[:10],
+        scope=scope,
         key_sha256=hashlib.sha256(secret.encode()).hexdigest(),
-    )  # fmt: skip
+    )
     return token, secret
 
 

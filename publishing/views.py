@@ -125,8 +125,10 @@ def my_adapter_contributions(request):
     if request.method == "POST":
         show = request.POST.get("show_handle") == "on"
         services.contributor_preference_set(user=request.user, show_handle=show)
-        messages.success(request, "Future manifests name you by your username." if show else
-                         "Future manifests name you by your pseudonym.")  # fmt: skip
+        messages.success(
+            request,
+            "Future manifests name you by your username." if show else "Future manifests name you by your pseudonym.",
+        )
         return redirect("my_adapter_contributions")
     page = Paginator(receipts.receipt_adapters(request.user), 20).get_page(request.GET.get("page"))
     context = {

@@ -26,14 +26,19 @@ def _authenticate(request):
     header = request.headers.get("Authorization", "")
     token = token_authenticate(header[7:].strip()) if header.startswith("Bearer ") else None
     if token is None:
-        return None, error(401, "Send a valid API token: Authorization: Bearer mf_...", "invalid_request_error",
-                           "invalid_api_key")  # fmt: skip
+        return None, error(
+            401, "Send a valid API token: Authorization: Bearer mf_...", "invalid_request_error", "invalid_api_key"
+        )
     request.api_token = token
     key, rate = ratelimit.request_quota_key(request)  # the token's one quota, shared with /api/v1
     verdict = ratelimit.rate_hit(key, rate)
     if not verdict.allowed:
-        busy = error(429, f"Rate limit of {rate} reached; retry in {verdict.retry_after} s.", "rate_limit_error",
-                     "rate_limit_exceeded")  # fmt: skip
+        busy = error(
+            429,
+            f"Rate limit of {rate} reached; retry in {verdict.retry_after} s.",
+            "rate_limit_error",
+            "rate_limit_exceeded",
+        )
         busy["Retry-After"] = str(verdict.retry_after)
         return None, busy
     request.user = token.user
@@ -50,15 +55,28 @@ def models(request):
         if adapter.slug in seen:
             continue  # the newest version answers for a slug
         seen.add(adapter.slug)
-        data.append({"id": adapter.slug, "object": "model", "created": int(adapter.created_at.timestamp()),
-                     "owned_by": adapter.team.slug, "version": adapter.version,
-                     "base_model": adapter.base_model.name})  # fmt: skip
+        data.append(
+            {
+                "id": adapter.slug,
+                "object": "model",
+                "created": int(adapter.created_at.timestamp()),
+                "owned_by": adapter.team.slug,
+                "version": adapter.version,
+                "base_model": adapter.base_model.name,
+            }
+        )
     return JsonResponse({"object": "list", "data": data})
 
 
 def _chunk(completion_id: str, created: int, model: str, delta: dict, finish_reason=None, **extra) -> str:
-    body = {"id": completion_id, "object": "chat.completion.chunk", "created": created, "model": model,
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}], **extra}  # fmt: skip
+    body = {
+        "id": completion_id,
+        "object": "chat.completion.chunk",
+        "created": created,
+        "model": model,
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}],
+        **extra,
+    }
     return f"data: {json.dumps(body)}\n\n"
 
 
@@ -77,8 +95,12 @@ def chat_completions(request):
     try:
         adapter = policy.get_adapter_for_chat(token.user, body["model"], token=token)
     except Http404:
-        return error(404, f"The model {body['model']!r} does not exist or you do not have access to it.",
-                     code="model_not_found", param="model")  # fmt: skip
+        return error(
+            404,
+            f"The model {body['model']!r} does not exist or you do not have access to it.",
+            code="model_not_found",
+            param="model",
+        )
     if body.get("n", 1) != 1:
         return error(400, "Only n=1 is supported.", param="n")
     try:
@@ -87,18 +109,24 @@ def chat_completions(request):
         return error(400, problem.message, param="messages")
     try:
         sampling = services.clean_sampling(
-            temperature=body.get("temperature"), top_p=body.get("top_p"),
+            temperature=body.get("temperature"),
+            top_p=body.get("top_p"),
             max_tokens=body.get("max_completion_tokens") or body.get("max_tokens"),
-        )  # fmt: skip
+        )
     except ApplicationError as problem:
         return error(400, problem.message)
     try:
-        request_id = services.chat_start(target=services.target_for_adapter(adapter), messages=messages,
-                                         sampling=sampling, owner=f"token:{token.pk}")  # fmt: skip
+        request_id = services.chat_start(
+            target=services.target_for_adapter(adapter), messages=messages, sampling=sampling, owner=f"token:{token.pk}"
+        )
     except ApplicationError as busy:
         status = busy.extra.get("status", 503)
-        response = error(status, busy.message, "rate_limit_error" if status == 429 else "server_error",
-                         "too_many_requests" if status == 429 else "overloaded")  # fmt: skip
+        response = error(
+            status,
+            busy.message,
+            "rate_limit_error" if status == 429 else "server_error",
+            "too_many_requests" if status == 429 else "overloaded",
+        )
         response["Retry-After"] = "5"
         return response
     completion_id, created, model = f"chatcmpl-{request_id}", int(time.time()), adapter.slug
@@ -111,8 +139,9 @@ def chat_completions(request):
                 if event["type"] == "token":
                     yield _chunk(completion_id, created, model, {"content": event["text"]})
                 elif event["type"] == "done":
-                    yield _chunk(completion_id, created, model, {}, event["finish_reason"],
-                                 attribution=event.get("attribution"))  # fmt: skip
+                    yield _chunk(
+                        completion_id, created, model, {}, event["finish_reason"], attribution=event.get("attribution")
+                    )
                 elif event["type"] == "error":  # "status" events (loading the model) are the page's only
                     yield f"data: {json.dumps({'error': {'message': event['message'], 'type': 'server_error'}})}\n\n"
             yield "data: [DONE]\n\n"
@@ -126,10 +155,20 @@ def chat_completions(request):
     if event.get("type") != "done":
         return error(503, event.get("message", "The inference service failed."), "server_error")
     usage = event["usage"]
-    return JsonResponse({
-        "id": completion_id, "object": "chat.completion", "created": created, "model": model,
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": event["text"]},
-                     "finish_reason": event["finish_reason"]}],
-        "usage": {**usage, "total_tokens": usage["prompt_tokens"] + usage["completion_tokens"]},
-        "attribution": event.get("attribution"),
-    })  # fmt: skip
+    return JsonResponse(
+        {
+            "id": completion_id,
+            "object": "chat.completion",
+            "created": created,
+            "model": model,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": event["text"]},
+                    "finish_reason": event["finish_reason"],
+                }
+            ],
+            "usage": {**usage, "total_tokens": usage["prompt_tokens"] + usage["completion_tokens"]},
+            "attribution": event.get("attribution"),
+        }
+    )

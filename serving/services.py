@@ -52,8 +52,12 @@ class Target:
 
 
 def target_for_adapter(adapter: Adapter) -> Target:
-    return Target(f"adapter-{adapter.pk}-{adapter.manifest_sha256[:16]}", f"{adapter.name} v{adapter.version}",
-                  adapter.base_model, adapter=adapter)  # fmt: skip
+    return Target(
+        f"adapter-{adapter.pk}-{adapter.manifest_sha256[:16]}",
+        f"{adapter.name} v{adapter.version}",
+        adapter.base_model,
+        adapter=adapter,
+    )
 
 
 def target_for_job(job: FineTuneJob) -> Target:
@@ -151,8 +155,15 @@ def chat_admit(*, owner: str, count: int = 1) -> list[str]:
     return admission.chat_admit(_redis(), owner=owner, count=count)
 
 
-def chat_start(*, target: Target, messages: list[dict], sampling: dict, owner: str, use_adapter: bool = True,
-               request_id: str | None = None) -> str:  # fmt: skip
+def chat_start(
+    *,
+    target: Target,
+    messages: list[dict],
+    sampling: dict,
+    owner: str,
+    use_adapter: bool = True,
+    request_id: str | None = None,
+) -> str:
     """Queue one answer on the inference worker (admitted now, unless ``request_id`` was admitted
     already); returns the request id its events are read by."""
     from .tasks import chat_task
@@ -180,8 +191,11 @@ def chat_events(*, request_id: str, timeout_s: float | None = None) -> Iterator[
             item = client.blpop([key], timeout=timeout_s)
             if item is None:
                 finished = True
-                yield {"type": "error", "message": f"The inference service did not answer within {timeout_s:g} s; "
-                       "is the inference worker running (see /healthz)?"}  # fmt: skip
+                yield {
+                    "type": "error",
+                    "message": f"The inference service did not answer within {timeout_s:g} s; "
+                    "is the inference worker running (see /healthz)?",
+                }
                 return
             event = json.loads(item[1])
             finished = event["type"] in ("done", "error")
@@ -290,8 +304,14 @@ def span_index_ensure(*, target: Target) -> Path:
     def token_ids():
         for record in _index_records(target).iterator(chunk_size=2000):
             pseudonym = contributor_pseudonym(record.contributor_id)
-            table.append({"id": record.pk, "content_hash": record.content_hash, "datanet": record.datanet.slug,
-                          "contributor": names.get(pseudonym, pseudonym)})  # fmt: skip
+            table.append(
+                {
+                    "id": record.pk,
+                    "content_hash": record.content_hash,
+                    "datanet": record.datanet.slug,
+                    "contributor": names.get(pseudonym, pseudonym),
+                }
+            )
             messages = trainer.to_messages(record.content)
             if messages is None:
                 yield tokenizer(record.content["text"], add_special_tokens=False)["input_ids"]
@@ -320,8 +340,11 @@ def attribution(*, index_dir: Path, index, tokenizer, answer_ids: list[int]) -> 
     min_tokens = settings.SERVING_SPAN_MIN_TOKENS
     spans = index.find_spans(answer_ids, min_tokens)
     if not spans:
-        return {"min_tokens": min_tokens, "spans": [],
-                "note": f"No span of {min_tokens} or more tokens of this answer occurs in the training records."}  # fmt: skip
+        return {
+            "min_tokens": min_tokens,
+            "spans": [],
+            "note": f"No span of {min_tokens} or more tokens of this answer occurs in the training records.",
+        }
     table = json.loads((index_dir / "records.json").read_text())
     offsets = char_offsets(tokenizer, answer_ids)
     text = tokenizer.decode(answer_ids, skip_special_tokens=True)
@@ -329,11 +352,21 @@ def attribution(*, index_dir: Path, index, tokenizer, answer_ids: list[int]) -> 
     for span in spans:
         start, end = offsets[span.start], offsets[span.end]
         records = [table[r] for r in span.records]
-        out.append({
-            "start": start, "end": end, "text": text[start:end], "tokens": span.end - span.start,
-            "occurrences": span.occurrences, "contributor": records[0]["contributor"], "record": records[0],
-            "records": records,
-        })  # fmt: skip
+        out.append(
+            {
+                "start": start,
+                "end": end,
+                "text": text[start:end],
+                "tokens": span.end - span.start,
+                "occurrences": span.occurrences,
+                "contributor": records[0]["contributor"],
+                "record": records[0],
+                "records": records,
+            }
+        )
     covered = sum(s["tokens"] for s in out)
-    return {"min_tokens": min_tokens, "spans": out,
-            "note": f"{covered} of {len(answer_ids)} tokens occur verbatim in {len(out)} span(s) of the training records."}  # fmt: skip
+    return {
+        "min_tokens": min_tokens,
+        "spans": out,
+        "note": f"{covered} of {len(answer_ids)} tokens occur verbatim in {len(out)} span(s) of the training records.",
+    }

@@ -51,8 +51,11 @@ def _turns(request, target) -> list[dict]:
             if turn.get(side) is None and turn["requests"].get(side):
                 result = services.chat_result(request_id=turn["requests"][side])
                 if result is not None:
-                    turn[side] = {"text": result.get("text", ""), "error": result.get("message"),
-                                  "attribution": result.get("attribution")}  # fmt: skip
+                    turn[side] = {
+                        "text": result.get("text", ""),
+                        "error": result.get("message"),
+                        "attribution": result.get("attribution"),
+                    }
                     changed = True
     if changed:
         _save_turns(request, target, turns)
@@ -92,8 +95,9 @@ def _playground(request, target, back_url: str):
         data = form.cleaned_data
         owner = f"user:{request.user.pk}"
         try:
-            sampling = services.clean_sampling(temperature=data["temperature"], top_p=data["top_p"],
-                                               max_tokens=data["max_tokens"])  # fmt: skip
+            sampling = services.clean_sampling(
+                temperature=data["temperature"], top_p=data["top_p"], max_tokens=data["max_tokens"]
+            )
             admitted = services.chat_admit(owner=owner, count=2)  # both answers of the turn, or neither
             requests = {
                 side: services.chat_start(
@@ -103,7 +107,7 @@ def _playground(request, target, back_url: str):
                     owner=owner,
                     use_adapter=side == "adapter",
                     request_id=request_id,
-                )  # fmt: skip
+                )
                 for side, request_id in zip(("adapter", "base"), admitted, strict=True)
             }
         except ApplicationError as problem:
@@ -124,20 +128,32 @@ def _playground(request, target, back_url: str):
             response["Retry-After"] = str(busy.retry_after if busy else 5)
         return response
     shown = [
-        {**turn, **{side: {**turn[side], "segments": segments(turn[side]["text"], turn[side].get("attribution"))}
-                    for side in ("adapter", "base") if turn.get(side)}}
+        {
+            **turn,
+            **{
+                side: {**turn[side], "segments": segments(turn[side]["text"], turn[side].get("attribution"))}
+                for side in ("adapter", "base")
+                if turn.get(side)
+            },
+        }
         for turn in turns
-    ]  # fmt: skip
-    context = {"target": target, "form": form, "turns": shown, "back_url": back_url,
-               "min_tokens": settings.SERVING_SPAN_MIN_TOKENS}  # fmt: skip
+    ]
+    context = {
+        "target": target,
+        "form": form,
+        "turns": shown,
+        "back_url": back_url,
+        "min_tokens": settings.SERVING_SPAN_MIN_TOKENS,
+    }
     return render(request, "serving/playground.html", context)
 
 
 @login_required
 def adapter_playground(request, slug, version):
     adapter = policy.get_adapter_for_chat(request.user, slug, version)
-    return _playground(request, services.target_for_adapter(adapter),
-                       reverse("adapter_detail", args=[adapter.slug, adapter.version]))  # fmt: skip
+    return _playground(
+        request, services.target_for_adapter(adapter), reverse("adapter_detail", args=[adapter.slug, adapter.version])
+    )
 
 
 @login_required

@@ -81,8 +81,12 @@ def influence_recompute(*, job: FineTuneJob, methods: list[str], projection_dim:
         data = tmp / "data.jsonl"
         jobs.write_training_data(job, data)
         config = trainer.TrainConfig.from_dict(
-            {**job.config, "base_model_path": job.base_model.local_path, "influence_methods": methods,
-             "influence_projection_dim": projection_dim}
-        )  # fmt: skip
+            {
+                **job.config,
+                "base_model_path": job.base_model.local_path,
+                "influence_methods": methods,
+                "influence_projection_dim": projection_dim,
+            }
+        )
         trainer.attribute_saved(config, data, adapter, tmp / "output", progress=progress)
         return influence_store(job=job, output_dir=tmp / "output")

@@ -15,8 +15,19 @@ from pathlib import Path
 
 from training.packing import IGNORE
 
-__all__ = ["IGNORE", "Example", "collate", "encode", "epoch_batches", "load_examples", "load_records", "load_rows",
-           "split", "template_ids", "to_messages"]  # fmt: skip
+__all__ = [
+    "IGNORE",
+    "Example",
+    "collate",
+    "encode",
+    "epoch_batches",
+    "load_examples",
+    "load_records",
+    "load_rows",
+    "split",
+    "template_ids",
+    "to_messages",
+]
 
 
 @dataclass

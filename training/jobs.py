@@ -27,16 +27,31 @@ from .models import BaseModel, FineTuneJob
 
 LOG_LINES = 50
 EVALUATION_KEYS = (
-    "base", "tuned", "task", "samples", "steps", "total_steps", "best_step", "epochs", "tokens",
-    "trainable_parameters", "train_examples", "eval_examples", "loss_on", "method", "precision",
-    "train_seconds", "wall_seconds",
-)  # fmt: skip
+    "base",
+    "tuned",
+    "task",
+    "samples",
+    "steps",
+    "total_steps",
+    "best_step",
+    "epochs",
+    "tokens",
+    "trainable_parameters",
+    "train_examples",
+    "eval_examples",
+    "loss_on",
+    "method",
+    "precision",
+    "train_seconds",
+    "wall_seconds",
+)
 WRITE_EVERY_S = 1.0
 PHASES = ("preparing", "loading", "evaluating", "attributing")  # trainer events that start a phase of the run
 
 
-def job_config(*, base_model: BaseModel, method: str, preset: str, overrides: dict | None = None,
-               records: int = 0) -> dict:  # fmt: skip
+def job_config(
+    *, base_model: BaseModel, method: str, preset: str, overrides: dict | None = None, records: int = 0
+) -> dict:
     """The run's settings: the preset's, sized to a Datanet of ``records`` records, with the overrides."""
     try:
         resolved = presets.resolve(preset, method, overrides, records=records)
@@ -89,8 +104,16 @@ def job_default_name(*, owner, base_model: BaseModel, versions: list[DatanetVers
     return f"{base_model.name} on {data}, {display.preset_name(preset)} #{number}"
 
 
-def job_create(*, owner, name: str, base_model: BaseModel, versions: list[DatanetVersion], method: str,
-               preset: str, overrides: dict | None = None) -> FineTuneJob:  # fmt: skip
+def job_create(
+    *,
+    owner,
+    name: str,
+    base_model: BaseModel,
+    versions: list[DatanetVersion],
+    method: str,
+    preset: str,
+    overrides: dict | None = None,
+) -> FineTuneJob:
     if not versions:
         raise ApplicationError("Pick at least one Datanet version to train on.")
     for version in versions:

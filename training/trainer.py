@@ -210,10 +210,13 @@ def questions_from(tokenizer, examples: list[Example], n: int, seed: int) -> lis
     prompted = [e for e in examples if e.prompt]
     chosen = sorted(random.Random(seed).sample(range(len(prompted)), min(n, len(prompted))))
     return [
-        {"prompt_ids": template_ids(tokenizer, prompted[i].prompt, generation_prompt=True),
-         "question": prompted[i].prompt[-1]["content"], "reference": prompted[i].reference}
+        {
+            "prompt_ids": template_ids(tokenizer, prompted[i].prompt, generation_prompt=True),
+            "question": prompted[i].prompt[-1]["content"],
+            "reference": prompted[i].reference,
+        }
         for i in chosen
-    ]  # fmt: skip
+    ]
 
 
 def datasets(tokenizer, config: TrainConfig, data_path, eval_path=None) -> tuple[list[Example], list[Example]]:
@@ -266,17 +269,26 @@ def attribute(run: Run, output_dir: Path, report: ProgressFn) -> dict:
         "contributors": result.contributors,
     }
     records = [
-        {"content_hash": e.source.get("content_hash"), "contributor": e.source.get("contributor"),
-         **{m: float(s[i].mean()) for m, s in result.scores.items()}}
+        {
+            "content_hash": e.source.get("content_hash"),
+            "contributor": e.source.get("contributor"),
+            **{m: float(s[i].mean()) for m, s in result.scores.items()},
+        }
         for i, e in enumerate(train_set)
-    ]  # fmt: skip
+    ]
     (output_dir / "influence.json").write_text(json.dumps({**summary, "records": records}, indent=1))
     np.savez_compressed(output_dir / "influence.npz", **{m: s.astype(np.float32) for m, s in result.scores.items()})
     return summary
 
 
-def attribute_saved(config: TrainConfig, data_path: Path | str, adapter_dir: Path | str, output_dir: Path | str,
-                    progress: ProgressFn | None = None, eval_path: Path | str | None = None) -> dict:  # fmt: skip
+def attribute_saved(
+    config: TrainConfig,
+    data_path: Path | str,
+    adapter_dir: Path | str,
+    output_dir: Path | str,
+    progress: ProgressFn | None = None,
+    eval_path: Path | str | None = None,
+) -> dict:
     """Attribution for an adapter trained earlier: the same data, split and held-out set as its run."""
     from peft import set_peft_model_state_dict
     from safetensors.torch import load_file
@@ -327,8 +339,10 @@ def setup(config: TrainConfig, data_path, eval_path, checkpoint_dir: Path, log: 
     steps_per_epoch = max(1, math.ceil(len(train_set) / config.batch_size) // config.gradient_accumulation)
     total_steps = config.max_steps or max(1, math.ceil(steps_per_epoch * config.epochs))
     trainable = [p for p in model.parameters() if p.requires_grad]
-    log(f"{len(train_set)} training and {len(eval_set)} held-out examples; {total_steps} steps; "
-        f"{sum(p.numel() for p in trainable):,} trainable parameters")  # fmt: skip
+    log(
+        f"{len(train_set)} training and {len(eval_set)} held-out examples; {total_steps} steps; "
+        f"{sum(p.numel() for p in trainable):,} trainable parameters"
+    )
     optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate, weight_decay=config.weight_decay)
     scheduler = get_scheduler(
         config.lr_scheduler if config.lr_scheduler != "constant" else "constant_with_warmup",
@@ -336,8 +350,20 @@ def setup(config: TrainConfig, data_path, eval_path, checkpoint_dir: Path, log: 
         num_warmup_steps=int(total_steps * config.warmup_ratio),
         num_training_steps=total_steps,
     )
-    run = Run(config, model, tokenizer, device, compute, train_set, eval_set, optimizer, scheduler, total_steps,
-              {"step": 0, "epoch": 0, "batch": 0, "tokens": 0}, {"train": [], "eval": [], "best": None})  # fmt: skip
+    run = Run(
+        config,
+        model,
+        tokenizer,
+        device,
+        compute,
+        train_set,
+        eval_set,
+        optimizer,
+        scheduler,
+        total_steps,
+        {"step": 0, "epoch": 0, "batch": 0, "tokens": 0},
+        {"train": [], "eval": [], "best": None},
+    )
     if (checkpoint_dir / "state.pt").exists():
         run.position, run.history, run.best_state = load_checkpoint(model, optimizer, scheduler, checkpoint_dir)
         run.history.setdefault("best", None)
@@ -418,14 +444,27 @@ def train_steps(run: Run, checkpoint_dir: Path, report: ProgressFn, stop: Callab
             }
             run.history["train"].append(point)
             remaining = round(elapsed / done * (run.total_steps - position["step"]), 1)
-            report({"event": "step", **point, "total_steps": run.total_steps, "epoch": position["epoch"],
-                    "elapsed_s": round(elapsed, 1), "remaining_s": remaining})  # fmt: skip
+            report(
+                {
+                    "event": "step",
+                    **point,
+                    "total_steps": run.total_steps,
+                    "epoch": position["epoch"],
+                    "elapsed_s": round(elapsed, 1),
+                    "remaining_s": remaining,
+                }
+            )
             epoch_end = position["batch"] >= len(batches)
             due = position["step"] % config.eval_every == 0 if config.eval_every else epoch_end
             if run.eval_set and due and held_out_check(run, report):
                 best = run.history["best"]
-                report({"event": "log", "message": f"Held-out loss has not improved on step {best['step']}'s "
-                        f"{best['loss']:.3f} for {config.early_stopping_patience} checks: stopping early"})  # fmt: skip
+                report(
+                    {
+                        "event": "log",
+                        "message": f"Held-out loss has not improved on step {best['step']}'s "
+                        f"{best['loss']:.3f} for {config.early_stopping_patience} checks: stopping early",
+                    }
+                )
                 return
             due = position["step"] % every == 0 or time.monotonic() - saved_at >= config.checkpoint_every_s
             if due and position["step"] < run.total_steps:
@@ -459,10 +498,18 @@ def task_evaluation(run: Run, probes: dict[str, list[dict]], stop: Callable[[], 
             with run.model.disable_adapter():
                 base = taskeval.answer_and_score(run.model, run.tokenizer, questions, new_tokens, run.device)
         examples = [
-            {"question": t["question"], "reference": t["reference"], "base": b["answer"], "tuned": t["answer"],
-             "base_correct": b["contains"], "tuned_correct": t["contains"], "base_f1": b["f1"], "tuned_f1": t["f1"]}
+            {
+                "question": t["question"],
+                "reference": t["reference"],
+                "base": b["answer"],
+                "tuned": t["answer"],
+                "base_correct": b["contains"],
+                "tuned_correct": t["contains"],
+                "base_f1": b["f1"],
+                "tuned_f1": t["f1"],
+            }
             for t, b in zip(tuned, base, strict=False)
-        ]  # fmt: skip
+        ]
         out[name] = {"base": taskeval.summarise(base), "tuned": taskeval.summarise(tuned), "examples": examples}
     return out
 
@@ -551,8 +598,10 @@ def evaluate(run: Run, probes: dict[str, list[dict]], stop: Callable[[], bool]) 
     task = task_evaluation(run, probes, stop)
     samples = []
     for name in ("held_out", "trained"):
-        samples += [{"set": name, "prompt": e["question"], **e} for e in task.get(name, {}).get("examples", [])[
-            : run.config.eval_prompts]]  # fmt: skip
+        samples += [
+            {"set": name, "prompt": e["question"], **e}
+            for e in task.get(name, {}).get("examples", [])[: run.config.eval_prompts]
+        ]
     return {
         "method": run.compute["method"],
         "precision": "bf16" if run.compute["bf16"] else "fp32",
@@ -590,8 +639,11 @@ def main(argv: list[str] | None = None) -> int:
 
     def show(event: dict) -> None:
         if event["event"] == "step":
-            print(f"step {event['step']}/{event['total_steps']} loss {event['loss']:.4f} "
-                  f"lr {event['lr']:.2e} {event['tokens_per_s']:.0f} tok/s", flush=True)  # fmt: skip
+            print(
+                f"step {event['step']}/{event['total_steps']} loss {event['loss']:.4f} "
+                f"lr {event['lr']:.2e} {event['tokens_per_s']:.0f} tok/s",
+                flush=True,
+            )
         elif event["event"] == "log":
             print(event["message"], flush=True)
 

@@ -37,8 +37,11 @@ def _wizard_form(request, step: int, state: dict, versions_qs, models_qs):
         initial = state.get("base_model") or wizard.only_model(models_qs)
         return BaseModelForm(data, queryset=models_qs, initial={"base_model": initial})
     if step == 3:
-        initial = {"method": state.get("method", "auto"), "preset": state.get("preset", presets.DEFAULT),
-                   **state.get("advanced", {})}  # fmt: skip
+        initial = {
+            "method": state.get("method", "auto"),
+            "preset": state.get("preset", presets.DEFAULT),
+            **state.get("advanced", {}),
+        }
         if isinstance(initial.get("target_modules"), list):
             initial["target_modules"] = ",".join(initial["target_modules"])
         records = sum(v.record_count for v in versions_qs.filter(pk__in=state["versions"]))
@@ -46,8 +49,11 @@ def _wizard_form(request, step: int, state: dict, versions_qs, models_qs):
         return MethodForm(data, initial=initial, preset_values=values)
     versions = list(versions_qs.filter(pk__in=state["versions"]))
     base_model = models_qs.filter(pk=state["base_model"]).first()
-    default = jobs.job_default_name(owner=request.user, base_model=base_model, versions=versions,
-                                    preset=state["preset"]) if base_model and versions else ""  # fmt: skip
+    default = (
+        jobs.job_default_name(owner=request.user, base_model=base_model, versions=versions, preset=state["preset"])
+        if base_model and versions
+        else ""
+    )
     return LaunchForm(data, initial={"name": state.get("name", "")}, default_name=default)
 
 
@@ -61,8 +67,12 @@ def _wizard_save(request, step: int, form, state: dict, versions_qs, models_qs) 
         state.update(method=form.cleaned_data["method"], preset=form.cleaned_data["preset"])
         state["advanced"] = form.advanced()
         try:
-            jobs.job_config(base_model=models_qs.filter(pk=state["base_model"]).first(), method=state["method"],
-                            preset=state["preset"], overrides=state["advanced"])  # fmt: skip
+            jobs.job_config(
+                base_model=models_qs.filter(pk=state["base_model"]).first(),
+                method=state["method"],
+                preset=state["preset"],
+                overrides=state["advanced"],
+            )
         except ApplicationError as error:
             form.add_error(None, error.message)
     request.session["wizard"] = state
@@ -105,8 +115,13 @@ def wizard_view(request, step=1):
             return redirect("wizard", step=step + 1)
         if form.is_valid() and (launched := _wizard_launch(request, form, state, versions_qs, models_qs)):
             return launched
-    context = {"form": form, "step": step, "steps": STEPS, "state": state,
-               "preset_values": getattr(form, "preset_values", None)}  # fmt: skip
+    context = {
+        "form": form,
+        "step": step,
+        "steps": STEPS,
+        "state": state,
+        "preset_values": getattr(form, "preset_values", None),
+    }
     if step == 4:
         context.update(_review(request.user, state, versions_qs, models_qs))
     return render(request, "training/wizard.html", context)
@@ -119,8 +134,13 @@ def _review(user, state, versions_qs, models_qs) -> dict:
         return {"review_error": "Some of your choices are no longer available; go back and choose again."}
     records = sum(v.record_count for v in versions)
     try:
-        config = jobs.job_config(base_model=base_model, method=state["method"], preset=state["preset"],
-                                 overrides=state.get("advanced"), records=records)  # fmt: skip
+        config = jobs.job_config(
+            base_model=base_model,
+            method=state["method"],
+            preset=state["preset"],
+            overrides=state.get("advanced"),
+            records=records,
+        )
     except ApplicationError as error:
         return {"review_error": error.message}
     online = workers.online_gpu_workers()
@@ -168,8 +188,9 @@ def influence_summary(job, user) -> dict | None:
     for row in data["contributors"][:50]:
         pk = int(row["contributor"])
         total = max(totals.get(pk, 0), row["records"])
-        rows.append({**row, "label": labels.get(pk), "name": names.get(pk), "total": total,
-                     "held_out": total - row["records"]})  # fmt: skip
+        rows.append(
+            {**row, "label": labels.get(pk), "name": names.get(pk), "total": total, "held_out": total - row["records"]}
+        )
     return {"method": method, "parameters": data["parameters"], "seconds": data["seconds"], "rows": rows}
 
 
