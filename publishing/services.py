@@ -26,7 +26,7 @@ from attribution import manifest as manifest_lib
 from datanets.ledger import ledger_append
 from modelfactory.exceptions import ApplicationError
 from training import jobs as training_jobs
-from training.attribution import influence_by_method, influence_recompute
+from training.jobs.influence import influence_by_method, influence_recompute
 
 from . import policy, signing
 from .models import Adapter, AdapterRecord, ApiToken, ContributorPreference

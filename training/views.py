@@ -13,8 +13,8 @@ from publishing import policy as publishing_policy
 from publishing.services import contributor_labels
 
 from . import charts, display, jobs, policy, presets, selectors, wizard, workers
-from .attribution import influence_by_method
 from .forms import BaseModelForm, LaunchForm, MethodForm, VersionsForm
+from .jobs.influence import influence_by_method
 from .models import BaseModel, FineTuneJob
 
 STEPS = {1: "Datanets", 2: "Base model", 3: "Method", 4: "Review"}

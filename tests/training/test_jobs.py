@@ -155,8 +155,8 @@ def test_a_failing_job_says_what_to_do_and_can_be_retried(
     assert job.status == "failed" and "Retry it" in job.error
     assert jobs.job_run(job_id=job.pk, worker="here") == "finished"  # a second delivery changes nothing
 
-    assert "Out of memory on cpu" in jobs._failure_message(RuntimeError("CUDA out of memory"), job)
-    assert "smaller batch size (now 4)" in jobs._failure_message(MemoryError(), job)
+    assert "Out of memory on cpu" in jobs.run.failure_message(RuntimeError("CUDA out of memory"), job)
+    assert "smaller batch size (now 4)" in jobs.run.failure_message(MemoryError(), job)
 
 
 def test_job_create_checks_access_settings_and_readiness(tiny_base_model, trainer_user, version):
