@@ -24,8 +24,8 @@ from django.utils.text import slugify
 from redis.exceptions import RedisError
 
 from accounts import policy as team_policy
+from accounts.contributors import contributor_labels
 from modelfactory.exceptions import ApplicationError
-from publishing.pseudonyms import contributor_labels
 
 from . import flags, merkle, policy, prepare, records
 from .ledger import ledger_append

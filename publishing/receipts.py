@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from django.utils import timezone
 
+from accounts.contributors import contributor_pseudonym
 from attribution import receipt as receipt_lib
 from modelfactory.exceptions import ApplicationError
 
 from . import signing
 from .models import Adapter, AdapterRecord
-from .services import contributor_pseudonym
 
 
 def receipt_adapters(user):

@@ -2,7 +2,7 @@
 
 from django.db.models import Q
 
-from .pseudonyms import contributor_pseudonym
+from accounts.contributors import contributor_pseudonym
 
 
 def adapter_search(adapters, *, q: str = "", base_model: str = "", datanet: str = "", domain: str = ""):

@@ -21,6 +21,7 @@ from django.template.loader import render_to_string
 from django.utils import timezone
 from django.utils.text import slugify
 
+from accounts.contributors import contributor_handles, contributor_pseudonym
 from attribution import influence as influence_lib
 from attribution import manifest as manifest_lib
 from datanets.ledger import ledger_append
@@ -29,8 +30,7 @@ from training import jobs as training_jobs
 from training.jobs.influence import influence_by_method, influence_recompute
 
 from . import policy, signing
-from .models import Adapter, AdapterRecord, ApiToken, ContributorPreference
-from .pseudonyms import contributor_handles, contributor_labels, contributor_pseudonym  # noqa: F401 - used elsewhere
+from .models import Adapter, AdapterRecord, ApiToken
 
 
 def code_version() -> str:
@@ -359,16 +359,6 @@ def contributions_in_adapters(user, adapters) -> list[dict]:
                 }
             )
     return out
-
-
-def contributor_preference_set(*, user, show_handle: bool) -> ContributorPreference:
-    """Opt in (or out) of being named by username in manifests published from now on."""
-    preference, _ = ContributorPreference.objects.update_or_create(user=user, defaults={"show_handle": show_handle})
-    return preference
-
-
-def contributor_shows_handle(user) -> bool:
-    return ContributorPreference.objects.filter(user=user, show_handle=True).exists()
 
 
 # API tokens -----------------------------------------------------------------------------------

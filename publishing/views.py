@@ -12,6 +12,7 @@ from django.http import FileResponse, Http404, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.utils.safestring import mark_safe
 
+from accounts import contributors
 from accounts.models import Team
 from datanets.services import csv_safe
 from modelfactory.exceptions import ApplicationError
@@ -124,7 +125,7 @@ def job_publish(request, pk):
 def my_adapter_contributions(request):
     if request.method == "POST":
         show = request.POST.get("show_handle") == "on"
-        services.contributor_preference_set(user=request.user, show_handle=show)
+        contributors.contributor_preference_set(user=request.user, show_handle=show)
         messages.success(
             request,
             "Future manifests name you by your username." if show else "Future manifests name you by your pseudonym.",
@@ -134,7 +135,7 @@ def my_adapter_contributions(request):
     context = {
         "page": page,
         "rows": services.contributions_in_adapters(request.user, page),
-        "show_handle": services.contributor_shows_handle(request.user),
+        "show_handle": contributors.contributor_shows_handle(request.user),
     }
     return render(request, "publishing/my_attribution.html", context)
 

@@ -19,6 +19,7 @@ from django.conf import settings
 from django.core.files import File
 from django.core.files.storage import default_storage
 
+from accounts.contributors import contributor_handles, contributor_pseudonym
 from datanets.models import Record
 from modelfactory.exceptions import ApplicationError
 from publishing.models import Adapter
@@ -270,8 +271,6 @@ def _index_records(target: Target):
 
 
 def _contributor_names(target: Target) -> dict[str, str]:
-    from publishing.services import contributor_handles
-
     if target.adapter:
         return {c["id"]: c.get("handle") or c["id"] for c in target.adapter.manifest["contributors"]}
     return contributor_handles()
@@ -279,7 +278,6 @@ def _contributor_names(target: Target) -> dict[str, str]:
 
 def span_index_ensure(*, target: Target) -> Path:
     """The target's span index on this machine: downloaded from storage, or built there and uploaded."""
-    from publishing.services import contributor_pseudonym
     from training import examples as trainer
 
     final = _cache_dir("span-index", target.key)

@@ -8,9 +8,9 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 from django_htmx.http import HttpResponseStopPolling
 
+from accounts.contributors import contributor_labels
 from modelfactory.exceptions import ApplicationError
 from publishing import policy as publishing_policy
-from publishing.services import contributor_labels
 
 from . import charts, display, jobs, policy, presets, selectors, wizard, workers
 from .forms import BaseModelForm, LaunchForm, MethodForm, VersionsForm
