@@ -8,13 +8,10 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 from django_htmx.http import HttpResponseStopPolling
 
-from accounts.contributors import contributor_labels
 from modelfactory.exceptions import ApplicationError
-from publishing import policy as publishing_policy
 
-from . import charts, display, jobs, policy, presets, selectors, wizard, workers
+from . import charts, display, jobs, policy, presets, selectors, wizard
 from .forms import BaseModelForm, LaunchForm, MethodForm, VersionsForm
-from .jobs.influence import influence_by_method
 from .models import BaseModel, FineTuneJob
 
 STEPS = {1: "Datanets", 2: "Base model", 3: "Method", 4: "Review"}
@@ -143,16 +140,7 @@ def _review(user, state, versions_qs, models_qs) -> dict:
         )
     except ApplicationError as error:
         return {"review_error": error.message}
-    online = workers.online_gpu_workers()
-    estimates = []
-    for device in sorted({w.get("device", "cpu") for w in online} or {"cpu"}):
-        estimate = jobs.job_estimate(
-            base_model=base_model, versions=versions, config=config, device="cuda" if device == "cuda" else "cpu"
-        )
-        fits = [
-            w for w in online if w.get("device") == device and w.get("memory_bytes", 0) >= estimate["peak_memory_bytes"]
-        ]
-        estimates.append({"device": device, "estimate": estimate, "fits": fits})
+    online, estimates = wizard.review_estimates(base_model=base_model, versions=versions, config=config)
     return {
         "base_model": base_model,
         "versions": versions,
@@ -174,26 +162,6 @@ def job_list(request):
     return render(request, "training/job_list.html", {"page": page})
 
 
-def influence_summary(job, user) -> dict | None:
-    """The default method's table with contributors as their manifests will name them, their usernames for
-    staff and the Datanets' curators, and their records split into training and held out."""
-    method, data = influence_by_method(job)
-    if not data:
-        return None
-    ids = [int(row["contributor"]) for row in data["contributors"]]
-    labels = contributor_labels(ids)
-    names = selectors.job_contributor_names(job, publishing_policy.datanets_named_for_user(user, job))
-    totals = selectors.job_contributor_records(job)
-    rows = []
-    for row in data["contributors"][:50]:
-        pk = int(row["contributor"])
-        total = max(totals.get(pk, 0), row["records"])
-        rows.append(
-            {**row, "label": labels.get(pk), "name": names.get(pk), "total": total, "held_out": total - row["records"]}
-        )
-    return {"method": method, "parameters": data["parameters"], "seconds": data["seconds"], "rows": rows}
-
-
 @login_required
 def job_detail(request, pk):
     job = policy.get_job_for_user(request.user, pk)
@@ -213,7 +181,7 @@ def job_detail(request, pk):
             response["HX-Refresh"] = "true"
         return response
     context.update(
-        influence=influence_summary(job, request.user),
+        influence=selectors.job_influence_summary(job, request.user),
         settings=display.settings_rows(job.config, wizard.trainer_defaults()),
         method_label=display.method_label(job.method),
         preset_name=display.preset_name(job.preset),

@@ -99,9 +99,7 @@ def test_pages_show_influence_beside_token_shares(client, influenced_adapter, tr
     client.force_login(contributors[1])
     mine = client.get(reverse("my_adapter_contributions")).content.decode()
     row = next(
-        r
-        for r in adapter.manifest["influence"]["contributors"]
-        if r["id"] == contributor_pseudonym(contributors[1].pk)
+        r for r in adapter.manifest["influence"]["contributors"] if r["id"] == contributor_pseudonym(contributors[1].pk)
     )
     assert f"{row['share']:.3f}" in mine and "datainf" in mine
 
