@@ -36,6 +36,9 @@ import numpy as np  # noqa: E402
 
 from attribution import influence, synthetic  # noqa: E402
 from training import trainer  # noqa: E402
+from training.evaluation import evaluate_loss  # noqa: E402
+from training.examples import load_examples  # noqa: E402
+from training.modeling import load_model  # noqa: E402
 from training.tiny import build_tiny_model  # noqa: E402
 
 
@@ -50,10 +53,10 @@ def per_question_loss(config: trainer.TrainConfig, adapter_dir: Path, questions:
     from peft import set_peft_model_state_dict
     from safetensors.torch import load_file
 
-    model, tokenizer, _ = trainer.load_model(config)
+    model, tokenizer, _ = load_model(config)
     set_peft_model_state_dict(model, load_file(str(adapter_dir / "adapter_model.safetensors")))
-    examples = trainer.load_examples(tokenizer, questions, config.max_seq_length)
-    return np.array([trainer.evaluate_loss(model, [e], 1, "cpu") for e in examples])
+    examples = load_examples(tokenizer, questions, config.max_seq_length)
+    return np.array([evaluate_loss(model, [e], 1, "cpu") for e in examples])
 
 
 def without(train_path: Path, contributor: str, target: Path) -> Path:

@@ -33,12 +33,13 @@ def write_data(directory: Path, kinds: int, facts: int, asked: int, eval_fractio
     """The Datanet export and the two probe sets: questions on trained facts, as trained and reworded."""
     from attribution import synthetic
     from training import trainer
+    from training.examples import split
 
     tasks = synthetic.make_tasks(kinds, facts, seed=seed)
     train_path, _, _ = synthetic.write_datanet(tasks, directory, questions_per_task=0)
     lines = [json.loads(line) for line in train_path.read_text().splitlines()]
     # The records the job will hold out (the trainer's own split), so that no probe asks about them.
-    _, held = trainer.split(list(range(len(lines))), eval_fraction, trainer.TrainConfig.seed)
+    _, held = split(list(range(len(lines))), eval_fraction, trainer.TrainConfig.seed)
     held_hashes = {lines[i]["content_hash"] for i in held}
     trained, reworded = [], []
     for index, task in enumerate(tasks):

@@ -83,7 +83,7 @@ def run_reference(args) -> dict:
         TrainingArguments,
     )
 
-    from training.trainer import load_records, to_messages
+    from training.examples import load_records, to_messages
 
     tokenizer = AutoTokenizer.from_pretrained(args.model)
     if tokenizer.pad_token_id is None:

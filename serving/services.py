@@ -278,7 +278,7 @@ def _contributor_names(target: Target) -> dict[str, str]:
 
 def span_index_ensure(*, target: Target) -> Path:
     """The target's span index on this machine: downloaded from storage, or built there and uploaded."""
-    from training import examples as trainer
+    from training import examples
 
     final = _cache_dir("span-index", target.key)
     files = (*span_index.FILES, "records.json")
@@ -310,11 +310,11 @@ def span_index_ensure(*, target: Target) -> Path:
                     "contributor": names.get(pseudonym, pseudonym),
                 }
             )
-            messages = trainer.to_messages(record.content)
+            messages = examples.to_messages(record.content)
             if messages is None:
                 yield tokenizer(record.content["text"], add_special_tokens=False)["input_ids"]
             else:
-                yield trainer.template_ids(tokenizer, messages, generation_prompt=False)
+                yield examples.template_ids(tokenizer, messages, generation_prompt=False)
 
     span_index.build(token_ids(), tmp)
     (tmp / "records.json").write_text(json.dumps(table))

@@ -11,6 +11,8 @@ import pytest
 
 from attribution import influence, synthetic
 from training import trainer
+from training.examples import collate, load_examples
+from training.modeling import load_model
 from training.tiny import build_tiny_model
 
 K = 4
@@ -113,15 +115,15 @@ def test_per_example_gradients_add_up_to_the_batch_gradient(tmp_path):
     train_path, _, _ = synthetic.write_datanet(tasks, tmp_path / "data")
     config = trainer.TrainConfig(base_model_path=str(build_tiny_model(tmp_path / "model")), method="lora",
                                  lora_dropout=0.0, max_seq_length=96, precision="fp32")  # fmt: skip
-    model, tokenizer, _ = trainer.load_model(config)
+    model, tokenizer, _ = load_model(config)
     for name, parameter in model.named_parameters():
         if "lora_B" in name:  # B starts at zero, which would leave A's gradients zero
             torch.nn.init.normal_(parameter, std=0.02)
-    examples = trainer.load_examples(tokenizer, train_path, config.max_seq_length)[:4]
+    examples = load_examples(tokenizer, train_path, config.max_seq_length)[:4]
     capture = influence.GradientCapture(model, 0, seed=0)
     per_example = influence.gradients(model, examples, capture=capture, batch_size=4,
                                       pad_id=tokenizer.pad_token_id, device="cpu", per_token=False)  # fmt: skip
-    batch = trainer.collate(examples, tokenizer.pad_token_id)
+    batch = collate(examples, tokenizer.pad_token_id)
     model.eval()
     model(**batch, num_items_in_batch=torch.tensor(1)).loss.backward()
     for (_, module), grads in zip(capture.modules, per_example, strict=True):
