@@ -8,7 +8,6 @@ import secrets
 import subprocess
 import tempfile
 import zipfile
-from collections import Counter
 from decimal import Decimal
 from pathlib import Path
 
@@ -28,6 +27,7 @@ from datanets.ledger import ledger_append
 from modelfactory.exceptions import ApplicationError
 from training import jobs as training_jobs
 from training.jobs.influence import influence_by_method, influence_recompute
+from training.jobs.outputs import held_out_hashes as _held_out_hashes
 
 from . import policy, signing
 from .models import Adapter, AdapterRecord, ApiToken
@@ -44,14 +44,6 @@ def code_version() -> str:
         return out.stdout.strip() or "unknown"
     except OSError:
         return "unknown"
-
-
-def _held_out_hashes(outputs: dict) -> set[str]:
-    """Content hashes of the records the trainer held out to evaluate on (they did not train the adapter)."""
-    if "metrics.json" not in outputs:
-        return set()
-    with default_storage.open(outputs["metrics.json"], "rb") as handle:
-        return set(json.load(handle).get("held_out") or [])
 
 
 def _stage_adapter_files(outputs: dict, tmp: Path, base_model) -> dict[str, Path]:
@@ -292,25 +284,6 @@ def adapter_download_counted(*, adapter: Adapter):
     return default_storage.open(adapter.zip_name, "rb")
 
 
-def adapter_contributor_rows(adapter: Adapter) -> list[dict]:
-    """The manifest's contributors with their influence beside their token share, and, where influence was
-    measured, how many of their records trained the adapter (scored) and how many were held out."""
-    measured = adapter.manifest.get("influence")
-    influence = {c["id"]: c for c in (measured or {}).get("contributors", [])}
-    held = _held_out_hashes(training_jobs.job_outputs(adapter.job))
-    held_by = Counter(
-        contributor_pseudonym(pk)
-        for pk in AdapterRecord.objects.filter(adapter=adapter, record__content_hash__in=held).values_list(
-            "record__contributor_id", flat=True
-        )
-    )
-    rows = []
-    for c in adapter.manifest["contributors"]:  # the manifest counts the records that trained the adapter
-        split = {"training": c["records"], "held_out": held_by[c["id"]]} if measured else {}
-        rows.append({**c, "records": c["records"] + held_by[c["id"]], "influence": influence.get(c["id"]), **split})
-    return rows
-
-
 def reward_split(*, adapter: Adapter, amount: Decimal) -> list[dict]:
     """Payouts per contributor by influence share, in cents rounded so that they add up to the amount."""
     influence = adapter.manifest.get("influence")
@@ -335,30 +308,6 @@ def reward_split(*, adapter: Adapter, amount: Decimal) -> list[dict]:
         }
         for cid in sorted(shares, key=lambda c: (-cents[c], c))
     ]
-
-
-def contributions_in_adapters(user, adapters) -> list[dict]:
-    """For a contributor: each of ``adapters`` (a page of them) with how many of their records went in and
-    their share, and whether they may open the adapter's own page."""
-    pseudonym = contributor_pseudonym(user.pk)
-    out = []
-    for adapter in adapters:
-        mine = next((c for c in adapter.manifest["contributors"] if c["id"] == pseudonym), None)
-        influence = (adapter.manifest.get("influence") or {}).get("contributors", [])
-        measured = next((c for c in influence if c["id"] == pseudonym), None)
-        if mine:
-            out.append(
-                {
-                    "adapter": adapter,
-                    "records": mine["records"],
-                    "share": mine["share_by_tokens"],
-                    "id": pseudonym,
-                    "influence": measured,
-                    "can_view": policy.can_view_adapter(user, adapter),
-                    "method": (adapter.manifest.get("influence") or {}).get("method"),
-                }
-            )
-    return out
 
 
 # API tokens -----------------------------------------------------------------------------------

@@ -38,7 +38,7 @@ def adapter_detail(request, slug, version):
     zip_file = f"{adapter.slug}-v{adapter.version}.zip"
     card_meta, card_html = cards.render_card(services.adapter_card(adapter))
     names = selectors.adapter_contributor_names(adapter, policy.datanets_named_for_user(request.user, adapter))
-    contributors = [{**row, "name": names.get(row["id"])} for row in services.adapter_contributor_rows(adapter)]
+    contributors = [{**row, "name": names.get(row["id"])} for row in selectors.adapter_contributor_rows(adapter)]
     return render(
         request,
         "publishing/adapter_detail.html",
@@ -134,7 +134,7 @@ def my_adapter_contributions(request):
     page = Paginator(receipts.receipt_adapters(request.user), 20).get_page(request.GET.get("page"))
     context = {
         "page": page,
-        "rows": services.contributions_in_adapters(request.user, page),
+        "rows": selectors.contributions_in_adapters(request.user, page),
         "show_handle": contributors.contributor_shows_handle(request.user),
     }
     return render(request, "publishing/my_attribution.html", context)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from django.conf import settings
@@ -50,3 +51,11 @@ def job_outputs(job: FineTuneJob) -> dict:
         if default_storage.exists(full):
             names[name] = full
     return names
+
+
+def held_out_hashes(outputs: dict) -> set[str]:
+    """Content hashes of the records the trainer held out to evaluate on (they did not train the adapter)."""
+    if "metrics.json" not in outputs:
+        return set()
+    with default_storage.open(outputs["metrics.json"], "rb") as handle:
+        return set(json.load(handle).get("held_out") or [])
