@@ -22,6 +22,7 @@ from django.core.files.storage import default_storage
 from accounts.contributors import contributor_handles, contributor_pseudonym
 from datanets.models import Record
 from modelfactory.exceptions import ApplicationError
+from modelfactory.redis_client import redis_client
 from publishing.models import Adapter
 from training import jobs as training_jobs
 from training.models import BaseModel, FineTuneJob
@@ -81,8 +82,7 @@ def target_from_payload(payload: dict) -> Target:
 
 
 def _redis() -> redis.Redis:
-    # No socket timeout: BLPOP waits up to SERVING_TIMEOUT_S for the next token.
-    return redis.Redis.from_url(settings.CACHE_REDIS_URL, socket_timeout=None)
+    return redis_client()
 
 
 def _events_key(request_id: str) -> str:
