@@ -102,7 +102,7 @@ def run_one(args) -> dict:
 
 
 def estimated_seconds(model: str, data: Path, settings: dict, metrics: dict) -> float:
-    """The review page's time estimate for this run (training/jobs.py job_estimate, without Django)."""
+    """The review page's time estimate for this run (training/jobs/services.py job_estimate, without Django)."""
     from datanets.prepare import token_counts
     from training import estimates
 

@@ -2,7 +2,7 @@
 
 An ingest runs in one database transaction, so a worker killed mid-ingest stored nothing; what is left
 is the row saying "validating". The reaper asks the workers which ingests they run and fails the
-others that have been validating for a while. (Apart from services.py, already past the house size.)
+others that have been validating for a while.
 """
 
 from __future__ import annotations

@@ -331,7 +331,7 @@ def span_index_build(*, adapter: Adapter) -> dict:
     return json.loads((directory / "meta.json").read_text())
 
 
-def attribution(*, index_dir: Path, index, tokenizer, answer_ids: list[int]) -> dict:
+def answer_spans(*, index_dir: Path, index, tokenizer, answer_ids: list[int]) -> dict:
     """Spans of the answer found verbatim in the training records, with their records and contributors."""
     from .engine import char_offsets
 

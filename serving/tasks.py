@@ -122,7 +122,7 @@ def chat_task(request_id: str, target: dict, messages: list[dict], sampling: dic
         }
         if use_adapter:
             index_dir, index = index_for(target)
-            done["attribution"] = services.attribution(
+            done["attribution"] = services.answer_spans(
                 index_dir=index_dir, index=index, tokenizer=engine.tokenizer, answer_ids=ids
             )
         services.chat_push(request_id=request_id, event=done)
