@@ -7,7 +7,7 @@ worded in ways never trained, steps, wall time, tokens/s and peak RSS.
     .venv/bin/python bench/learning.py --preset auto --set learning_rate=2e-3 --set epochs=8
 
 Each run is its own process, so its peak RSS is its own. The Datanet: 4 contributors, each teaching
-60 facts of its own kind (made-up things in a made-up realm, `attribution/synthetic.py`); 40 of the
+60 facts of its own kind (made-up things in a made-up realm, `testkit/synthetic.py`); 40 of the
 trained facts (10 a kind) are asked as trained and reworded.
 """
 
@@ -31,7 +31,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 def write_data(directory: Path, kinds: int, facts: int, asked: int, eval_fraction: float, seed: int) -> dict:
     """The Datanet export and the two probe sets: questions on trained facts, as trained and reworded."""
-    from attribution import synthetic
+    from testkit import synthetic
     from training import trainer
     from training.examples import split
 

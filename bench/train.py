@@ -162,7 +162,7 @@ def default_model() -> str:
     bundled = ROOT / "var" / "models" / "smollm2-135m-instruct"
     if (bundled / "model.safetensors").exists():
         return str(bundled)
-    from training.tiny import build_tiny_model
+    from testkit.tiny_model import build_tiny_model
 
     path = Path(tempfile.mkdtemp()) / "small"
     build_tiny_model(path, hidden_size=256, layers=4, heads=4, corpus=[" ".join(WORDS)] * 20, vocab_size=1024)

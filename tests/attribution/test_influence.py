@@ -1,7 +1,7 @@
 """Proofs that influence attribution finds who taught what: generated tasks, a canary, exact payouts.
 
 A tiny model is trained for real on a generated Datanet where each contributor teaches a different
-invented task (attribution.synthetic); the held-out questions ask the same facts in other words.
+invented task (testkit.synthetic); the held-out questions ask the same facts in other words.
 """
 
 import json
@@ -9,11 +9,13 @@ import json
 import numpy as np
 import pytest
 
-from attribution import influence, synthetic
+from attribution import influence
+from testkit import synthetic
+from testkit.ranks import auc, spearman
+from testkit.tiny_model import build_tiny_model
 from training import trainer
 from training.examples import collate, load_examples
 from training.modeling import load_model
-from training.tiny import build_tiny_model
 
 K = 4
 
@@ -86,7 +88,7 @@ def test_projected_gradients_keep_the_ranking(tmp_path):
     assert projected["gradient_bytes"] < exact["gradient_bytes"] / 4
     a = np.load(tmp_path / "exact" / "influence.npz")["datainf"].mean(axis=1)
     b = np.load(tmp_path / "projected" / "influence.npz")["datainf"].mean(axis=1)
-    assert influence.spearman(a, b) > 0.8
+    assert spearman(a, b) > 0.8
 
 
 def test_payouts_add_up_exactly_and_follow_the_shares():
@@ -101,10 +103,10 @@ def test_payouts_add_up_exactly_and_follow_the_shares():
 
 
 def test_rank_statistics():
-    assert influence.spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
-    assert influence.spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
-    assert influence.auc([0.9, 0.8, 0.1, 0.2], [True, True, False, False]) == 1.0
-    assert influence.auc([0.1, 0.2, 0.9, 0.8], [True, True, False, False]) == 0.0
+    assert spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
+    assert spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
+    assert auc([0.9, 0.8, 0.1, 0.2], [True, True, False, False]) == 1.0
+    assert auc([0.1, 0.2, 0.9, 0.8], [True, True, False, False]) == 0.0
 
 
 def test_per_example_gradients_add_up_to_the_batch_gradient(tmp_path):

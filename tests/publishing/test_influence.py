@@ -14,12 +14,12 @@ from django.core.management import call_command
 from django.urls import reverse
 
 from accounts.contributors import contributor_pseudonym
-from attribution import synthetic
 from attribution.verify import VerificationError, _check_influence
 from datanets import services as datanet_services
 from datanets.models import Record
 from publishing import services
 from publishing.models import Adapter
+from testkit import synthetic
 from tests.factories import DatanetFactory, MembershipFactory, UserFactory
 from tests.publishing.conftest import run_job
 from training.models import RecordInfluence

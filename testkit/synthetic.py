@@ -143,7 +143,7 @@ def question_accuracy(scores, record_contributors: list[str], question_contribut
     (top-1), and how well do record scores separate that contributor's records from the rest (AUC)."""
     import numpy as np
 
-    from .influence import auc
+    from testkit.ranks import auc
 
     names = sorted(set(record_contributors))
     owner = np.array(record_contributors)
