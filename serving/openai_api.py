@@ -80,33 +80,31 @@ def _chunk(completion_id: str, created: int, model: str, delta: dict, finish_rea
     return f"data: {json.dumps(body)}\n\n"
 
 
-@csrf_exempt
-@require_POST
-def chat_completions(request):
-    token, failure = _authenticate(request)
-    if failure:
-        return failure
-    try:
-        body = json.loads(request.body or b"{}")
-    except (ValueError, RecursionError):  # RecursionError: nested deeper than the parser goes
-        return error(400, "The request body is not JSON.")
+class _Refused(Exception):
+    """The request cannot be served as asked: carries the OpenAI-style error response."""
+
+    def __init__(self, response):
+        super().__init__()
+        self.response = response
+
+
+def _chat_request(body, token) -> tuple:
+    """The adapter, messages and sampling a request body asks for; raises _Refused with the error to send."""
     if not isinstance(body, dict) or not isinstance(body.get("model"), str):
-        return error(400, "Name the adapter to use in `model` (its slug; GET /v1/models lists them).", param="model")
+        raise _Refused(
+            error(400, "Name the adapter to use in `model` (its slug; GET /v1/models lists them).", param="model")
+        )
     try:
         adapter = policy.get_adapter_for_chat(token.user, body["model"], token=token)
     except Http404:
-        return error(
-            404,
-            f"The model {body['model']!r} does not exist or you do not have access to it.",
-            code="model_not_found",
-            param="model",
-        )
+        message = f"The model {body['model']!r} does not exist or you do not have access to it."
+        raise _Refused(error(404, message, code="model_not_found", param="model")) from None
     if body.get("n", 1) != 1:
-        return error(400, "Only n=1 is supported.", param="n")
+        raise _Refused(error(400, "Only n=1 is supported.", param="n"))
     try:
         messages = services.clean_messages(body.get("messages"))
     except ApplicationError as problem:
-        return error(400, problem.message, param="messages")
+        raise _Refused(error(400, problem.message, param="messages")) from None
     try:
         sampling = services.clean_sampling(
             temperature=body.get("temperature"),
@@ -114,43 +112,43 @@ def chat_completions(request):
             max_tokens=body.get("max_completion_tokens") or body.get("max_tokens"),
         )
     except ApplicationError as problem:
-        return error(400, problem.message)
-    try:
-        request_id = services.chat_start(
-            target=services.target_for_adapter(adapter), messages=messages, sampling=sampling, owner=f"token:{token.pk}"
-        )
-    except ApplicationError as busy:
-        status = busy.extra.get("status", 503)
-        response = error(
-            status,
-            busy.message,
-            "rate_limit_error" if status == 429 else "server_error",
-            "too_many_requests" if status == 429 else "overloaded",
-        )
-        response["Retry-After"] = "5"
-        return response
-    completion_id, created, model = f"chatcmpl-{request_id}", int(time.time()), adapter.slug
+        raise _Refused(error(400, problem.message)) from None
+    return adapter, messages, sampling
 
-    if body.get("stream"):
 
-        def stream():
-            yield _chunk(completion_id, created, model, {"role": "assistant", "content": ""})
-            for event in services.chat_events(request_id=request_id):
-                if event["type"] == "token":
-                    yield _chunk(completion_id, created, model, {"content": event["text"]})
-                elif event["type"] == "done":
-                    yield _chunk(
-                        completion_id, created, model, {}, event["finish_reason"], attribution=event.get("attribution")
-                    )
-                elif event["type"] == "error":  # "status" events (loading the model) are the page's only
-                    yield f"data: {json.dumps({'error': {'message': event['message'], 'type': 'server_error'}})}\n\n"
-            yield "data: [DONE]\n\n"
+def _busy(problem: ApplicationError):
+    status = problem.extra.get("status", 503)
+    response = error(
+        status,
+        problem.message,
+        "rate_limit_error" if status == 429 else "server_error",
+        "too_many_requests" if status == 429 else "overloaded",
+    )
+    response["Retry-After"] = "5"
+    return response
 
-        response = StreamingHttpResponse(stream(), content_type="text/event-stream")
-        response["Cache-Control"] = "no-cache"
-        response["X-Accel-Buffering"] = "no"  # proxies pass tokens on as they come
-        return response
 
+def _streamed(request_id: str, completion_id: str, created: int, model: str):
+    def stream():
+        yield _chunk(completion_id, created, model, {"role": "assistant", "content": ""})
+        for event in services.chat_events(request_id=request_id):
+            if event["type"] == "token":
+                yield _chunk(completion_id, created, model, {"content": event["text"]})
+            elif event["type"] == "done":
+                yield _chunk(
+                    completion_id, created, model, {}, event["finish_reason"], attribution=event.get("attribution")
+                )
+            elif event["type"] == "error":  # "status" events (loading the model) are the page's only
+                yield f"data: {json.dumps({'error': {'message': event['message'], 'type': 'server_error'}})}\n\n"
+        yield "data: [DONE]\n\n"
+
+    response = StreamingHttpResponse(stream(), content_type="text/event-stream")
+    response["Cache-Control"] = "no-cache"
+    response["X-Accel-Buffering"] = "no"  # proxies pass tokens on as they come
+    return response
+
+
+def _completed(request_id: str, completion_id: str, created: int, model: str):
     event = services.chat_complete(request_id=request_id)
     if event.get("type") != "done":
         return error(503, event.get("message", "The inference service failed."), "server_error")
@@ -172,3 +170,28 @@ def chat_completions(request):
             "attribution": event.get("attribution"),
         }
     )
+
+
+@csrf_exempt
+@require_POST
+def chat_completions(request):
+    token, failure = _authenticate(request)
+    if failure:
+        return failure
+    try:
+        body = json.loads(request.body or b"{}")
+    except (ValueError, RecursionError):  # RecursionError: nested deeper than the parser goes
+        return error(400, "The request body is not JSON.")
+    try:
+        adapter, messages, sampling = _chat_request(body, token)
+    except _Refused as refused:
+        return refused.response
+    try:
+        request_id = services.chat_start(
+            target=services.target_for_adapter(adapter), messages=messages, sampling=sampling, owner=f"token:{token.pk}"
+        )
+    except ApplicationError as problem:
+        return _busy(problem)
+    completion_id, created = f"chatcmpl-{request_id}", int(time.time())
+    respond = _streamed if body.get("stream") else _completed
+    return respond(request_id, completion_id, created, adapter.slug)
