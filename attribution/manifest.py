@@ -21,12 +21,15 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import io
 import json
 from collections import defaultdict
 from collections.abc import Iterable
+from itertools import groupby
 from pathlib import Path
+from typing import BinaryIO
 
-from datanets.merkle import merkle_root
+from datanets.merkle import MerkleBuilder, merkle_root
 
 SCHEMA = "modelfactory.manifest/v1"
 SIGNED_FILES = ("manifest.json", "manifest.sig", "signing_key.pem")
@@ -86,13 +89,36 @@ def contributor_summary(rows: Iterable[dict]) -> tuple[list[dict], dict]:
     return contributors, totals
 
 
+def contributor_summary_streamed(rows: Iterable[dict]) -> tuple[list[dict], dict]:
+    """``contributor_summary`` of rows that come grouped by contributor, each group in content-hash order:
+    one Merkle builder at a time, never the rows themselves (publishing streams them from the database)."""
+    contributors, total_tokens = [], 0
+    for contributor, group in groupby((row for row in rows if trained(row)), key=lambda row: row["contributor"]):
+        builder, tokens = MerkleBuilder(), 0
+        for row in group:
+            builder.add(row["content_hash"])
+            tokens += row["tokens"]
+        total_tokens += tokens
+        contributors.append(
+            {"id": contributor, "records": builder.count, "tokens": tokens, "merkle_root": builder.root()}
+        )
+    if len({c["id"] for c in contributors}) != len(contributors):
+        raise ValueError("rows must come grouped by contributor")
+    for contributor in contributors:
+        contributor["share_by_tokens"] = round(contributor["tokens"] / total_tokens, 6) if total_tokens else 0.0
+    contributors.sort(key=lambda c: (-c["tokens"], c["id"]))
+    return contributors, {"records": sum(c["records"] for c in contributors), "tokens": total_tokens}
+
+
 def build_manifest(
     *,
     adapter: dict,
     files: dict[str, Path],
     base_model: dict,
     datanets: list[dict],
-    records: list[dict],
+    contributors: list[dict],
+    totals: dict,
+    held_out: dict,
     handles: dict[str, str],
     training: dict,
     evaluation: dict,
@@ -100,10 +126,9 @@ def build_manifest(
     public_key_pem: bytes,
     influence: dict | None = None,
 ) -> dict:
-    """``files`` maps paths inside the zip to local files (records.jsonl included)."""
-    contributors, totals = contributor_summary(records)
-    for contributor in contributors:
-        contributor["handle"] = handles.get(contributor["id"])
+    """``files`` maps paths inside the zip to local files (records.jsonl included); ``contributors``,
+    ``totals`` and ``held_out`` summarise records.jsonl (``contributor_summary``, ``held_out_summary``)."""
+    contributors = [{**contributor, "handle": handles.get(contributor["id"])} for contributor in contributors]
     return {
         "schema": SCHEMA,
         "adapter": adapter,
@@ -115,7 +140,7 @@ def build_manifest(
         "datanets": datanets,
         "contributors": contributors,
         "totals": totals,
-        "held_out": held_out_summary(records),
+        "held_out": held_out,
         "influence": influence,
         "training": training,
         "evaluation": evaluation,
@@ -128,6 +153,23 @@ def sign(manifest: dict, private_key) -> bytes:
     return base64.b64encode(private_key.sign(canonical(manifest)))
 
 
+RECORDS_ORDER = ("datanet", "version", "content_hash")
+
+
+def records_jsonl_write(rows: Iterable[dict], handle: BinaryIO) -> int:
+    """Write records.jsonl from rows that already come in its order (datanet, version, content hash), one
+    row at a time, so a publish never holds the training set; returns how many rows it wrote."""
+    last, written = None, 0
+    for row in rows:
+        key = tuple(row[k] for k in RECORDS_ORDER)
+        if last is not None and key < last:
+            raise ValueError("records.jsonl rows must come sorted by datanet, version and content hash")
+        handle.write(canonical(row) + b"\n")
+        last, written = key, written + 1
+    return written
+
+
 def records_jsonl(rows: list[dict]) -> bytes:
-    ordered = sorted(rows, key=lambda r: (r["datanet"], r["version"], r["content_hash"]))
-    return b"".join(canonical(row) + b"\n" for row in ordered)
+    buffer = io.BytesIO()
+    records_jsonl_write(sorted(rows, key=lambda r: tuple(r[k] for k in RECORDS_ORDER)), buffer)
+    return buffer.getvalue()

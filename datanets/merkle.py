@@ -38,6 +38,38 @@ def merkle_root(hashes: Iterable[str]) -> str:
     return level[0].hex()
 
 
+class MerkleBuilder:
+    """``merkle_root`` of hashes fed one at a time in ascending order, holding one pending node per tree level
+    (about log2 n of them) instead of every leaf: a root over a stream of database rows."""
+
+    def __init__(self) -> None:
+        self.pending: list[bytes | None] = []  # pending[level]: a node waiting for its right sibling
+        self.last: str | None = None
+        self.count = 0
+
+    def add(self, hex_hash: str) -> None:
+        if self.last is not None and hex_hash < self.last:
+            raise ValueError("Merkle leaves must come in ascending order")
+        self.last, self.count = hex_hash, self.count + 1
+        node, level = _leaf(hex_hash), 0
+        while True:
+            if level == len(self.pending):
+                self.pending.append(None)
+            if self.pending[level] is None:
+                self.pending[level] = node
+                return
+            node, self.pending[level] = _node(self.pending[level], node), None
+            level += 1
+
+    def root(self) -> str:
+        """Each level's unpaired last node pairs with what was carried up from below, or is carried up itself."""
+        carried: bytes | None = None
+        for node in self.pending:
+            if node is not None:
+                carried = node if carried is None else _node(node, carried)
+        return carried.hex() if carried is not None else EMPTY_ROOT
+
+
 def inclusion_proof(hashes: Iterable[str], target: str) -> list[tuple[str, str]]:
     """The sibling path from ``target``'s leaf to the root: [(side, sibling hex)], side "L" or "R"."""
     ordered = sorted(hashes)

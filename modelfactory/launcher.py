@@ -81,7 +81,7 @@ def commands(var_dir, port: str) -> dict[str, list[str]]:
             "INFO",
         ],
         # The inference worker loads base models once and keeps them for its lifetime; threads let
-        # concurrent chats share one model (serving/engine.py interleaves their decoding steps).
+        # concurrent chats share one model (serving/engine.py decodes them in one batch, up to SERVING_MAX_BATCH).
         "inference worker": [
             *celery,
             "worker",
@@ -90,7 +90,7 @@ def commands(var_dir, port: str) -> dict[str, list[str]]:
             "--pool",
             "threads",
             "--concurrency",
-            "4",
+            "16",
             "--prefetch-multiplier",
             "1",
             "--loglevel",
@@ -145,7 +145,7 @@ def main() -> int:
     from modelfactory import embedded_redis
     from modelfactory.supervise import Supervisor
 
-    supervisor = Supervisor(log)
+    supervisor = Supervisor(log, adopt_orphans=True)
     stopping = threading.Event()
 
     def request_stop(*_):

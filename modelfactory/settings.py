@@ -86,6 +86,7 @@ INSTALLED_APPS = [
     "training",
     "publishing",
     "serving",
+    "ftapi",
     "axes",
 ]
 
@@ -290,6 +291,9 @@ SERVING_CACHE_DIR = Path(os.environ.get("SERVING_CACHE_DIR", VAR_DIR / "serving"
 SERVING_MAX_BASE_MODELS = int(os.environ.get("SERVING_MAX_BASE_MODELS", "1"))
 SERVING_MAX_ADAPTERS = int(os.environ.get("SERVING_MAX_ADAPTERS", "8"))
 SERVING_MAX_ADAPTER_BYTES = int(os.environ.get("SERVING_MAX_ADAPTER_BYTES", 1024 * 1024 * 1024))
+# Answers decoded together in one batch, and the bytes their KV cache may take (more wait their turn).
+SERVING_MAX_BATCH = int(os.environ.get("SERVING_MAX_BATCH", "16"))
+SERVING_MAX_CACHE_BYTES = int(os.environ.get("SERVING_MAX_CACHE_BYTES", 1024 * 1024 * 1024))
 SERVING_TIMEOUT_S = float(os.environ.get("SERVING_TIMEOUT_S", "120"))
 SERVING_MAX_TOKENS = int(os.environ.get("SERVING_MAX_TOKENS", "1024"))
 SERVING_DEFAULT_MAX_TOKENS = int(os.environ.get("SERVING_DEFAULT_MAX_TOKENS", "256"))

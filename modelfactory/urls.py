@@ -1,6 +1,7 @@
 from django.contrib import admin
 from django.urls import include, path
 
+from ftapi.api import api as v1_api
 from publishing.api import api
 
 from . import views
@@ -17,4 +18,5 @@ urlpatterns = [
     path("", include("publishing.urls")),
     path("", include("serving.urls")),
     path("api/v1/", api.urls),
+    path("v1/", v1_api.urls),  # files and fine-tuning jobs; /v1/models and chat are serving's
 ]

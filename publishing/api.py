@@ -136,10 +136,10 @@ def adapter_version(request, slug: str, version: int):
     return _adapter(request, slug, version)
 
 
-@api.get("/adapters/{slug}/versions/{version}/download", summary="The signed zip (scope: download)")
+@api.get("/adapters/{slug}/versions/{version}/download", summary="The signed zip (scope: download or train)")
 def adapter_download(request, slug: str, version: int):
     adapter = _adapter(request, slug, version)
-    if request.api_token.scope != ApiToken.Scope.DOWNLOAD:
+    if request.api_token.scope not in (ApiToken.Scope.DOWNLOAD, ApiToken.Scope.TRAIN):
         raise HttpError(403, "This token may read but not download; create one with the download scope.")
     handle = services.adapter_download_counted(adapter=adapter)
     return FileResponse(handle, as_attachment=True, filename=f"{adapter.slug}-v{adapter.version}.zip")

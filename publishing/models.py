@@ -1,4 +1,5 @@
-"""Published adapters (immutable; a new version supersedes), API tokens, contributor preferences."""
+"""Published adapters (immutable; a new version supersedes), publications in progress, API tokens, contributor
+preferences."""
 
 from django.conf import settings
 from django.db import models
@@ -37,6 +38,69 @@ class Adapter(models.Model):
         return f"{self.slug} v{self.version}"
 
 
+class Publication(models.Model):
+    """A request to publish a succeeded job as an adapter, and its progress. A task builds the signed zip; the
+    Adapter row appears only when everything is written, so a failed publication leaves nothing visible and
+    is retried in place. One publication of a job runs at a time."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Publishing"
+        SUCCEEDED = "succeeded", "Published"
+        FAILED = "failed", "Failed"
+
+    class Phase(models.TextChoices):
+        WAITING = "", "Waiting for a worker"
+        FILES = "files", "Copying the adapter files"
+        RECORDS = "records", "Writing records.jsonl"
+        MANIFEST = "manifest", "Summarising contributors and signing the manifest"
+        ZIP = "zip", "Zipping and storing the adapter"
+        SAVING = "saving", "Recording the adapter"
+
+    ACTIVE = (Status.QUEUED, Status.RUNNING)
+
+    job = models.ForeignKey("training.FineTuneJob", on_delete=models.CASCADE, related_name="publications")
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="+")
+    requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    name = models.CharField(max_length=200)
+    description = models.TextField(blank=True)
+    domain = models.CharField(max_length=100, blank=True)
+    visibility = models.CharField(max_length=10, choices=Adapter.Visibility.choices, default=Adapter.Visibility.TEAM)
+    influence_method = models.CharField(max_length=20, blank=True, help_text="Empty: the job's default method")
+    recomputed_from = models.PositiveIntegerField(null=True, blank=True, help_text="Re-attribution of this version")
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
+    phase = models.CharField(max_length=10, choices=Phase.choices, blank=True, default=Phase.WAITING)
+    rows_done = models.PositiveIntegerField(default=0)
+    rows_total = models.PositiveIntegerField(default=0)
+    error = models.TextField(blank=True)
+    adapter = models.OneToOneField(Adapter, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    progress_at = models.DateTimeField(null=True, blank=True, help_text="The task's last progress report")
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["job"],
+                condition=models.Q(status__in=["queued", "running"]),
+                name="publication_one_active_per_job",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"publication of job {self.job_id} as {self.name} ({self.status})"
+
+    @property
+    def finished(self) -> bool:
+        return self.status in (self.Status.SUCCEEDED, self.Status.FAILED)
+
+    @property
+    def percent(self) -> int:
+        return int(100 * self.rows_done / self.rows_total) if self.rows_total else 0
+
+
 class AdapterRecord(models.Model):
     """Which records went into which adapter: the contributor view and attribution queries read this."""
 
@@ -54,6 +118,7 @@ class ApiToken(models.Model):
     class Scope(models.TextChoices):
         READ = "read", "Read"
         DOWNLOAD = "download", "Read and download"
+        TRAIN = "train", "Read, download, upload files and fine-tune"
 
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens")
     team = models.ForeignKey(Team, null=True, blank=True, on_delete=models.CASCADE, related_name="api_tokens")

@@ -8,7 +8,7 @@ from datanets import policy as datanet_policy
 from datanets.models import AccessRequest, Datanet
 from training.models import FineTuneJob
 
-from .models import Adapter, AdapterRecord
+from .models import Adapter, AdapterRecord, Publication
 
 
 def can_view_adapter(user, adapter: Adapter) -> bool:
@@ -57,6 +57,17 @@ def publication_refusal(job: FineTuneJob, team, visibility: str) -> str | None:
             continue
         return f"{team.name} may not see {datanet.name}: publish this adapter under {datanet.team.name}."
     return None
+
+
+def get_publication_for_user(user, pk: int) -> Publication:
+    """A publication's progress page is for whoever requested it (and staff): the same 404 for missing and
+    forbidden. Its adapter, once published, is seen as any adapter is."""
+    publication = Publication.objects.select_related("job", "team", "adapter").filter(pk=pk).first()
+    if publication is None or not user.is_authenticated:
+        raise Http404("No such publication.")
+    if not (user.is_staff or publication.requested_by_id == user.pk):
+        raise Http404("No such publication.")
+    return publication
 
 
 def token_reaches_adapter(token, adapter: Adapter) -> bool:

@@ -8,6 +8,8 @@ urlpatterns = [
     path("adapters/<slug:slug>/v<int:version>/download/", views.adapter_download, name="adapter_download"),
     path("adapters/<slug:slug>/v<int:version>/rewards.csv", views.adapter_rewards, name="adapter_rewards"),
     path("jobs/<int:pk>/publish/", views.job_publish, name="job_publish"),
+    path("publications/<int:pk>/", views.publication_detail, name="publication_detail"),
+    path("publications/<int:pk>/retry/", views.publication_retry, name="publication_retry"),
     path("contributions/adapters/", views.my_adapter_contributions, name="my_adapter_contributions"),
     path("contributions/adapters/<slug:slug>/v<int:version>/", views.receipt_detail, name="receipt_detail"),
     path(

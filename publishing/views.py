@@ -1,4 +1,4 @@
-"""Adapter catalogue, adapter pages, browser downloads, publishing a job, API tokens."""
+"""Adapter catalogue, adapter pages, browser downloads, publishing a job and its progress, API tokens."""
 
 import csv
 from collections import Counter
@@ -11,6 +11,8 @@ from django.core.paginator import Paginator
 from django.http import FileResponse, Http404, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.utils.safestring import mark_safe
+from django.views.decorators.http import require_POST
+from django_htmx.http import HttpResponseStopPolling
 
 from accounts import contributors
 from accounts.models import Team
@@ -112,13 +114,37 @@ def job_publish(request, pk):
     form = PublishForm(request.POST or None, teams=teams, initial={"name": job.name})
     if request.method == "POST" and form.is_valid():
         try:
-            adapter = services.adapter_publish(job=job, by=request.user, **form.cleaned_data)
+            publication = services.publication_request(job=job, by=request.user, **form.cleaned_data)
         except ApplicationError as error:
             form.add_error(None, error.message)
         else:
-            messages.success(request, f"Published {adapter.name} version {adapter.version}.")
-            return redirect("adapter_detail", slug=adapter.slug, version=adapter.version)
+            return redirect("publication_detail", pk=publication.pk)
     return render(request, "publishing/publish.html", {"form": form, "job": job})
+
+
+@login_required
+def publication_detail(request, pk):
+    """A publication's progress, live while it runs (htmx polling), then its adapter or what went wrong."""
+    publication = policy.get_publication_for_user(request.user, pk)
+    context = {"publication": publication, "job": publication.job}
+    if request.htmx and request.GET.get("poll"):
+        response = render(request, "publishing/publication.html#live", context)
+        if publication.finished:
+            response = HttpResponseStopPolling(response.content)
+            response["HX-Refresh"] = "true"
+        return response
+    return render(request, "publishing/publication.html", context)
+
+
+@login_required
+@require_POST
+def publication_retry(request, pk):
+    publication = policy.get_publication_for_user(request.user, pk)
+    try:
+        services.publication_retry(publication=publication, by=request.user)
+    except ApplicationError as error:
+        messages.error(request, error.message)
+    return redirect("publication_detail", pk=publication.pk)
 
 
 @login_required

@@ -1,23 +1,29 @@
-"""Inference engine: one base model in memory, LoRA adapters hot-swapped on it, tokens streamed. No Django.
+"""Inference engine: one base model in memory, LoRA adapters on it, concurrent answers decoded together. No Django.
 
 Adapters are loaded into one peft ``PeftModel`` with ``load_adapter`` (removed with
-``delete_adapter``) and chosen per decoding step by setting the LoRA layers' active adapter, as
-``set_adapter`` does but without its walk over every module; base-model answers run with the
-adapter layers disabled. The loaded adapters form an
-LRU bounded by count and by bytes. Concurrent chats take turns one decoding step at a time under a
-lock (the active adapter is model-wide state), so a new chat's first token waits for one step of
-each other chat, not for their whole answers.
+``delete_adapter``); the loaded adapters form an LRU bounded by count and by bytes, and none is
+ever merged into the base. One decode loop thread (``batching.Scheduler``) runs every answer in
+progress: requests that arrive together are prefilled in one forward pass, then each decoding step
+is one forward pass for all running rows, each row with its own KV cache row, position and adapter.
+When all rows share an adapter (or none) the LoRA layers' active-adapter flags are set directly,
+as ``set_adapter`` does but without its walk over every module; when they differ, the base layers
+run once for the whole batch and ``lora_batch.MixedLora`` adds each row's own LoRA delta.
+``generate`` only reads its request's tokens from a queue.
 """
 
 from __future__ import annotations
 
 import os
+import queue
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
+
+from .batching import _END, Batch, Request, Scheduler
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 _UNKNOWN = object()
@@ -49,12 +55,28 @@ def _adapter_bytes(path: str) -> int:
     return sum(f.stat().st_size for f in Path(path).glob("*.safetensors"))
 
 
+def _token_bytes(model) -> int:
+    """Bytes one token takes in the KV cache: keys and values in every layer."""
+    config = model.config.get_text_config()
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
+    return 2 * config.num_hidden_layers * heads * head_dim * model.dtype.itemsize
+
+
 def _name(key: str) -> str:
     return "a_" + "".join(c if c.isalnum() else "_" for c in key)  # peft adapter names become module keys
 
 
 class Engine:
-    def __init__(self, base_model_path: str, *, max_adapters: int = 8, max_adapter_bytes: int = 2 << 30):
+    def __init__(
+        self,
+        base_model_path: str,
+        *,
+        max_adapters: int = 8,
+        max_adapter_bytes: int = 2 << 30,
+        max_batch: int = 16,
+        max_cache_bytes: int = 1 << 30,
+    ):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -75,6 +97,10 @@ class Engine:
         self.last_switch_s = 0.0
         self.layers = None  # the LoRA layers, found once per change of loaded adapters
         self.state = _UNKNOWN  # the adapter the layers are set to (None: disabled)
+        self.mixed = None  # lora_batch.MixedLora for the loaded adapters, built at the first mixed step
+        self.scheduler = Scheduler(
+            self, max_batch=max_batch, max_cache_tokens=max_cache_bytes // _token_bytes(self.base)
+        )
 
     # Adapters ---------------------------------------------------------------------------------
 
@@ -98,6 +124,9 @@ class Engine:
             self.loaded[name] = _adapter_bytes(adapter.path)
             self._evict(keep=name)
             self.layers, self.state = None, _UNKNOWN  # peft changed the layers and their flags
+            if self.mixed:
+                self.mixed.remove()
+            self.mixed = None
             return name
 
     def _evict(self, keep: str) -> None:
@@ -154,55 +183,114 @@ class Engine:
         sampling: Sampling | None = None,
         should_stop: Callable[[], bool] | None = None,
     ) -> Iterator[Token]:
-        """Yield the answer's tokens as they are generated (the end-of-turn token is not yielded)."""
+        """Yield the answer's tokens as they are generated (the end-of-turn token is not yielded).
+
+        The answer is decoded by the engine's decode loop, batched with the others running; this
+        iterator reads its tokens, checks ``should_stop`` between them, and cancels the request when
+        it stops early or is closed."""
+        import torch
+
+        sampling = sampling or Sampling()
+        with self.lock:  # the adapter counts as in use from here, so that no load evicts it before it runs
+            name = self.ensure_adapter(adapter) if adapter else None
+            if name:
+                self.in_use[name] = self.in_use.get(name, 0) + 1
+        generator = torch.Generator(device="cpu")
+        generator.manual_seed(sampling.seed if sampling.seed is not None else torch.seed())
+        request = Request(self.prompt_ids(messages), name, sampling, generator, queue.SimpleQueue())
+        self.scheduler.submit(request)
+        decoder = _Decoder(self.tokenizer)
+        try:
+            while not (should_stop is not None and should_stop()):
+                token = request.out.get()
+                if token is _END:
+                    return
+                if isinstance(token, BaseException):
+                    raise token
+                yield Token(token, decoder.push(token))
+        finally:
+            request.cancelled = True
+
+    # The decode loop's side (batching.Scheduler calls these from its thread) ---------------------
+
+    def prefill(self, requests: list[Request]):
+        """Run the requests' prompts in one forward pass (left-padded); each one's last logits, and their cache."""
         import torch
         from transformers import DynamicCache
 
-        sampling = sampling or Sampling()
-        name = self.ensure_adapter(adapter) if adapter else None
-        generator = torch.Generator(device="cpu")
-        generator.manual_seed(sampling.seed if sampling.seed is not None else torch.seed())
-        ids = self.prompt_ids(messages)
-        answer: list[int] = []
-        decoder = _Decoder(self.tokenizer)
+        longest = max(len(r.prompt) for r in requests)
+        pads = [longest - len(r.prompt) for r in requests]
+        inputs = {
+            "input_ids": torch.tensor(
+                [[0] * p + r.prompt for p, r in zip(pads, requests, strict=True)], device=self.device
+            )
+        }
+        if any(pads):
+            mask = torch.tensor([[0] * p + [1] * (longest - p) for p in pads], device=self.device)
+            inputs["attention_mask"], inputs["position_ids"] = mask, (mask.cumsum(-1) - 1).clamp(min=0)
         cache = DynamicCache()
-        step_input = torch.tensor([ids], device=self.device)
-        with self.lock:
-            if name:
-                self.in_use[name] = self.in_use.get(name, 0) + 1
-        try:
-            for _ in range(max(1, sampling.max_tokens)):
-                if should_stop is not None and should_stop():
-                    return
-                with self.lock, torch.inference_mode():
-                    model = self._activate(name)
-                    logits = model(input_ids=step_input, past_key_values=cache, use_cache=True).logits[0, -1]
-                token = _sample(logits.float(), sampling, generator)
-                if token in self.stop_ids:
-                    return
-                answer.append(token)
-                yield Token(token, decoder.push(token))
-                step_input = torch.tensor([[token]], device=self.device)
-        finally:
+        return self._forward([r.adapter for r in requests], inputs, cache), cache
+
+    def step(self, batch: Batch):
+        """One decoding step for every row of the batch, each row with its own adapter (or none)."""
+        return self._forward([r.adapter for r in batch.rows], batch.step_inputs(self.device), batch.cache)
+
+    def _forward(self, names: list[str | None], inputs: dict, cache):
+        """Each row's last logits; row i runs with adapter names[i] (None: the base model alone)."""
+        import torch
+
+        with self.lock, torch.inference_mode():
+            if len(set(names)) == 1:
+                model, rows = self._activate(names[0]), nullcontext()
+            else:
+                model, rows = self._mixed(names, inputs)
+            with rows:
+                out = model(**inputs, past_key_values=cache, use_cache=True, logits_to_keep=1)
+        return out.logits[:, -1]
+
+    def _mixed(self, names: list[str | None], inputs: dict):
+        """The model and context for rows on different adapters (None: the base model)."""
+        from .lora_batch import MixedLora
+
+        if self.mixed is None:
+            self.mixed = MixedLora.build(self.model, list(self.loaded)) or False
+        if self.mixed:
+            self.state = _UNKNOWN  # the block switches peft's own LoRA path off
+            return self.model, self.mixed.rows(names, self.device)
+        model = self._activate(next(n for n in names if n))  # enables the LoRA layers for peft's mixed batch
+        inputs["adapter_names"] = [n or "__base__" for n in names]
+        return model, nullcontext()
+
+    def pick(self, request: Request, logits) -> int:
+        return _sample(logits.float(), request.sampling, request.generator)
+
+    def release(self, request: Request) -> None:
+        if request.adapter:
             with self.lock:
-                if name:
-                    self.in_use[name] -= 1
+                self.in_use[request.adapter] -= 1
 
     def decode(self, ids: list[int]) -> str:
         return self.tokenizer.decode(ids, skip_special_tokens=True)
 
 
 def _sample(logits, sampling: Sampling, generator) -> int:
+    """Greedy at temperature 0, else nucleus sampling. The nucleus is found among the top k tokens, k
+    growing until they hold top_p of the mass: a full sort of the vocabulary takes milliseconds a row."""
     import torch
 
     if sampling.temperature <= 0:
         return int(torch.argmax(logits))
     probs = torch.softmax(logits / sampling.temperature, dim=-1)
-    if sampling.top_p < 1:
-        sorted_probs, order = torch.sort(probs, descending=True)
-        keep = torch.cumsum(sorted_probs, dim=-1) - sorted_probs < sampling.top_p
-        probs = torch.zeros_like(probs).scatter(0, order[keep], sorted_probs[keep])
-    return int(torch.multinomial(probs.cpu(), 1, generator=generator))
+    if sampling.top_p >= 1:
+        return int(torch.multinomial(probs.cpu(), 1, generator=generator))
+    k = min(64, probs.numel())
+    while True:
+        top, index = torch.topk(probs, k)
+        if k == probs.numel() or float(top.sum()) >= sampling.top_p:
+            break
+        k = min(k * 8, probs.numel())
+    keep = torch.cumsum(top, dim=-1) - top < sampling.top_p
+    return int(index[torch.multinomial((top * keep).cpu(), 1, generator=generator)])
 
 
 class _Decoder:

@@ -1,6 +1,7 @@
 """OpenAI-compatible endpoints at /v1/: `models` and `chat/completions` (with `stream: true` as
-server-sent events). ``model`` is an adapter's slug; authentication is the API tokens (Bearer mf_...).
-Answers carry an extra ``attribution`` field: the spans found verbatim in the training records."""
+server-sent events). ``model`` is an adapter's slug or a fine-tune job's ``fine_tuned_model``;
+authentication is the API tokens (Bearer mf_...). Answers carry an extra ``attribution`` field: the spans
+found verbatim in the training records."""
 
 import json
 import time
@@ -9,9 +10,12 @@ from django.http import Http404, JsonResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
+from ftapi import policy as ft_policy
+from ftapi import shapes as ft_shapes
 from modelfactory import ratelimit
 from modelfactory.exceptions import ApplicationError
 from publishing.services import token_authenticate
+from training.models import FineTuneJob
 
 from . import policy, services
 
@@ -45,6 +49,18 @@ def _authenticate(request):
     return token, None
 
 
+def _target(token, model: str) -> services.Target:
+    """An adapter's slug, or a fine-tune job's ``fine_tuned_model`` (ft:...:ftjob-N), which its owner
+    chats with as soon as it succeeds, before anyone publishes it."""
+    job_id = ft_shapes.job_id_of_model(model)
+    if job_id is None:
+        return services.target_for_adapter(policy.get_adapter_for_chat(token.user, model, token=token))
+    job = ft_policy.get_job_for_token(token, job_id)
+    if ft_shapes.fine_tuned_model(job) != model:
+        raise Http404("No such model.")
+    return services.target_for_job(job)
+
+
 @require_GET
 def models(request):
     token, failure = _authenticate(request)
@@ -63,6 +79,16 @@ def models(request):
                 "owned_by": adapter.team.slug,
                 "version": adapter.version,
                 "base_model": adapter.base_model.name,
+            }
+        )
+    for job in ft_policy.jobs_for_token(token).filter(status=FineTuneJob.Status.SUCCEEDED)[:100]:
+        data.append(
+            {
+                "id": ft_shapes.fine_tuned_model(job),
+                "object": "model",
+                "created": ft_shapes.unix(job.finished_at),
+                "owned_by": ft_shapes.organization(job),
+                "base_model": job.base_model.name,
             }
         )
     return JsonResponse({"object": "list", "data": data})
@@ -89,14 +115,14 @@ class _Refused(Exception):
 
 
 def _chat_request(body, token) -> tuple:
-    """The adapter, messages and sampling a request body asks for; raises _Refused with the error to send."""
+    """The target, messages and sampling a request body asks for; raises _Refused with the error to send."""
     if not isinstance(body, dict) or not isinstance(body.get("model"), str):
         raise _Refused(
             error(400, "Name the adapter to use in `model` (its slug; GET /v1/models lists them).", param="model")
         )
     try:
-        adapter = policy.get_adapter_for_chat(token.user, body["model"], token=token)
-    except Http404:
+        target = _target(token, body["model"])
+    except (Http404, ApplicationError):
         message = f"The model {body['model']!r} does not exist or you do not have access to it."
         raise _Refused(error(404, message, code="model_not_found", param="model")) from None
     if body.get("n", 1) != 1:
@@ -113,7 +139,7 @@ def _chat_request(body, token) -> tuple:
         )
     except ApplicationError as problem:
         raise _Refused(error(400, problem.message)) from None
-    return adapter, messages, sampling
+    return target, messages, sampling
 
 
 def _busy(problem: ApplicationError):
@@ -183,15 +209,13 @@ def chat_completions(request):
     except (ValueError, RecursionError):  # RecursionError: nested deeper than the parser goes
         return error(400, "The request body is not JSON.")
     try:
-        adapter, messages, sampling = _chat_request(body, token)
+        target, messages, sampling = _chat_request(body, token)
     except _Refused as refused:
         return refused.response
     try:
-        request_id = services.chat_start(
-            target=services.target_for_adapter(adapter), messages=messages, sampling=sampling, owner=f"token:{token.pk}"
-        )
+        request_id = services.chat_start(target=target, messages=messages, sampling=sampling, owner=f"token:{token.pk}")
     except ApplicationError as problem:
         return _busy(problem)
     completion_id, created = f"chatcmpl-{request_id}", int(time.time())
     respond = _streamed if body.get("stream") else _completed
-    return respond(request_id, completion_id, created, adapter.slug)
+    return respond(request_id, completion_id, created, body["model"])

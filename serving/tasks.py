@@ -1,7 +1,8 @@
 """Celery tasks of serving: answers on the "inference" queue's long-lived worker, span indexes on "default".
 
-The inference worker keeps its engines (one per base model, adapters hot-swapped on it) and span
-indexes in this process for its lifetime; it runs with a thread pool so chats share one model.
+The inference worker keeps its engines (one per base model, adapters on it) and span indexes in this
+process for its lifetime; it runs with a thread pool, one thread per answer reading its tokens, while
+the engine's decode loop decodes all of them together.
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ def engine_for(base_model_path: str):
             base_model_path,
             max_adapters=settings.SERVING_MAX_ADAPTERS,
             max_adapter_bytes=settings.SERVING_MAX_ADAPTER_BYTES,
+            max_batch=settings.SERVING_MAX_BATCH,
+            max_cache_bytes=settings.SERVING_MAX_CACHE_BYTES,
         )
         _engines[base_model_path] = engine
         return engine

@@ -21,6 +21,18 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="session", autouse=True)
+def fast_password_hashing():
+    """Passwords hash in microseconds, not 0.2 s each (Django's advice for test suites): every user a test
+    makes and every log-in would otherwise pay for PBKDF2's million rounds. Log-in checks are unchanged."""
+    from django.conf import settings
+    from django.contrib.auth.hashers import get_hashers
+
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+    get_hashers.cache_clear()
+    yield
+
+
+@pytest.fixture(scope="session", autouse=True)
 def redis_server():
     """The embedded redis-server, unless REDIS_URL names a running one."""
     if os.environ.get("REDIS_URL"):
@@ -147,3 +159,23 @@ def page(browser):
     page = context.new_page()
     yield page
     context.close()
+
+
+# The database pass ------------------------------------------------------------------------------
+DATABASE_FIXTURES = {"db", "transactional_db", "live_server"}
+
+
+def uses_servers(item) -> bool:
+    """Whether a test touches the database or the cache/broker, directly or through its fixtures."""
+    return bool(DATABASE_FIXTURES & set(item.fixturenames)) or item.get_closest_marker("django_db") is not None
+
+
+def pytest_collection_modifyitems(config, items):
+    """TESTS_SERVERS_ONLY=1 (CI's second pass, on PostgreSQL and a Redis server): only the tests whose outcome
+    can depend on which database and Redis run; the rest (pure ML, the launcher on its own embedded parts)
+    ran on the first pass unchanged."""
+    if os.environ.get("TESTS_SERVERS_ONLY") != "1":
+        return
+    kept = [item for item in items if uses_servers(item)]
+    config.hook.pytest_deselected(items=[item for item in items if not uses_servers(item)])
+    items[:] = kept

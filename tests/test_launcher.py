@@ -48,6 +48,12 @@ def session_processes(session: int, marker: str) -> list[int]:
     return found
 
 
+def survivors(session: int) -> list[str]:
+    """The command lines of the processes still in the launcher's session."""
+    return [(Path("/proc") / str(pid) / "cmdline").read_bytes().replace(b"\0", b" ").decode()[:200]
+            for pid in session_processes(session, "")]  # fmt: skip
+
+
 def child_pid(parent: int, marker: str) -> int:
     """The launcher's direct child whose command line holds ``marker`` (not a worker's pool processes)."""
     for stat in Path("/proc").glob("[0-9]*/stat"):
@@ -124,7 +130,7 @@ def test_run_comes_up_green_stops_on_ctrl_c_and_reuses_what_exists(tmp_path):
         first.ctrl_c()
     assert health["status"] == "ok"
     assert health["checks"]["database"] == health["checks"]["base_models"] == {"status": "up"}  # detail: staff only
-    assert not group_alive(first.process.pid), "a process outlived Ctrl-C"
+    assert not group_alive(first.process.pid), f"outlived Ctrl-C: {survivors(first.process.pid)}"
     assert "username: admin    password: " in first.output
     assert (var_dir / "modelfactory.sqlite3").exists()
     model_dir = var_dir / "models" / "smollm2-135m-instruct"

@@ -51,3 +51,25 @@ def test_uploads_and_fine_tunes_have_their_own_workers_and_one_beat(tmp_path):
     assert not any("--beat" in command or "-B" in command for command in started.values())
     assert [name for name, command in started.items() if "beat" in command] == ["beat"]
     assert "--pidfile" in started["beat"]  # a second beat refuses to start while this one lives
+
+
+ORPHANS = """
+import os, signal, subprocess, sys, time
+from modelfactory.supervise import Supervisor
+supervisor = Supervisor(print, backoff_s=60, adopt_orphans=True)
+# A parent with a child of its own, like a Celery worker with its pool.
+parent = supervisor.add("parent", lambda: subprocess.Popen(["sh", "-c", "sleep 600 & echo $!; wait"], stdout=subprocess.PIPE))
+grandchild = int(parent.process.stdout.readline())
+os.kill(parent.process.pid, signal.SIGKILL)
+parent.process.wait()
+time.sleep(0.2)  # the orphan is handed to us
+supervisor.poll()
+print("orphan alive" if os.path.exists(f"/proc/{grandchild}") else "orphan gone")
+"""
+
+
+def test_a_killed_childs_own_children_do_not_outlive_it():
+    # In a process of its own: the test process must not become a subreaper of pytest's other children.
+    out = subprocess.run([sys.executable, "-c", ORPHANS], capture_output=True, text=True, timeout=60, check=True)
+    assert "parent exited with -9" in out.stdout
+    assert out.stdout.strip().endswith("orphan gone"), out.stdout + out.stderr

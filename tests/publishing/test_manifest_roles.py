@@ -4,7 +4,7 @@ checked as uploaded, the base model by its catalogue name, a model card escaped 
 import json
 import zipfile
 
-from publishing import services
+from publishing import publish, services
 from tests.publishing.test_publish_verify import download_with_token, manifest_rows, verify
 
 
@@ -60,4 +60,4 @@ def test_the_zip_names_the_base_model_and_escapes_the_card_for_markdown(client, 
 
 def test_the_code_version_baked_into_an_image_is_what_manifests_sign(settings):
     settings.CODE_VERSION = "0123abc"  # the image's MF_CODE_VERSION: it has no .git to ask
-    assert services.code_version() == "0123abc"
+    assert publish.code_version() == "0123abc"

@@ -1,6 +1,7 @@
-"""The engine on the tiny model: hot-swapped adapters answer exactly as peft + transformers generate does."""
+"""The engine on the tiny model: adapters, alone or batched together, answer exactly as peft + generate does."""
 
 import threading
+import time
 
 import pytest
 import torch
@@ -27,19 +28,20 @@ def adapters(tiny_model_dir, tmp_path_factory):
     return out
 
 
-def reference(tiny_model_dir, adapter):
+def reference(tiny_model_dir, adapter, messages=MESSAGES):
     """Plain transformers generate, with peft, greedy."""
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
     if adapter:
         model = PeftModel.from_pretrained(model, adapter.path)
-    inputs = tokenizer.apply_chat_template(MESSAGES, add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    inputs = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)
     out = model.generate(**inputs, max_new_tokens=12, do_sample=False, eos_token_id=tokenizer.eos_token_id)
     return out[0][inputs["input_ids"].shape[1] :].tolist()
 
 
-def ids(engine, adapter=None, sampling=GREEDY):
-    return [token.id for token in engine.generate(MESSAGES, adapter=adapter, sampling=sampling)]
+def ids(engine, adapter=None, sampling=GREEDY, messages=MESSAGES, should_stop=None):
+    tokens = engine.generate(messages, adapter=adapter, sampling=sampling, should_stop=should_stop)
+    return [token.id for token in tokens]
 
 
 def test_hot_swapped_adapters_answer_like_transformers_generate(tiny_model_dir, adapters):
@@ -92,3 +94,59 @@ def test_sampling_is_reproducible_with_a_seed(tiny_model_dir, adapters):
     engine = Engine(str(tiny_model_dir))
     sampling = Sampling(temperature=1.0, top_p=0.9, max_tokens=10, seed=7)
     assert ids(engine, adapters[0], sampling) == ids(engine, adapters[0], sampling)
+
+
+QUESTIONS = [[{"role": "user", "content": text}] for text in ("Hi", "Name a fruit.", "What is two plus two, please?")]
+
+
+def run_together(engine, chats):
+    """Queue every chat before any starts, so that they decode in one batch; each chat's token ids."""
+    results = [None] * len(chats)
+
+    def chat(i, adapter, messages, should_stop):
+        results[i] = ids(engine, adapter, messages=messages, should_stop=should_stop)
+
+    threads = [threading.Thread(target=chat, args=(i, *c)) for i, c in enumerate(chats)]
+    with engine.scheduler.hold():
+        for thread in threads:
+            thread.start()
+        while len(engine.scheduler.waiting) < len(chats):
+            time.sleep(0.01)
+    for thread in threads:
+        thread.join()
+    return results
+
+
+@pytest.mark.parametrize("path", ["stacked", "peft"])
+def test_chats_on_different_adapters_decode_in_one_batch_like_generate(tiny_model_dir, adapters, path):
+    """Three adapters, one twice, and the base model in one batch, prompts of different lengths; one chat stops
+    early. The batch is stepped with the engine's stacked LoRA weights, or with peft's mixed adapter batches."""
+    engine = Engine(str(tiny_model_dir))
+    for adapter in adapters:
+        engine.ensure_adapter(adapter)
+    if path == "peft":
+        engine.mixed = False
+    seen = []
+
+    def stop_after_two():
+        seen.append(1)
+        return len(seen) > 2
+
+    chats = [(adapters[0], QUESTIONS[0], None), (adapters[1], QUESTIONS[1], None), (None, QUESTIONS[2], None),
+             (adapters[2], QUESTIONS[1], None), (adapters[0], QUESTIONS[2], None),
+             (adapters[1], QUESTIONS[0], stop_after_two)]  # fmt: skip
+    expected = [reference(tiny_model_dir, adapter, messages) for adapter, messages, _ in chats]
+    assert len({tuple(e) for e in expected[:5]}) == 5  # so that a row given another's adapter would show
+    expected[-1] = expected[-1][:2]
+    assert run_together(engine, chats) == expected
+    assert engine.scheduler.most_rows == len(chats)
+    assert not any(engine.in_use.values())  # every row left the batch
+    assert ids(engine, adapters[2], messages=QUESTIONS[1]) == expected[3]  # and the engine goes on alone
+
+
+def test_batch_is_bounded_and_queued_chats_wait_their_turn(tiny_model_dir, adapters):
+    engine = Engine(str(tiny_model_dir), max_batch=2)
+    chats = [(adapters[i % 3], QUESTIONS[i % 3], None) for i in range(5)]
+    expected = [reference(tiny_model_dir, adapter, messages) for adapter, messages, _ in chats]
+    assert run_together(engine, chats) == expected
+    assert engine.scheduler.most_rows == 2

@@ -19,7 +19,11 @@ def openai_client(live_server, secret):
 def test_openai_client_streams_an_attributed_answer(live_server, chat_adapter, trainer_user, inference_worker_process):
     _, secret = services.token_create(user=trainer_user, name="app", scope="read")
     client = openai_client(live_server, secret)
-    assert [model.id for model in client.models.list().data] == ["codes-expert"]
+    # The published adapter, and the job it came from by its fine_tuned_model name (its owner's token).
+    assert [m.id for m in client.models.list().data] == [
+        "codes-expert",
+        f"ft:tiny-llama:builder::ftjob-{chat_adapter.job_id}",
+    ]
 
     stream = client.chat.completions.create(
         model="codes-expert", messages=[{"role": "user", "content": "What does code 5 mean?"}], stream=True,

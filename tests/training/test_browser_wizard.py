@@ -61,6 +61,8 @@ def test_walk_the_wizard_and_watch_the_run(live_server, celery_worker_process, p
     page.get_by_role("link", name="Publish as an adapter").click()
     page.get_by_label("Team").select_option(label=team.name)
     page.get_by_role("button", name="Publish").click()
+    page.wait_for_url("**/publications/*/")  # the worker publishes; the progress page reloads when it is done
+    page.locator("#publication-adapter").get_by_role("link", name="Codes expert v1").click(timeout=120_000)
     page.wait_for_url("**/adapters/codes-expert/v1/")
     assert page.locator("#influence-method").inner_text() == "datainf"
     assert page.locator("td.influence-share").count() == 1

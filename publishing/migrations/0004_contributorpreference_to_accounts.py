@@ -5,7 +5,7 @@ from django.db import migrations
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("publishing", "0001_initial"),
+        ("publishing", "0003_publication"),
     ]
 
     operations = [
