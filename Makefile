@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test browser lint bench-health clean
+.PHONY: setup run test browser lint clean
 
 setup: $(STAMP)
 

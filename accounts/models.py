@@ -1,4 +1,4 @@
-"""Teams, their members with roles, and invitations by username."""
+"""Teams, their members with roles, invitations by username, and contributors' naming preference."""
 
 from django.conf import settings
 from django.db import models
@@ -62,3 +62,18 @@ class Invitation(models.Model):
 
     def __str__(self) -> str:
         return f"{self.user} to {self.team} ({self.status})"
+
+
+class ContributorPreference(models.Model):
+    """Whether manifests name a contributor by username (their consent) or by pseudonym."""
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="contributor_preference"
+    )
+    show_handle = models.BooleanField(default=False, help_text="Name me by my username in manifests")
+
+    class Meta:
+        db_table = "publishing_contributorpreference"  # created by publishing's first migration; moved here
+
+    def __str__(self) -> str:
+        return f"{self.user}: {'handle' if self.show_handle else 'pseudonym'}"

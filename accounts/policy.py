@@ -45,6 +45,15 @@ def get_invitation_for_user(user, pk: int) -> Invitation:
     return invitation
 
 
+def teams_managed_by(user):
+    """The teams this user manages (all of them for site staff)."""
+    if not user.is_authenticated:
+        return Team.objects.none()
+    if user.is_staff:
+        return Team.objects.all()
+    return Team.objects.filter(memberships__user=user, memberships__role__in=MANAGER_ROLES)
+
+
 def teams_for_user(user):
     if not user.is_authenticated:
         return Team.objects.none()

@@ -110,8 +110,17 @@ class GradientCapture:
             handle.remove()
 
 
-def gradients(model, examples: list, *, capture: GradientCapture, batch_size: int, pad_id: int, device: str,
-              per_token: bool, progress: Callable[[int], None] | None = None) -> list:  # fmt: skip
+def gradients(
+    model,
+    examples: list,
+    *,
+    capture: GradientCapture,
+    batch_size: int,
+    pad_id: int,
+    device: str,
+    per_token: bool,
+    progress: Callable[[int], None] | None = None,
+) -> list:
     """Per-module matrices [len(examples), dim] of per-example gradients (kept on the CPU)."""
     import torch
 
@@ -143,8 +152,7 @@ def tracin_scores(train: list[np.ndarray], held_out: list[np.ndarray], learning_
     return learning_rate * sum(g @ v.T for g, v in zip(train, held_out, strict=True))
 
 
-def datainf_scores(train: list[np.ndarray], held_out: list[np.ndarray], damping: float,
-                   sizes: list[int]) -> np.ndarray:  # fmt: skip
+def datainf_scores(train: list[np.ndarray], held_out: list[np.ndarray], damping: float, sizes: list[int]) -> np.ndarray:
     """S[i, j] = sum_l v_jl^T (1 / (n lambda_l)) sum_k (I - g_kl g_kl^T / (lambda_l + |g_kl|^2)) g_il."""
     n = train[0].shape[0]
     total = np.zeros((n, held_out[0].shape[0]), dtype=np.float64)
@@ -207,9 +215,18 @@ class InfluenceResult:
     gradient_bytes: int
 
 
-def compute(model, train_examples: list, held_out: list, contributors: list[str], *, pad_id: int, device: str,
-            learning_rate: float, config: InfluenceConfig | None = None,
-            progress: Callable[[int, int], None] | None = None) -> InfluenceResult:  # fmt: skip
+def compute(
+    model,
+    train_examples: list,
+    held_out: list,
+    contributors: list[str],
+    *,
+    pad_id: int,
+    device: str,
+    learning_rate: float,
+    config: InfluenceConfig | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> InfluenceResult:
     """Scores of ``train_examples`` (trainer Examples) on the held-out examples' loss."""
     config = config or InfluenceConfig()
     config.validate()
@@ -257,39 +274,6 @@ def compute(model, train_examples: list, held_out: list, contributors: list[str]
     }
     gradient_bytes = sum(g.nbytes for g in train) + sum(v.nbytes for v in questions)
     return InfluenceResult(scores, tables, parameters, time.monotonic() - started, gradient_bytes)
-
-
-# Evaluation helpers for the proofs (tests, benchmark) ------------------------------------------------
-
-
-def rank(values: np.ndarray) -> np.ndarray:
-    """Average ranks (1-based), ties shared."""
-    values = np.asarray(values, dtype=float)
-    order = values.argsort(kind="mergesort")
-    ranks = np.empty(len(values))
-    ranks[order] = np.arange(1, len(values) + 1)
-    for value in np.unique(values):
-        tied = values == value
-        if tied.sum() > 1:
-            ranks[tied] = ranks[tied].mean()
-    return ranks
-
-
-def spearman(a, b) -> float:
-    ra, rb = rank(a), rank(b)
-    if ra.std() == 0 or rb.std() == 0:
-        return 0.0
-    return float(np.corrcoef(ra, rb)[0, 1])
-
-
-def auc(scores, positive) -> float:
-    """Probability that a positive outranks a negative (Mann-Whitney U)."""
-    scores, positive = np.asarray(scores, dtype=float), np.asarray(positive, dtype=bool)
-    n_pos, n_neg = positive.sum(), (~positive).sum()
-    if n_pos == 0 or n_neg == 0:
-        return float("nan")
-    ranks = rank(scores)
-    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
 def payouts(amount_cents: int, shares: dict[str, float]) -> dict[str, int]:

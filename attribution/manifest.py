@@ -58,8 +58,11 @@ def trained(row: dict) -> bool:
 def held_out_summary(rows: Iterable[dict]) -> dict:
     """The records that only evaluated the adapter: how many, their tokens and their Merkle root."""
     held = [row for row in rows if not trained(row)]
-    return {"records": len(held), "tokens": sum(row["tokens"] for row in held),
-            "merkle_root": merkle_root(row["content_hash"] for row in held)}  # fmt: skip
+    return {
+        "records": len(held),
+        "tokens": sum(row["tokens"] for row in held),
+        "merkle_root": merkle_root(row["content_hash"] for row in held),
+    }
 
 
 def contributor_summary(rows: Iterable[dict]) -> tuple[list[dict], dict]:
@@ -96,8 +99,9 @@ def contributor_summary_streamed(rows: Iterable[dict]) -> tuple[list[dict], dict
             builder.add(row["content_hash"])
             tokens += row["tokens"]
         total_tokens += tokens
-        contributors.append({"id": contributor, "records": builder.count, "tokens": tokens,
-                             "merkle_root": builder.root()})  # fmt: skip
+        contributors.append(
+            {"id": contributor, "records": builder.count, "tokens": tokens, "merkle_root": builder.root()}
+        )
     if len({c["id"] for c in contributors}) != len(contributors):
         raise ValueError("rows must come grouped by contributor")
     for contributor in contributors:

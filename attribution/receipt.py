@@ -119,6 +119,8 @@ def verify_receipt(receipt: dict, *, public_key_pem: bytes | None = None) -> Non
     if total and abs(contributor["share_by_tokens"] - round(tokens / total, 6)) > 1e-6:
         raise ReceiptError(6, "the token share does not follow from the tokens")
     influence = receipt.get("influence")
-    if influence and not (influence["share_ci"][0] - 1e-6 <= influence["share"] <= influence["share_ci"][1] + 1e-6
-                          or influence["share"] == 0):  # fmt: skip
+    if influence and not (
+        influence["share_ci"][0] - 1e-6 <= influence["share"] <= influence["share_ci"][1] + 1e-6
+        or influence["share"] == 0
+    ):
         raise ReceiptError(6, "the influence share lies outside its interval")

@@ -214,8 +214,15 @@ def prove_record(report: Report, record) -> dict:
     proof = inclusion_proof(hashes, target)
     if not verify_inclusion(target, proof, version["merkle_root"]):
         raise VerificationError(7, f"record {target}: its inclusion proof does not reach the version's root")
-    return {"content_hash": target, "datanet": row["datanet"], "version": row["version"], "contributor": row["contributor"],
-            "merkle_root": version["merkle_root"], "proof": proof, "role": row.get("role", "training")}  # fmt: skip
+    return {
+        "content_hash": target,
+        "datanet": row["datanet"],
+        "version": row["version"],
+        "contributor": row["contributor"],
+        "merkle_root": version["merkle_root"],
+        "proof": proof,
+        "role": row.get("role", "training"),
+    }
 
 
 def check_receipt(receipt: dict, *, public_key_pem: bytes | None = None, zip_path=None, record: dict | None = None):
@@ -244,10 +251,12 @@ def _main_receipt(args, pinned: bytes | None) -> None:
     record = json.loads(Path(args.record).read_text(encoding="utf-8")) if args.record else None
     row = check_receipt(receipt, public_key_pem=pinned, zip_path=args.zip, record=record)
     c, a = receipt["contributor"], receipt["adapter"]
-    print(f"OK receipt for {c['id']} in {a['slug']} v{a['version']} (manifest sha256 {receipt['manifest_sha256'][:16]}…): "
-          f"signature valid, {len(receipt['records'])} records each proven in its Datanet version "
-          f"({c['records']} trained the adapter), {c['tokens']} training tokens, "
-          f"token share {c['share_by_tokens']}" + (", matches the zip" if args.zip else ""))  # fmt: skip
+    print(
+        f"OK receipt for {c['id']} in {a['slug']} v{a['version']} (manifest sha256 {receipt['manifest_sha256'][:16]}…): "
+        f"signature valid, {len(receipt['records'])} records each proven in its Datanet version "
+        f"({c['records']} trained the adapter), {c['tokens']} training tokens, "
+        f"token share {c['share_by_tokens']}" + (", matches the zip" if args.zip else "")
+    )
     if row is not None:
         print(f"INCLUDED record {row['content_hash']} in {row['datanet']} v{row['version']} ({row['use']})")
         print(json.dumps(row["proof"]))
@@ -269,17 +278,21 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         report = verify_zip(args.zip, public_key_pem=pinned)
         m = report.manifest
-        print(f"OK {m['adapter']['slug']} v{m['adapter']['version']}: signature valid (key sha256 {report.public_key_sha256[:16]}…), "
-              f"{report.checked_files} files match, {m['totals']['records']} training records from {len(m['contributors'])} contributors "
-              f"and {m.get('held_out', {}).get('records', 0)} held-out records consistent")  # fmt: skip
+        print(
+            f"OK {m['adapter']['slug']} v{m['adapter']['version']}: signature valid (key sha256 {report.public_key_sha256[:16]}…), "
+            f"{report.checked_files} files match, {m['totals']['records']} training records from {len(m['contributors'])} contributors "
+            f"and {m.get('held_out', {}).get('records', 0)} held-out records consistent"
+        )
         if m.get("influence"):
             top = ", ".join(f"{c['id']} {c['share']:.3f}" for c in m["influence"]["contributors"][:5])
             print(f"INFLUENCE by {m['influence']['method']}: {top}")
         if args.record:
             record = json.loads(Path(args.record).read_text(encoding="utf-8"))
             proof = prove_record(report, record)
-            where = (f"record {proof['content_hash']} in {proof['datanet']} v{proof['version']} "
-                     f"(contributor {proof['contributor']}), root {proof['merkle_root']}")  # fmt: skip
+            where = (
+                f"record {proof['content_hash']} in {proof['datanet']} v{proof['version']} "
+                f"(contributor {proof['contributor']}), root {proof['merkle_root']}"
+            )
             if proof["role"] == "evaluation":
                 print(f"HELD OUT {where}: it evaluated the adapter and did not train it")
                 print(json.dumps(proof["proof"]))

@@ -4,7 +4,7 @@
     .venv/bin/python bench/influence.py --k 6 --seeds 2
     .venv/bin/python bench/influence.py --cost-on var/models/smollm2-135m-instruct --epochs 1
 
-For each data seed: a tiny model (attribution.synthetic's tasks, one per contributor) is trained for
+For each data seed: a tiny model (testkit.synthetic's tasks, one per contributor) is trained for
 real with attribution on, then retrained once without each contributor (leave-one-contributor-out,
 LOO) under each training seed. Prints, per method:
 - top-1 accuracy and AUC: for each held-out question, does the contributor who taught its task have
@@ -34,9 +34,14 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import numpy as np  # noqa: E402
 
-from attribution import influence, synthetic  # noqa: E402
+from attribution import influence  # noqa: E402
+from testkit import synthetic  # noqa: E402
+from testkit.ranks import spearman  # noqa: E402
+from testkit.tiny_model import build_tiny_model  # noqa: E402
 from training import trainer  # noqa: E402
-from training.tiny import build_tiny_model  # noqa: E402
+from training.evaluation import evaluate_loss  # noqa: E402
+from training.examples import load_examples  # noqa: E402
+from training.modeling import load_model  # noqa: E402
 
 
 def config_for(model_dir: Path, seed: int, epochs: float, methods: list[str]) -> trainer.TrainConfig:
@@ -50,10 +55,10 @@ def per_question_loss(config: trainer.TrainConfig, adapter_dir: Path, questions:
     from peft import set_peft_model_state_dict
     from safetensors.torch import load_file
 
-    model, tokenizer, _ = trainer.load_model(config)
+    model, tokenizer, _ = load_model(config)
     set_peft_model_state_dict(model, load_file(str(adapter_dir / "adapter_model.safetensors")))
-    examples = trainer.load_examples(tokenizer, questions, config.max_seq_length)
-    return np.array([trainer.evaluate_loss(model, [e], 1, "cpu") for e in examples])
+    examples = load_examples(tokenizer, questions, config.max_seq_length)
+    return np.array([evaluate_loss(model, [e], 1, "cpu") for e in examples])
 
 
 def without(train_path: Path, contributor: str, target: Path) -> Path:
@@ -102,8 +107,8 @@ def run_seed(k: int, seed: int, train_seeds: int, epochs: float, work: Path) -> 
         accuracy = synthetic.question_accuracy(s, contributors, owners)
         result["methods"][method] = {
             **accuracy,
-            "spearman_pairs": influence.spearman(per_contributor[method].ravel(), truth.ravel()),
-            "spearman_contributors": influence.spearman(per_contributor[method].mean(axis=1), truth.mean(axis=1)),
+            "spearman_pairs": spearman(per_contributor[method].ravel(), truth.ravel()),
+            "spearman_contributors": spearman(per_contributor[method].mean(axis=1), truth.mean(axis=1)),
         }
 
     # The canary: a contributor copying held-out answers of task 0 word for word.

@@ -7,7 +7,7 @@ worded in ways never trained, steps, wall time, tokens/s and peak RSS.
     .venv/bin/python bench/learning.py --preset auto --set learning_rate=2e-3 --set epochs=8
 
 Each run is its own process, so its peak RSS is its own. The Datanet: 4 contributors, each teaching
-60 facts of its own kind (made-up things in a made-up realm, `attribution/synthetic.py`); 40 of the
+60 facts of its own kind (made-up things in a made-up realm, `testkit/synthetic.py`); 40 of the
 trained facts (10 a kind) are asked as trained and reworded.
 """
 
@@ -31,14 +31,15 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 def write_data(directory: Path, kinds: int, facts: int, asked: int, eval_fraction: float, seed: int) -> dict:
     """The Datanet export and the two probe sets: questions on trained facts, as trained and reworded."""
-    from attribution import synthetic
+    from testkit import synthetic
     from training import trainer
+    from training.examples import split
 
     tasks = synthetic.make_tasks(kinds, facts, seed=seed)
     train_path, _, _ = synthetic.write_datanet(tasks, directory, questions_per_task=0)
     lines = [json.loads(line) for line in train_path.read_text().splitlines()]
     # The records the job will hold out (the trainer's own split), so that no probe asks about them.
-    _, held = trainer.split(list(range(len(lines))), eval_fraction, trainer.TrainConfig.seed)
+    _, held = split(list(range(len(lines))), eval_fraction, trainer.TrainConfig.seed)
     held_hashes = {lines[i]["content_hash"] for i in held}
     trained, reworded = [], []
     for index, task in enumerate(tasks):
@@ -101,7 +102,7 @@ def run_one(args) -> dict:
 
 
 def estimated_seconds(model: str, data: Path, settings: dict, metrics: dict) -> float:
-    """The review page's time estimate for this run (training/jobs.py job_estimate, without Django)."""
+    """The review page's time estimate for this run (training/jobs/services.py job_estimate, without Django)."""
     from datanets.prepare import token_counts
     from training import estimates
 

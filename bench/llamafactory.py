@@ -94,7 +94,7 @@ def main() -> int:
     parser.add_argument("--model", default=str(ROOT / "var/models/smollm2-135m-instruct"))
     parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
-    from attribution import synthetic
+    from testkit import synthetic
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

@@ -39,7 +39,7 @@ def find_model(args) -> str:
         dest = ROOT / "var" / "bench" / "smollm2"
         import_model(bundled_model_path(), dest, progress=lambda m: print(f"  {m}", flush=True))
         return str(dest)
-    from training.tiny import build_tiny_model
+    from testkit.tiny_model import build_tiny_model
 
     path = Path(tempfile.mkdtemp()) / "small"
     build_tiny_model(path, hidden_size=256, layers=4, heads=4, vocab_size=1024)

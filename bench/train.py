@@ -83,7 +83,7 @@ def run_reference(args) -> dict:
         TrainingArguments,
     )
 
-    from training.trainer import load_records, to_messages
+    from training.examples import load_rows, to_messages
 
     tokenizer = AutoTokenizer.from_pretrained(args.model)
     if tokenizer.pad_token_id is None:
@@ -97,7 +97,7 @@ def run_reference(args) -> dict:
     model = AutoModelForCausalLM.from_pretrained(args.model, **kwargs)
     model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, lora_dropout=0.05, target_modules="all-linear",
                                              task_type="CAUSAL_LM"))  # fmt: skip
-    texts = [tokenizer.apply_chat_template(to_messages(r), tokenize=False) for r in load_records(args.data)]
+    texts = [tokenizer.apply_chat_template(to_messages(r), tokenize=False) for r, _ in load_rows(args.data)]
     dataset = [tokenizer(t, truncation=True, max_length=args.seq) for t in texts]
     default_collator = DataCollatorForLanguageModeling(tokenizer, mlm=False)
     batch_tokens = []
@@ -162,7 +162,7 @@ def default_model() -> str:
     bundled = ROOT / "var" / "models" / "smollm2-135m-instruct"
     if (bundled / "model.safetensors").exists():
         return str(bundled)
-    from training.tiny import build_tiny_model
+    from testkit.tiny_model import build_tiny_model
 
     path = Path(tempfile.mkdtemp()) / "small"
     build_tiny_model(path, hidden_size=256, layers=4, heads=4, corpus=[" ".join(WORDS)] * 20, vocab_size=1024)

@@ -28,8 +28,21 @@ SECRETS = re.compile(
 
 
 DROP_DIGITS = str.maketrans("", "", "0123456789")
-SECRET_HINTS = ("akia", "sk-", "ghp_", "gho_", "ghu_", "ghs_", "ghr_", "xox", "private key", "api", "secret", "token",
-                "password")  # fmt: skip
+SECRET_HINTS = (
+    "akia",
+    "sk-",
+    "ghp_",
+    "gho_",
+    "ghu_",
+    "ghs_",
+    "ghr_",
+    "xox",
+    "private key",
+    "api",
+    "secret",
+    "token",
+    "password",
+)
 
 
 # A secret-like word, an '@' or 9 digits: one pass of RE2 over many texts finds what deserves a scan.

@@ -51,10 +51,14 @@ def record_content_change(*, record: Record, value, by) -> Record:
         if before != record.content_hash:
             ledger_append(
                 event="record.edited",
-                payload={"datanet": record.datanet.slug, "record_id": record.pk, "content_hash_before": before,
-                         "content_hash": record.content_hash},
+                payload={
+                    "datanet": record.datanet.slug,
+                    "record_id": record.pk,
+                    "content_hash_before": before,
+                    "content_hash": record.content_hash,
+                },
                 actor=by,
-            )  # fmt: skip
+            )
     return record
 
 

@@ -5,10 +5,9 @@ from django.db.models import Q
 from django.http import Http404
 
 from accounts.models import Membership
+from accounts.policy import MANAGER_ROLES
 
 from .models import AccessRequest, Datanet, Record
-
-MANAGER_ROLES = (Membership.Role.OWNER, Membership.Role.ADMIN)
 
 
 def _team_role(user, datanet: Datanet) -> str | None:

@@ -2,7 +2,7 @@
 
 An ingest runs in one database transaction, so a worker killed mid-ingest stored nothing; what is left
 is the row saying "validating". The reaper asks the workers which ingests they run and fails the
-others that have been validating for a while. (Apart from services.py, already past the house size.)
+others that have been validating for a while.
 """
 
 from __future__ import annotations
@@ -47,9 +47,10 @@ def uploads_reap(*, older_than_s: int = 60) -> list[int]:
         if upload.pk in running:
             continue
         failed = Upload.objects.filter(pk=upload.pk, status=Upload.Status.VALIDATING).update(  # unless it just finished
-            status=Upload.Status.FAILED, finished_at=timezone.now(),
+            status=Upload.Status.FAILED,
+            finished_at=timezone.now(),
             message="The worker stopped while ingesting this file, so nothing was stored. Upload it again.",
-        )  # fmt: skip
+        )
         if failed:
             if upload.file:  # a failed upload leaves nothing behind
                 upload.file.delete(save=False)

@@ -44,7 +44,9 @@ class Line:
 
 
 @dataclass(frozen=True)
-class Record:
+class NormalisedRecord:
+    """One line validated and normalised, before it is stored (the stored row is datanets.models.Record)."""
+
     content: dict
     canonical: str
     content_hash: str
@@ -385,12 +387,12 @@ def record_text(content: dict) -> str:
     return "\n".join(content[field] for field in fields if content.get(field))
 
 
-def make_record(value, schema: str) -> Record:
+def make_record(value, schema: str) -> NormalisedRecord:
     content = normalise(value, schema)
     canonical = canonical_bytes(content)
     if len(canonical) > MAX_RECORD_BYTES:
         raise ValueError(f"record over the {MAX_RECORD_BYTES:,}-byte limit")
-    return Record(
+    return NormalisedRecord(
         content=content,
         canonical=canonical.decode(),
         content_hash=hashlib.sha256(canonical).hexdigest(),

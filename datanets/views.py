@@ -12,7 +12,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_POST
 from django_htmx.http import HttpResponseStopPolling
 
-from accounts.models import Team
+from accounts import policy as team_policy
 from modelfactory.exceptions import ApplicationError
 
 from . import policy, selectors, services
@@ -42,9 +42,7 @@ def datanet_list(request):
 
 @login_required
 def datanet_create(request):
-    teams = Team.objects.filter(memberships__user=request.user, memberships__role__in=policy.MANAGER_ROLES)
-    if request.user.is_staff:
-        teams = Team.objects.all()
+    teams = team_policy.teams_managed_by(request.user)
     form = DatanetForm(request.POST or None, teams=teams)
     if request.method == "POST" and form.is_valid():
         fields = {k: v for k, v in form.cleaned_data.items() if k not in {"team", "name"}}
@@ -77,7 +75,7 @@ def datanet_detail(request, slug):
         "curators": datanet.curators.all(),
     }
     if policy.can_request_access(user, datanet):
-        teams = Team.objects.filter(memberships__user=user)
+        teams = team_policy.teams_for_user(user)
         context["access_form"] = AccessRequestForm(teams=teams)
         context["my_requests"] = AccessRequest.objects.filter(datanet=datanet, team__in=teams).select_related("team")
     if can_curate:
@@ -232,9 +230,12 @@ def moderation(request):
         return redirect(f"{request.path}?{query.urlencode()}")
     size = selectors.page_size(request.GET.get("size"))
     page = selectors.keyset_page(
-        queue, after=request.GET.get("after"), before=request.GET.get("before"), number=request.GET.get("page"),
+        queue,
+        after=request.GET.get("after"),
+        before=request.GET.get("before"),
+        number=request.GET.get("page"),
         per_page=size,
-    )  # fmt: skip
+    )
     confirm = pending and request.GET.get("confirm") == "approve_matching"
     return render(
         request,
@@ -327,7 +328,7 @@ def version_export(request, slug, number):
 @require_POST
 def access_request(request, slug):
     datanet = policy.get_datanet_for_user(request.user, slug)
-    form = AccessRequestForm(request.POST, teams=Team.objects.filter(memberships__user=request.user))
+    form = AccessRequestForm(request.POST, teams=team_policy.teams_for_user(request.user))
     if form.is_valid():
         try:
             services.access_request_create(

@@ -27,8 +27,13 @@ api = NinjaAPI(
     auth=TokenAuth(),
     throttle=[SharedRateThrottle()],
 )
-KINDS = {400: "invalid_request_error", 401: "invalid_request_error", 403: "permission_error",
-         404: "invalid_request_error", 429: "rate_limit_error"}  # fmt: skip
+KINDS = {
+    400: "invalid_request_error",
+    401: "invalid_request_error",
+    403: "permission_error",
+    404: "invalid_request_error",
+    429: "rate_limit_error",
+}
 
 
 def error(request, status: int, message: str, code: str | None = None, param: str | None = None):
@@ -73,8 +78,11 @@ def _refused(request, exc):
 
 def _require_write(request) -> None:
     if not policy.can_write(request.api_token):
-        raise HttpError(403, "This token may read only: uploading files and starting or cancelling fine-tuning jobs "
-                        "needs a token with the train scope.")  # fmt: skip
+        raise HttpError(
+            403,
+            "This token may read only: uploading files and starting or cancelling fine-tuning jobs "
+            "needs a token with the train scope.",
+        )
 
 
 def _page(rows, ids: list[str], after: str | None, limit: int) -> dict:
@@ -83,8 +91,13 @@ def _page(rows, ids: list[str], after: str | None, limit: int) -> dict:
         raise HttpError(400, "limit must be from 1 to 100.")
     start = ids.index(after) + 1 if after in ids else 0
     data = rows[start : start + limit]
-    return {"object": "list", "data": data, "has_more": start + limit < len(rows),
-            "first_id": data[0]["id"] if data else None, "last_id": data[-1]["id"] if data else None}  # fmt: skip
+    return {
+        "object": "list",
+        "data": data,
+        "has_more": start + limit < len(rows),
+        "first_id": data[0]["id"] if data else None,
+        "last_id": data[-1]["id"] if data else None,
+    }
 
 
 def _after_pk(after: str | None, prefix: str) -> int | None:
@@ -99,8 +112,13 @@ def _keyset(queryset, after: str | None, prefix: str, limit: int, shape) -> dict
     pk = _after_pk(after, prefix)
     rows = list((queryset.filter(pk__lt=pk) if pk else queryset).order_by("-pk")[: limit + 1])
     data = [shape(row) for row in rows[:limit]]
-    return {"object": "list", "data": data, "has_more": len(rows) > limit,
-            "first_id": data[0]["id"] if data else None, "last_id": data[-1]["id"] if data else None}  # fmt: skip
+    return {
+        "object": "list",
+        "data": data,
+        "has_more": len(rows) > limit,
+        "first_id": data[0]["id"] if data else None,
+        "last_id": data[-1]["id"] if data else None,
+    }
 
 
 # Files ----------------------------------------------------------------------------------------
@@ -127,8 +145,9 @@ def _form_metadata(post) -> dict:
 @api.post("/files", summary="Upload a JSONL file of training records (purpose: fine-tune)")
 def file_upload(request, file: File[UploadedFile], purpose: Form[str]):
     _require_write(request)
-    created = services.file_create(token=request.api_token, file=file, purpose=purpose,
-                                   metadata=_form_metadata(request.POST))  # fmt: skip
+    created = services.file_create(
+        token=request.api_token, file=file, purpose=purpose, metadata=_form_metadata(request.POST)
+    )
     return shapes.file_object(created)
 
 

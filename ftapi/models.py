@@ -16,9 +16,13 @@ class ApiFile(models.Model):
     datanet = models.ForeignKey("datanets.Datanet", on_delete=models.PROTECT, related_name="api_files")
     upload = models.OneToOneField("datanets.Upload", on_delete=models.PROTECT, related_name="api_file")
     version = models.ForeignKey(
-        "datanets.DatanetVersion", null=True, blank=True, on_delete=models.PROTECT, related_name="api_files",
+        "datanets.DatanetVersion",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="api_files",
         help_text="The version published on upload (a private Datanet created for the file)",
-    )  # fmt: skip
+    )
     filename = models.CharField(max_length=255)
     bytes = models.BigIntegerField(default=0)
     purpose = models.CharField(max_length=20, default="fine-tune")

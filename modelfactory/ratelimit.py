@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from functools import lru_cache
 
-import redis
 from django.conf import settings
 from django.core.cache import cache
+
+from modelfactory.redis_client import redis_client
 
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -32,17 +32,12 @@ def parse_rate(rate: str) -> tuple[int, int]:
     return int(count), UNITS[unit.strip()[:1].lower()]
 
 
-@lru_cache(maxsize=4)
-def _client(url: str) -> redis.Redis:
-    return redis.Redis.from_url(url, socket_timeout=5)
-
-
 def rate_hit(key: str, rate: str) -> Verdict:
     """Count one request against ``key``'s quota; say whether it is within ``rate``."""
     allowed, seconds = parse_rate(rate)
     now = time.time()
     name = cache.make_key(f"rate:{key}:{int(now // seconds)}")
-    pipe = _client(settings.CACHE_REDIS_URL).pipeline(transaction=True)
+    pipe = redis_client().pipeline(transaction=True)
     pipe.incr(name)
     pipe.expire(name, seconds + 1)
     used, _ = pipe.execute()

@@ -55,6 +55,20 @@ else:
     SECRET_KEY = SECRET_KEY or embedded_secret_key()
     ALLOWED_HOSTS = ALLOWED_HOSTS or ["127.0.0.1", "localhost", "[::1]", "testserver"]
 
+
+def stored_contributor_secret(secret_key: str) -> str:
+    """Contributor pseudonyms' key when CONTRIBUTOR_SECRET is not set: fixed once under var/. It starts as
+    the secret key of that first start, so pseudonyms published before this setting existed stay the same;
+    from then on the secret key can be rotated without renaming anyone."""
+    path = VAR_DIR / "contributor_secret"
+    if not path.exists():
+        path.write_text(secret_key)
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+CONTRIBUTOR_SECRET = os.environ.get("CONTRIBUTOR_SECRET", "") or stored_contributor_secret(SECRET_KEY)
+
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
 
 INSTALLED_APPS = [
@@ -220,9 +234,10 @@ if not DEBUG:
     SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
     # `check --deploy` is clean: what the proxy does instead is not a finding, nor is staying off the preload list.
     SILENCED_SYSTEM_CHECKS = ["security.W021"] + [
-        check for check, off in (("security.W008", not SECURE_SSL_REDIRECT), ("security.W004", not SECURE_HSTS_SECONDS))
+        check
+        for check, off in (("security.W008", not SECURE_SSL_REDIRECT), ("security.W004", not SECURE_HSTS_SECONDS))
         if off
-    ]  # fmt: skip
+    ]
 
 LOGGING = {
     "version": 1,

@@ -27,8 +27,15 @@ class Child:
 
 
 class Supervisor:
-    def __init__(self, log: Callable[[str], None], *, backoff_s: float = 1.0, max_backoff_s: float = 30.0,
-                 stable_s: float = 60.0, adopt_orphans: bool = False):  # fmt: skip
+    def __init__(
+        self,
+        log: Callable[[str], None],
+        *,
+        backoff_s: float = 1.0,
+        max_backoff_s: float = 30.0,
+        stable_s: float = 60.0,
+        adopt_orphans: bool = False,
+    ):
         self.log, self.backoff_s, self.max_backoff_s, self.stable_s = log, backoff_s, max_backoff_s, stable_s
         self.children: list[Child] = []
         # A child killed with -9 leaves its own children (a worker's pool) running: as their subreaper this

@@ -18,8 +18,9 @@ FORM_MARGIN = 1024 * 1024  # the multipart boundaries and form fields sent besid
 
 
 def over_limit_message(size: int) -> str:
-    return (f"The upload is {size:,} bytes; the limit is {settings.MAX_UPLOAD_BYTES:,} bytes. "
-            "Split it into smaller files.")  # fmt: skip
+    return (
+        f"The upload is {size:,} bytes; the limit is {settings.MAX_UPLOAD_BYTES:,} bytes. Split it into smaller files."
+    )
 
 
 class UploadLimitMiddleware:
@@ -50,8 +51,9 @@ class UnnamedTemporaryUploadedFile(UploadedFile):
 class LimitedTemporaryFileUploadHandler(FileUploadHandler):
     def new_file(self, *args, **kwargs):
         super().new_file(*args, **kwargs)
-        self.file = UnnamedTemporaryUploadedFile(self.file_name, self.content_type, 0, self.charset,
-                                                 self.content_type_extra)  # fmt: skip
+        self.file = UnnamedTemporaryUploadedFile(
+            self.file_name, self.content_type, 0, self.charset, self.content_type_extra
+        )
         self.received = 0
 
     def receive_data_chunk(self, raw_data, start):

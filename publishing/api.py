@@ -2,7 +2,6 @@
 
 from datetime import datetime
 
-from django.db.models import Q
 from django.http import FileResponse, HttpResponse
 from ninja import NinjaAPI, Schema
 from ninja.errors import HttpError
@@ -53,19 +52,11 @@ api = NinjaAPI(
 
 
 def _adapters_for(request):
-    adapters = policy.visible_adapters(request.user)
-    token = getattr(request, "api_token", None)
-    if token is not None and token.team_id:
-        adapters = adapters.filter(Q(visibility=Adapter.Visibility.PUBLIC) | Q(team_id=token.team_id))
-    return adapters
+    return policy.visible_adapters(request.user, token=getattr(request, "api_token", None))
 
 
 def _adapter(request, slug: str, version: int | None = None) -> Adapter:
-    adapter = policy.get_adapter_for_user(request.user, slug, version)
-    token = getattr(request, "api_token", None)
-    if token is not None and token.team_id and adapter.visibility != "public" and adapter.team_id != token.team_id:
-        raise HttpError(404, "No such adapter.")
-    return adapter
+    return policy.get_adapter_for_user(request.user, slug, version, token=getattr(request, "api_token", None))
 
 
 class AdapterOut(Schema):

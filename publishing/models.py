@@ -135,13 +135,3 @@ class ApiToken(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} ({self.prefix}…)"
-
-
-class ContributorPreference(models.Model):
-    user = models.OneToOneField(
-        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="contributor_preference"
-    )
-    show_handle = models.BooleanField(default=False, help_text="Name me by my username in manifests")
-
-    def __str__(self) -> str:
-        return f"{self.user}: {'handle' if self.show_handle else 'pseudonym'}"

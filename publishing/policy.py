@@ -70,21 +70,32 @@ def get_publication_for_user(user, pk: int) -> Publication:
     return publication
 
 
-def visible_adapters(user):
+def token_reaches_adapter(token, adapter: Adapter) -> bool:
+    """A team token reaches its team's adapters and public ones, not all its user may; a personal token (or
+    a session: no token) reaches what its user may."""
+    if token is None or not token.team_id:
+        return True
+    return adapter.visibility == Adapter.Visibility.PUBLIC or adapter.team_id == token.team_id
+
+
+def visible_adapters(user, token=None):
+    """The adapters this user (through this API token, if any) may see."""
     adapters = Adapter.objects.select_related("base_model", "team")
-    if user.is_authenticated and user.is_staff:
-        return adapters
-    visible = Q(visibility=Adapter.Visibility.PUBLIC)
-    if user.is_authenticated:
-        visible |= Q(team__memberships__user=user)
-    return adapters.filter(visible).distinct()
+    if not (user.is_authenticated and user.is_staff):
+        visible = Q(visibility=Adapter.Visibility.PUBLIC)
+        if user.is_authenticated:
+            visible |= Q(team__memberships__user=user)
+        adapters = adapters.filter(visible).distinct()
+    if token is not None and token.team_id:
+        adapters = adapters.filter(Q(visibility=Adapter.Visibility.PUBLIC) | Q(team_id=token.team_id))
+    return adapters
 
 
-def get_adapter_for_user(user, slug: str, version: int | None = None) -> Adapter:
+def get_adapter_for_user(user, slug: str, version: int | None = None, token=None) -> Adapter:
     """The adapter (latest version unless one is named), or the same 404 for missing and forbidden."""
     adapters = Adapter.objects.select_related("base_model", "team", "job").filter(slug=slug)
     adapter = adapters.filter(version=version).first() if version else adapters.order_by("-version").first()
-    if adapter is None or not can_view_adapter(user, adapter):
+    if adapter is None or not can_view_adapter(user, adapter) or not token_reaches_adapter(token, adapter):
         raise Http404("No such adapter.")
     return adapter
 

@@ -20,16 +20,17 @@ from django.template.loader import render_to_string
 from django.utils import timezone
 from django.utils.text import slugify
 
+from accounts.contributors import contributor_handles, contributor_pseudonym
 from attribution import manifest as manifest_lib
 from datanets.ledger import ledger_append
 from datanets.models import Record
 from modelfactory.exceptions import ApplicationError
 from training import jobs as training_jobs
-from training.attribution import influence_by_method
+from training.jobs.influence import influence_by_method
+from training.jobs.outputs import held_out_hashes
 
 from . import signing
 from .models import Adapter, AdapterRecord, Publication
-from .pseudonyms import contributor_handles, contributor_pseudonym
 
 CHUNK_ROWS = 5000  # rows per database fetch, and between two progress reports
 Progress = Callable[..., None]  # progress(phase, rows_done=..., rows_total=...)
@@ -54,14 +55,6 @@ def code_version() -> str:
         return out.stdout.strip() or "unknown"
     except OSError:
         return "unknown"
-
-
-def held_out_hashes(outputs: dict) -> set[str]:
-    """Content hashes of the records the trainer held out to evaluate on (they did not train the adapter)."""
-    if "metrics.json" not in outputs:
-        return set()
-    with default_storage.open(outputs["metrics.json"], "rb") as handle:
-        return set(json.load(handle).get("held_out") or [])
 
 
 def manifest_evaluation(evaluation: dict) -> dict:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from django.utils import timezone
 
+from accounts.contributors import contributor_pseudonym
 from attribution import receipt as receipt_lib
 from modelfactory.exceptions import ApplicationError
+from training.jobs.outputs import held_out_hashes, job_outputs
 
 from . import signing
 from .models import Adapter, AdapterRecord
-from .services import contributor_pseudonym
 
 
 def receipt_adapters(user):
@@ -21,11 +22,7 @@ def receipt_adapters(user):
 def _record_uses(adapter: Adapter, rows: list[dict]) -> dict[int, str]:
     """Training or evaluation only, per record, as the signed manifest has it: the trainer lists the
     content hashes it held out (metrics.json), and every other record of the versions trained it."""
-    from training import jobs as training_jobs
-
-    from .publish import held_out_hashes
-
-    held_out = held_out_hashes(training_jobs.job_outputs(adapter.job))
+    held_out = held_out_hashes(job_outputs(adapter.job))
     return {row["record_id"]: "evaluation" if row["content_hash"] in held_out else "training" for row in rows}
 
 

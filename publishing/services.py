@@ -7,7 +7,6 @@ import hashlib
 import logging
 import secrets
 import zipfile
-from collections import Counter
 from datetime import timedelta
 from decimal import Decimal
 
@@ -17,14 +16,14 @@ from django.db.models import F
 from django.utils import timezone
 from django.utils.text import slugify
 
+from accounts.contributors import contributor_pseudonym
 from attribution import influence as influence_lib
 from modelfactory.exceptions import ApplicationError
 from training import jobs as training_jobs
-from training.attribution import influence_by_method, influence_recompute
+from training.jobs.influence import influence_by_method, influence_recompute
 
 from . import policy, publish
-from .models import Adapter, AdapterRecord, ApiToken, ContributorPreference, Publication
-from .pseudonyms import contributor_handles, contributor_labels, contributor_pseudonym  # noqa: F401 - used elsewhere
+from .models import Adapter, ApiToken, Publication
 
 logger = logging.getLogger(__name__)
 
@@ -259,25 +258,6 @@ def adapter_download_counted(*, adapter: Adapter):
     return default_storage.open(adapter.zip_name, "rb")
 
 
-def adapter_contributor_rows(adapter: Adapter) -> list[dict]:
-    """The manifest's contributors with their influence beside their token share, and, where influence was
-    measured, how many of their records trained the adapter (scored) and how many were held out."""
-    measured = adapter.manifest.get("influence")
-    influence = {c["id"]: c for c in (measured or {}).get("contributors", [])}
-    held = publish.held_out_hashes(training_jobs.job_outputs(adapter.job))
-    held_by = Counter(
-        contributor_pseudonym(pk)
-        for pk in AdapterRecord.objects.filter(adapter=adapter, record__content_hash__in=held).values_list(
-            "record__contributor_id", flat=True
-        )
-    )
-    rows = []
-    for c in adapter.manifest["contributors"]:  # the manifest counts the records that trained the adapter
-        split = {"training": c["records"], "held_out": held_by[c["id"]]} if measured else {}
-        rows.append({**c, "records": c["records"] + held_by[c["id"]], "influence": influence.get(c["id"]), **split})
-    return rows
-
-
 def reward_split(*, adapter: Adapter, amount: Decimal) -> list[dict]:
     """Payouts per contributor by influence share, in cents rounded so that they add up to the amount."""
     influence = adapter.manifest.get("influence")
@@ -294,36 +274,14 @@ def reward_split(*, adapter: Adapter, amount: Decimal) -> list[dict]:
         .iterator()
     }
     return [
-        {"contributor": cid, "username": users.get(cid, ""), "share": shares[cid],
-         "payout": (Decimal(cents[cid]) / 100).quantize(Decimal("0.01"))}
+        {
+            "contributor": cid,
+            "username": users.get(cid, ""),
+            "share": shares[cid],
+            "payout": (Decimal(cents[cid]) / 100).quantize(Decimal("0.01")),
+        }
         for cid in sorted(shares, key=lambda c: (-cents[c], c))
-    ]  # fmt: skip
-
-
-def contributions_in_adapters(user, adapters) -> list[dict]:
-    """For a contributor: each of ``adapters`` (a page of them) with how many of their records went in and
-    their share, and whether they may open the adapter's own page."""
-    pseudonym = contributor_pseudonym(user.pk)
-    out = []
-    for adapter in adapters:
-        mine = next((c for c in adapter.manifest["contributors"] if c["id"] == pseudonym), None)
-        influence = (adapter.manifest.get("influence") or {}).get("contributors", [])
-        measured = next((c for c in influence if c["id"] == pseudonym), None)
-        if mine:
-            out.append({"adapter": adapter, "records": mine["records"], "share": mine["share_by_tokens"],
-                        "id": pseudonym, "influence": measured, "can_view": policy.can_view_adapter(user, adapter),
-                        "method": (adapter.manifest.get("influence") or {}).get("method")})  # fmt: skip
-    return out
-
-
-def contributor_preference_set(*, user, show_handle: bool) -> ContributorPreference:
-    """Opt in (or out) of being named by username in manifests published from now on."""
-    preference, _ = ContributorPreference.objects.update_or_create(user=user, defaults={"show_handle": show_handle})
-    return preference
-
-
-def contributor_shows_handle(user) -> bool:
-    return ContributorPreference.objects.filter(user=user, show_handle=True).exists()
+    ]
 
 
 # API tokens -----------------------------------------------------------------------------------
@@ -339,9 +297,13 @@ def token_create(*, user, name: str, scope: str, team=None) -> tuple[ApiToken, s
         raise ApplicationError("Unknown scope.")
     secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
     token = ApiToken.objects.create(
-        user=user, team=team, name=name.strip() or "token", prefix=secret[:10], scope=scope,
+        user=user,
+        team=team,
+        name=name.strip() or "token",
+        prefix=secret[:10],
+        scope=scope,
         key_sha256=hashlib.sha256(secret.encode()).hexdigest(),
-    )  # fmt: skip
+    )
     return token, secret
 
 

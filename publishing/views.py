@@ -14,6 +14,7 @@ from django.utils.safestring import mark_safe
 from django.views.decorators.http import require_POST
 from django_htmx.http import HttpResponseStopPolling
 
+from accounts import contributors
 from accounts.models import Team
 from datanets.services import csv_safe
 from modelfactory.exceptions import ApplicationError
@@ -39,7 +40,7 @@ def adapter_detail(request, slug, version):
     zip_file = f"{adapter.slug}-v{adapter.version}.zip"
     card_meta, card_html = cards.render_card(services.adapter_card(adapter))
     names = selectors.adapter_contributor_names(adapter, policy.datanets_named_for_user(request.user, adapter))
-    contributors = [{**row, "name": names.get(row["id"])} for row in services.adapter_contributor_rows(adapter)]
+    contributors = [{**row, "name": names.get(row["id"])} for row in selectors.adapter_contributor_rows(adapter)]
     return render(
         request,
         "publishing/adapter_detail.html",
@@ -150,15 +151,17 @@ def publication_retry(request, pk):
 def my_adapter_contributions(request):
     if request.method == "POST":
         show = request.POST.get("show_handle") == "on"
-        services.contributor_preference_set(user=request.user, show_handle=show)
-        messages.success(request, "Future manifests name you by your username." if show else
-                         "Future manifests name you by your pseudonym.")  # fmt: skip
+        contributors.contributor_preference_set(user=request.user, show_handle=show)
+        messages.success(
+            request,
+            "Future manifests name you by your username." if show else "Future manifests name you by your pseudonym.",
+        )
         return redirect("my_adapter_contributions")
     page = Paginator(receipts.receipt_adapters(request.user), 20).get_page(request.GET.get("page"))
     context = {
         "page": page,
-        "rows": services.contributions_in_adapters(request.user, page),
-        "show_handle": services.contributor_shows_handle(request.user),
+        "rows": selectors.contributions_in_adapters(request.user, page),
+        "show_handle": contributors.contributor_shows_handle(request.user),
     }
     return render(request, "publishing/my_attribution.html", context)
 

@@ -40,10 +40,13 @@ def chat_admit(client: redis.Redis, *, owner: str, count: int = 1) -> list[str]:
         return ids
     chat_release(client, owner=owner, request_ids=ids)
     if mine > settings.SERVING_MAX_PER_USER:
-        raise ApplicationError(f"Busy: you have {settings.SERVING_MAX_PER_USER} answers in progress; try again when "
-                               "one has finished.", extra={"status": 429})  # fmt: skip
-    raise ApplicationError("Busy: the inference service has a full queue; try again in a few seconds.",
-                           extra={"status": 503})  # fmt: skip
+        raise ApplicationError(
+            f"Busy: you have {settings.SERVING_MAX_PER_USER} answers in progress; try again when one has finished.",
+            extra={"status": 429},
+        )
+    raise ApplicationError(
+        "Busy: the inference service has a full queue; try again in a few seconds.", extra={"status": 503}
+    )
 
 
 def chat_release(client: redis.Redis, *, owner: str, request_ids: list[str]) -> None:

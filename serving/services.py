@@ -19,8 +19,10 @@ from django.conf import settings
 from django.core.files import File
 from django.core.files.storage import default_storage
 
+from accounts.contributors import contributor_handles, contributor_pseudonym
 from datanets.models import Record
 from modelfactory.exceptions import ApplicationError
+from modelfactory.redis_client import redis_client
 from publishing.models import Adapter
 from training import jobs as training_jobs
 from training.models import BaseModel, FineTuneJob
@@ -52,8 +54,12 @@ class Target:
 
 
 def target_for_adapter(adapter: Adapter) -> Target:
-    return Target(f"adapter-{adapter.pk}-{adapter.manifest_sha256[:16]}", f"{adapter.name} v{adapter.version}",
-                  adapter.base_model, adapter=adapter)  # fmt: skip
+    return Target(
+        f"adapter-{adapter.pk}-{adapter.manifest_sha256[:16]}",
+        f"{adapter.name} v{adapter.version}",
+        adapter.base_model,
+        adapter=adapter,
+    )
 
 
 def target_for_job(job: FineTuneJob) -> Target:
@@ -76,8 +82,7 @@ def target_from_payload(payload: dict) -> Target:
 
 
 def _redis() -> redis.Redis:
-    # No socket timeout: BLPOP waits up to SERVING_TIMEOUT_S for the next token.
-    return redis.Redis.from_url(settings.CACHE_REDIS_URL, socket_timeout=None)
+    return redis_client()
 
 
 def _events_key(request_id: str) -> str:
@@ -151,8 +156,15 @@ def chat_admit(*, owner: str, count: int = 1) -> list[str]:
     return admission.chat_admit(_redis(), owner=owner, count=count)
 
 
-def chat_start(*, target: Target, messages: list[dict], sampling: dict, owner: str, use_adapter: bool = True,
-               request_id: str | None = None) -> str:  # fmt: skip
+def chat_start(
+    *,
+    target: Target,
+    messages: list[dict],
+    sampling: dict,
+    owner: str,
+    use_adapter: bool = True,
+    request_id: str | None = None,
+) -> str:
     """Queue one answer on the inference worker (admitted now, unless ``request_id`` was admitted
     already); returns the request id its events are read by."""
     from .tasks import chat_task
@@ -180,8 +192,11 @@ def chat_events(*, request_id: str, timeout_s: float | None = None) -> Iterator[
             item = client.blpop([key], timeout=timeout_s)
             if item is None:
                 finished = True
-                yield {"type": "error", "message": f"The inference service did not answer within {timeout_s:g} s; "
-                       "is the inference worker running (see /healthz)?"}  # fmt: skip
+                yield {
+                    "type": "error",
+                    "message": f"The inference service did not answer within {timeout_s:g} s; "
+                    "is the inference worker running (see /healthz)?",
+                }
                 return
             event = json.loads(item[1])
             finished = event["type"] in ("done", "error")
@@ -256,8 +271,6 @@ def _index_records(target: Target):
 
 
 def _contributor_names(target: Target) -> dict[str, str]:
-    from publishing.services import contributor_handles
-
     if target.adapter:
         return {c["id"]: c.get("handle") or c["id"] for c in target.adapter.manifest["contributors"]}
     return contributor_handles()
@@ -265,8 +278,7 @@ def _contributor_names(target: Target) -> dict[str, str]:
 
 def span_index_ensure(*, target: Target) -> Path:
     """The target's span index on this machine: downloaded from storage, or built there and uploaded."""
-    from publishing.services import contributor_pseudonym
-    from training import examples as trainer
+    from training import examples
 
     final = _cache_dir("span-index", target.key)
     files = (*span_index.FILES, "records.json")
@@ -290,13 +302,19 @@ def span_index_ensure(*, target: Target) -> Path:
     def token_ids():
         for record in _index_records(target).iterator(chunk_size=2000):
             pseudonym = contributor_pseudonym(record.contributor_id)
-            table.append({"id": record.pk, "content_hash": record.content_hash, "datanet": record.datanet.slug,
-                          "contributor": names.get(pseudonym, pseudonym)})  # fmt: skip
-            messages = trainer.to_messages(record.content)
+            table.append(
+                {
+                    "id": record.pk,
+                    "content_hash": record.content_hash,
+                    "datanet": record.datanet.slug,
+                    "contributor": names.get(pseudonym, pseudonym),
+                }
+            )
+            messages = examples.to_messages(record.content)
             if messages is None:
                 yield tokenizer(record.content["text"], add_special_tokens=False)["input_ids"]
             else:
-                yield trainer.template_ids(tokenizer, messages, generation_prompt=False)
+                yield examples.template_ids(tokenizer, messages, generation_prompt=False)
 
     span_index.build(token_ids(), tmp)
     (tmp / "records.json").write_text(json.dumps(table))
@@ -313,15 +331,18 @@ def span_index_build(*, adapter: Adapter) -> dict:
     return json.loads((directory / "meta.json").read_text())
 
 
-def attribution(*, index_dir: Path, index, tokenizer, answer_ids: list[int]) -> dict:
+def answer_spans(*, index_dir: Path, index, tokenizer, answer_ids: list[int]) -> dict:
     """Spans of the answer found verbatim in the training records, with their records and contributors."""
     from .engine import char_offsets
 
     min_tokens = settings.SERVING_SPAN_MIN_TOKENS
     spans = index.find_spans(answer_ids, min_tokens)
     if not spans:
-        return {"min_tokens": min_tokens, "spans": [],
-                "note": f"No span of {min_tokens} or more tokens of this answer occurs in the training records."}  # fmt: skip
+        return {
+            "min_tokens": min_tokens,
+            "spans": [],
+            "note": f"No span of {min_tokens} or more tokens of this answer occurs in the training records.",
+        }
     table = json.loads((index_dir / "records.json").read_text())
     offsets = char_offsets(tokenizer, answer_ids)
     text = tokenizer.decode(answer_ids, skip_special_tokens=True)
@@ -329,11 +350,21 @@ def attribution(*, index_dir: Path, index, tokenizer, answer_ids: list[int]) -> 
     for span in spans:
         start, end = offsets[span.start], offsets[span.end]
         records = [table[r] for r in span.records]
-        out.append({
-            "start": start, "end": end, "text": text[start:end], "tokens": span.end - span.start,
-            "occurrences": span.occurrences, "contributor": records[0]["contributor"], "record": records[0],
-            "records": records,
-        })  # fmt: skip
+        out.append(
+            {
+                "start": start,
+                "end": end,
+                "text": text[start:end],
+                "tokens": span.end - span.start,
+                "occurrences": span.occurrences,
+                "contributor": records[0]["contributor"],
+                "record": records[0],
+                "records": records,
+            }
+        )
     covered = sum(s["tokens"] for s in out)
-    return {"min_tokens": min_tokens, "spans": out,
-            "note": f"{covered} of {len(answer_ids)} tokens occur verbatim in {len(out)} span(s) of the training records."}  # fmt: skip
+    return {
+        "min_tokens": min_tokens,
+        "spans": out,
+        "note": f"{covered} of {len(answer_ids)} tokens occur verbatim in {len(out)} span(s) of the training records.",
+    }

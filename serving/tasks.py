@@ -32,9 +32,13 @@ def engine_for(base_model_path: str):
             return _engines[base_model_path]
         while len(_engines) >= settings.SERVING_MAX_BASE_MODELS:
             _engines.popitem(last=False)
-        engine = Engine(base_model_path, max_adapters=settings.SERVING_MAX_ADAPTERS,
-                        max_adapter_bytes=settings.SERVING_MAX_ADAPTER_BYTES, max_batch=settings.SERVING_MAX_BATCH,
-                        max_cache_bytes=settings.SERVING_MAX_CACHE_BYTES)  # fmt: skip
+        engine = Engine(
+            base_model_path,
+            max_adapters=settings.SERVING_MAX_ADAPTERS,
+            max_adapter_bytes=settings.SERVING_MAX_ADAPTER_BYTES,
+            max_batch=settings.SERVING_MAX_BATCH,
+            max_cache_bytes=settings.SERVING_MAX_CACHE_BYTES,
+        )
         _engines[base_model_path] = engine
         return engine
 
@@ -71,8 +75,13 @@ def _prepare(request_id: str, target: services.Target, use_adapter: bool):
         stages.append("adapter")
 
     def say(stage: str) -> None:
-        event = {"type": "status", "stage": stage, "message": STAGES[stage], "step": stages.index(stage) + 1,
-                 "steps": len(stages)}  # fmt: skip
+        event = {
+            "type": "status",
+            "stage": stage,
+            "message": STAGES[stage],
+            "step": stages.index(stage) + 1,
+            "steps": len(stages),
+        }
         services.chat_push(request_id=request_id, event=event)
 
     if "model" in stages:
@@ -96,19 +105,27 @@ def chat_task(request_id: str, target: dict, messages: list[dict], sampling: dic
         target = services.target_from_payload(target)
         engine, adapter = _prepare(request_id, target, use_adapter)
         ids, finish = [], "stop"
-        tokens = engine.generate(messages, adapter=adapter, sampling=Sampling(**sampling),
-                                 should_stop=lambda: services.chat_cancelled(request_id=request_id))  # fmt: skip
+        tokens = engine.generate(
+            messages,
+            adapter=adapter,
+            sampling=Sampling(**sampling),
+            should_stop=lambda: services.chat_cancelled(request_id=request_id),
+        )
         for token in tokens:
             ids.append(token.id)
             if token.text:
                 services.chat_push(request_id=request_id, event={"type": "token", "text": token.text})
         if len(ids) >= sampling["max_tokens"]:
             finish = "length"
-        done = {"type": "done", "text": engine.decode(ids), "finish_reason": finish,
-                "usage": {"prompt_tokens": len(engine.prompt_ids(messages)), "completion_tokens": len(ids)}}  # fmt: skip
+        done = {
+            "type": "done",
+            "text": engine.decode(ids),
+            "finish_reason": finish,
+            "usage": {"prompt_tokens": len(engine.prompt_ids(messages)), "completion_tokens": len(ids)},
+        }
         if use_adapter:
             index_dir, index = index_for(target)
-            done["attribution"] = services.attribution(
+            done["attribution"] = services.answer_spans(
                 index_dir=index_dir, index=index, tokenizer=engine.tokenizer, answer_ids=ids
             )
         services.chat_push(request_id=request_id, event=done)

@@ -127,7 +127,7 @@ def inference_worker_process(transactional_db, tmp_path):
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory):
-    from training.tiny import build_tiny_model
+    from testkit.tiny_model import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("tiny-model"))
 

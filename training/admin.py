@@ -24,8 +24,18 @@ class BaseModelAdmin(admin.ModelAdmin):
     list_filter = ("status", "enabled", "architecture")
     search_fields = ("name", "slug")
     prepopulated_fields = {"slug": ("name",)}
-    readonly_fields = ("architecture", "parameter_count", "context_length", "chat_template", "weights_sha256",
-                       "local_path", "status", "error", "created_at", "updated_at")  # fmt: skip
+    readonly_fields = (
+        "architecture",
+        "parameter_count",
+        "context_length",
+        "chat_template",
+        "weights_sha256",
+        "local_path",
+        "status",
+        "error",
+        "created_at",
+        "updated_at",
+    )
     actions = ["import_again"]
 
     def save_model(self, request, obj, form, change):

@@ -64,5 +64,8 @@ def settings_rows(config: dict | None, defaults: dict | None = None) -> list[dic
     ``defaults`` (the trainer's) fill in the named settings the config leaves out."""
     config = {**{k: v for k, v in (defaults or {}).items() if k in SETTINGS}, **(config or {})}
     keys = [k for k in SETTINGS if k in config] + sorted(k for k in config if k not in SETTINGS)
-    return [{"key": k, "label": SETTINGS.get(k, k.replace("_", " ").capitalize()), "value": _value(k, config[k])}
-            for k in keys if config[k] not in (None, "", [], {})]  # fmt: skip
+    return [
+        {"key": k, "label": SETTINGS.get(k, k.replace("_", " ").capitalize()), "value": _value(k, config[k])}
+        for k in keys
+        if config[k] not in (None, "", [], {})
+    ]

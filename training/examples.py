@@ -15,8 +15,18 @@ from pathlib import Path
 
 from training.packing import IGNORE
 
-__all__ = ["IGNORE", "Example", "collate", "encode", "epoch_batches", "load_examples", "load_records", "load_rows",
-           "split", "template_ids", "to_messages"]  # fmt: skip
+__all__ = [
+    "IGNORE",
+    "Example",
+    "collate",
+    "encode",
+    "epoch_batches",
+    "load_examples",
+    "load_rows",
+    "split",
+    "template_ids",
+    "to_messages",
+]
 
 
 @dataclass
@@ -47,10 +57,6 @@ def load_rows(path: Path | str) -> list[tuple[dict, dict]]:
     if not out:
         raise ValueError(f"{path} holds no records")
     return out
-
-
-def load_records(path: Path | str) -> list[dict]:
-    return [content for content, _ in load_rows(path)]
 
 
 def load_examples(tokenizer, path: Path | str, max_len: int) -> list[Example]:

@@ -47,24 +47,29 @@ class MethodForm(forms.Form):
     target_modules = forms.CharField(required=False, help_text="all-linear, or names like q_proj,v_proj")
     learning_rate = forms.FloatField(required=False, min_value=1e-7, max_value=0.1)
     lr_scheduler = forms.ChoiceField(
-        required=False, choices=[("", "the preset's"), ("cosine", "cosine"), ("linear", "linear"),
-                                 ("constant", "constant")]
-    )  # fmt: skip
+        required=False,
+        choices=[("", "the preset's"), ("cosine", "cosine"), ("linear", "linear"), ("constant", "constant")],
+    )
     epochs = forms.FloatField(required=False, min_value=0.1, max_value=100)
     batch_size = forms.IntegerField(required=False, min_value=1, max_value=512)
     gradient_accumulation = forms.IntegerField(required=False, min_value=1, max_value=512)
     max_seq_length = forms.IntegerField(required=False, min_value=16, max_value=32768)
     eval_fraction = forms.FloatField(
-        required=False, min_value=0, max_value=0.49,
+        required=False,
+        min_value=0,
+        max_value=0.49,
         help_text="Share of records kept out of training to measure generalisation (at most 100 records); 0 "
         "trains on every record, and recall on trained records is measured either way.",
-    )  # fmt: skip
+    )
     early_stopping_patience = forms.IntegerField(
-        required=False, min_value=0, max_value=100, label="Early stopping",
+        required=False,
+        min_value=0,
+        max_value=100,
+        label="Early stopping",
         help_text="Stop after this many held-out checks (one an epoch) without a better held-out loss and keep the "
         "best adapter; 0 (default) trains every planned epoch: on fact Datanets the held-out loss of unseen facts "
         "rises while recall of trained ones still improves.",
-    )  # fmt: skip
+    )
     seed = forms.IntegerField(required=False, min_value=0)
 
     def __init__(self, *args, preset_values: dict[str, dict] | None = None, **kwargs):

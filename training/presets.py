@@ -11,27 +11,62 @@ import math
 PRESETS = {
     "quick": {
         "label": "Quick: about 3 passes; learns the Datanet's style and format, holds few of its facts",
-        "lora_r": 8, "lora_alpha": 16, "lora_dropout": 0.0, "learning_rate": 2e-3, "batch_size": 4,
-        "gradient_accumulation": 1, "max_seq_length": 512, "examples": 720, "min_epochs": 1, "max_epochs": 3,
+        "lora_r": 8,
+        "lora_alpha": 16,
+        "lora_dropout": 0.0,
+        "learning_rate": 2e-3,
+        "batch_size": 4,
+        "gradient_accumulation": 1,
+        "max_seq_length": 512,
+        "examples": 720,
+        "min_epochs": 1,
+        "max_epochs": 3,
     },
     "standard": {
         "label": "Standard (default): about 10 passes with large steps, to hold the Datanet's facts",
-        "lora_r": 16, "lora_alpha": 32, "lora_dropout": 0.0, "learning_rate": 3e-3, "batch_size": 4,
-        "gradient_accumulation": 1, "max_seq_length": 1024, "examples": 2400, "min_epochs": 3, "max_epochs": 12,
+        "lora_r": 16,
+        "lora_alpha": 32,
+        "lora_dropout": 0.0,
+        "learning_rate": 3e-3,
+        "batch_size": 4,
+        "gradient_accumulation": 1,
+        "max_seq_length": 1024,
+        "examples": 2400,
+        "min_epochs": 3,
+        "max_epochs": 12,
     },
     "thorough": {
         "label": "Thorough: twice the passes and rank of standard, for the most recall; takes about twice as long",
-        "lora_r": 32, "lora_alpha": 64, "lora_dropout": 0.0, "learning_rate": 3e-3, "batch_size": 4,
-        "gradient_accumulation": 1, "max_seq_length": 2048, "examples": 4800, "min_epochs": 6, "max_epochs": 24,
+        "lora_r": 32,
+        "lora_alpha": 64,
+        "lora_dropout": 0.0,
+        "learning_rate": 3e-3,
+        "batch_size": 4,
+        "gradient_accumulation": 1,
+        "max_seq_length": 2048,
+        "examples": 4800,
+        "min_epochs": 6,
+        "max_epochs": 24,
     },
-}  # fmt: skip
+}
 DEFAULT = "standard"
 SIZING = ("label", "examples", "min_epochs", "max_epochs")
 
 ADVANCED_FIELDS = (
-    "lora_r", "lora_alpha", "lora_dropout", "target_modules", "learning_rate", "lr_scheduler", "epochs",
-    "batch_size", "gradient_accumulation", "max_seq_length", "eval_fraction", "early_stopping_patience", "seed",
-)  # fmt: skip
+    "lora_r",
+    "lora_alpha",
+    "lora_dropout",
+    "target_modules",
+    "learning_rate",
+    "lr_scheduler",
+    "epochs",
+    "batch_size",
+    "gradient_accumulation",
+    "max_seq_length",
+    "eval_fraction",
+    "early_stopping_patience",
+    "seed",
+)
 
 
 def epochs_for(preset: str, records: int) -> float:

@@ -48,8 +48,9 @@ def summarise(scored: list[dict]) -> dict:
     }
 
 
-def generate(model, tokenizer, prompts: list[list[int]], max_new_tokens: int, device: str,
-             batch_size: int = 16) -> list[str]:  # fmt: skip
+def generate(
+    model, tokenizer, prompts: list[list[int]], max_new_tokens: int, device: str, batch_size: int = 16
+) -> list[str]:
     """Greedy answers to tokenised prompts, a batch at a time, left-padded so every row decodes from its end."""
     import torch
 
@@ -65,9 +66,14 @@ def generate(model, tokenizer, prompts: list[list[int]], max_new_tokens: int, de
             ids = torch.tensor([[pad] * (width - len(p)) + p for p in chunk], device=device)
             mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in chunk], device=device)
             out = model.generate(
-                input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=False,
-                pad_token_id=pad, eos_token_id=stops or None, use_cache=True,
-            )  # fmt: skip
+                input_ids=ids,
+                attention_mask=mask,
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                pad_token_id=pad,
+                eos_token_id=stops or None,
+                use_cache=True,
+            )
             answers += [tokenizer.decode(row[width:], skip_special_tokens=True).strip() for row in out]
     model.train(was_training)
     return answers

@@ -1,11 +1,13 @@
-"""Celery tasks of the training app."""
+"""Celery tasks of the training app: base-model imports; the fine-tune job tasks are in training/jobs/tasks.py
+(imported here so that the worker registers them). Which accelerator a GPU worker has, it says itself when it
+starts (training/workers.py)."""
 
 from celery import shared_task
 
-from modelfactory.celery import gpu_task
 from modelfactory.exceptions import ApplicationError
 
-from . import devices, services, workers  # noqa: F401 - workers registers its signal
+from . import services, workers  # noqa: F401 - workers registers its signal
+from .jobs import tasks as job_tasks  # noqa: F401 - registers the fine-tune tasks with the worker
 from .models import BaseModel
 
 
@@ -17,24 +19,3 @@ def base_model_import_task(base_model_id: int) -> str:
     except ApplicationError as error:
         return error.message
     return base_model.status
-
-
-@gpu_task(name="gpu.device_info")
-def device_info_task() -> dict:
-    """Which accelerator a GPU-queue worker has: the wizard compares it with a job's memory estimate."""
-    return devices.device_info()
-
-
-@gpu_task(name="gpu.fine_tune")
-def job_run_task(job_id: int) -> str:
-    """Idempotent and resumable: safe to deliver twice or after the previous worker died."""
-    from . import jobs
-
-    return jobs.job_run(job_id=job_id, worker=job_run_task.request.hostname or "worker")
-
-
-@shared_task(name="training.jobs_reap")
-def jobs_reap_task() -> list[int]:
-    from . import jobs
-
-    return jobs.jobs_reap()

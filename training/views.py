@@ -9,11 +9,8 @@ from django.views.decorators.http import require_POST
 from django_htmx.http import HttpResponseStopPolling
 
 from modelfactory.exceptions import ApplicationError
-from publishing import policy as publishing_policy
-from publishing.services import contributor_labels
 
-from . import charts, display, jobs, policy, presets, selectors, wizard, workers
-from .attribution import influence_by_method
+from . import charts, display, jobs, policy, presets, selectors, wizard
 from .forms import BaseModelForm, LaunchForm, MethodForm, VersionsForm
 from .models import BaseModel, FineTuneJob
 
@@ -37,8 +34,11 @@ def _wizard_form(request, step: int, state: dict, versions_qs, models_qs):
         initial = state.get("base_model") or wizard.only_model(models_qs)
         return BaseModelForm(data, queryset=models_qs, initial={"base_model": initial})
     if step == 3:
-        initial = {"method": state.get("method", "auto"), "preset": state.get("preset", presets.DEFAULT),
-                   **state.get("advanced", {})}  # fmt: skip
+        initial = {
+            "method": state.get("method", "auto"),
+            "preset": state.get("preset", presets.DEFAULT),
+            **state.get("advanced", {}),
+        }
         if isinstance(initial.get("target_modules"), list):
             initial["target_modules"] = ",".join(initial["target_modules"])
         records = sum(v.record_count for v in versions_qs.filter(pk__in=state["versions"]))
@@ -46,8 +46,11 @@ def _wizard_form(request, step: int, state: dict, versions_qs, models_qs):
         return MethodForm(data, initial=initial, preset_values=values)
     versions = list(versions_qs.filter(pk__in=state["versions"]))
     base_model = models_qs.filter(pk=state["base_model"]).first()
-    default = jobs.job_default_name(owner=request.user, base_model=base_model, versions=versions,
-                                    preset=state["preset"]) if base_model and versions else ""  # fmt: skip
+    default = (
+        jobs.job_default_name(owner=request.user, base_model=base_model, versions=versions, preset=state["preset"])
+        if base_model and versions
+        else ""
+    )
     return LaunchForm(data, initial={"name": state.get("name", "")}, default_name=default)
 
 
@@ -61,8 +64,12 @@ def _wizard_save(request, step: int, form, state: dict, versions_qs, models_qs) 
         state.update(method=form.cleaned_data["method"], preset=form.cleaned_data["preset"])
         state["advanced"] = form.advanced()
         try:
-            jobs.job_config(base_model=models_qs.filter(pk=state["base_model"]).first(), method=state["method"],
-                            preset=state["preset"], overrides=state["advanced"])  # fmt: skip
+            jobs.job_config(
+                base_model=models_qs.filter(pk=state["base_model"]).first(),
+                method=state["method"],
+                preset=state["preset"],
+                overrides=state["advanced"],
+            )
         except ApplicationError as error:
             form.add_error(None, error.message)
     request.session["wizard"] = state
@@ -105,8 +112,13 @@ def wizard_view(request, step=1):
             return redirect("wizard", step=step + 1)
         if form.is_valid() and (launched := _wizard_launch(request, form, state, versions_qs, models_qs)):
             return launched
-    context = {"form": form, "step": step, "steps": STEPS, "state": state,
-               "preset_values": getattr(form, "preset_values", None)}  # fmt: skip
+    context = {
+        "form": form,
+        "step": step,
+        "steps": STEPS,
+        "state": state,
+        "preset_values": getattr(form, "preset_values", None),
+    }
     if step == 4:
         context.update(_review(request.user, state, versions_qs, models_qs))
     return render(request, "training/wizard.html", context)
@@ -119,20 +131,16 @@ def _review(user, state, versions_qs, models_qs) -> dict:
         return {"review_error": "Some of your choices are no longer available; go back and choose again."}
     records = sum(v.record_count for v in versions)
     try:
-        config = jobs.job_config(base_model=base_model, method=state["method"], preset=state["preset"],
-                                 overrides=state.get("advanced"), records=records)  # fmt: skip
+        config = jobs.job_config(
+            base_model=base_model,
+            method=state["method"],
+            preset=state["preset"],
+            overrides=state.get("advanced"),
+            records=records,
+        )
     except ApplicationError as error:
         return {"review_error": error.message}
-    online = workers.online_gpu_workers()
-    estimates = []
-    for device in sorted({w.get("device", "cpu") for w in online} or {"cpu"}):
-        estimate = jobs.job_estimate(
-            base_model=base_model, versions=versions, config=config, device="cuda" if device == "cuda" else "cpu"
-        )
-        fits = [
-            w for w in online if w.get("device") == device and w.get("memory_bytes", 0) >= estimate["peak_memory_bytes"]
-        ]
-        estimates.append({"device": device, "estimate": estimate, "fits": fits})
+    online, estimates = wizard.review_estimates(base_model=base_model, versions=versions, config=config)
     return {
         "base_model": base_model,
         "versions": versions,
@@ -154,25 +162,6 @@ def job_list(request):
     return render(request, "training/job_list.html", {"page": page})
 
 
-def influence_summary(job, user) -> dict | None:
-    """The default method's table with contributors as their manifests will name them, their usernames for
-    staff and the Datanets' curators, and their records split into training and held out."""
-    method, data = influence_by_method(job)
-    if not data:
-        return None
-    ids = [int(row["contributor"]) for row in data["contributors"]]
-    labels = contributor_labels(ids)
-    names = selectors.job_contributor_names(job, publishing_policy.datanets_named_for_user(user, job))
-    totals = selectors.job_contributor_records(job)
-    rows = []
-    for row in data["contributors"][:50]:
-        pk = int(row["contributor"])
-        total = max(totals.get(pk, 0), row["records"])
-        rows.append({**row, "label": labels.get(pk), "name": names.get(pk), "total": total,
-                     "held_out": total - row["records"]})  # fmt: skip
-    return {"method": method, "parameters": data["parameters"], "seconds": data["seconds"], "rows": rows}
-
-
 @login_required
 def job_detail(request, pk):
     job = policy.get_job_for_user(request.user, pk)
@@ -192,7 +181,7 @@ def job_detail(request, pk):
             response["HX-Refresh"] = "true"
         return response
     context.update(
-        influence=influence_summary(job, request.user),
+        influence=selectors.job_influence_summary(job, request.user),
         settings=display.settings_rows(job.config, wizard.trainer_defaults()),
         method_label=display.method_label(job.method),
         preset_name=display.preset_name(job.preset),

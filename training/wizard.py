@@ -1,4 +1,5 @@
-"""Reads for the fine-tune wizard: the versions to offer, the base model to preselect, the presets' values."""
+"""Reads for the fine-tune wizard: the versions to offer, the base model to preselect, the presets' values,
+and on the review step which online workers the run fits."""
 
 from dataclasses import MISSING, fields
 
@@ -7,7 +8,8 @@ from django.db.models import OuterRef, Q, Subquery
 from datanets import policy as datanet_policy
 from datanets.models import DatanetVersion
 
-from . import presets, trainer
+from . import presets, trainer, workers
+from .jobs.services import job_estimate
 from .models import BaseModel
 
 
@@ -49,3 +51,18 @@ def preset_values(*, method: str, records: int) -> dict[str, dict]:
         values = {**defaults, **presets.resolve(key, method, records=records)}
         out[key] = {name: values.get(name) for name in presets.ADVANCED_FIELDS}
     return out
+
+
+def review_estimates(*, base_model: BaseModel, versions, config: dict) -> tuple[list[dict], list[dict]]:
+    """The online GPU-queue workers, and the run's estimate on each kind of device among them (the CPU when
+    none is online) with the workers whose memory holds its peak."""
+    online = workers.online_gpu_workers()
+    estimates = []
+    for device in sorted({w.get("device", "cpu") for w in online} or {"cpu"}):
+        estimate = job_estimate(
+            base_model=base_model, versions=versions, config=config, device="cuda" if device == "cuda" else "cpu"
+        )
+        peak = estimate["peak_memory_bytes"]
+        fits = [w for w in online if w.get("device") == device and w.get("memory_bytes", 0) >= peak]
+        estimates.append({"device": device, "estimate": estimate, "fits": fits})
+    return online, estimates

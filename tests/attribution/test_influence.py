@@ -1,7 +1,7 @@
 """Proofs that influence attribution finds who taught what: generated tasks, a canary, exact payouts.
 
 A tiny model is trained for real on a generated Datanet where each contributor teaches a different
-invented task (attribution.synthetic); the held-out questions ask the same facts in other words.
+invented task (testkit.synthetic); the held-out questions ask the same facts in other words.
 """
 
 import json
@@ -9,9 +9,13 @@ import json
 import numpy as np
 import pytest
 
-from attribution import influence, synthetic
+from attribution import influence
+from testkit import synthetic
+from testkit.ranks import auc, spearman
+from testkit.tiny_model import build_tiny_model
 from training import trainer
-from training.tiny import build_tiny_model
+from training.examples import collate, load_examples
+from training.modeling import load_model
 
 K = 4
 
@@ -84,7 +88,7 @@ def test_projected_gradients_keep_the_ranking(tmp_path):
     assert projected["gradient_bytes"] < exact["gradient_bytes"] / 4
     a = np.load(tmp_path / "exact" / "influence.npz")["datainf"].mean(axis=1)
     b = np.load(tmp_path / "projected" / "influence.npz")["datainf"].mean(axis=1)
-    assert influence.spearman(a, b) > 0.8
+    assert spearman(a, b) > 0.8
 
 
 def test_payouts_add_up_exactly_and_follow_the_shares():
@@ -99,10 +103,10 @@ def test_payouts_add_up_exactly_and_follow_the_shares():
 
 
 def test_rank_statistics():
-    assert influence.spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
-    assert influence.spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
-    assert influence.auc([0.9, 0.8, 0.1, 0.2], [True, True, False, False]) == 1.0
-    assert influence.auc([0.1, 0.2, 0.9, 0.8], [True, True, False, False]) == 0.0
+    assert spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
+    assert spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
+    assert auc([0.9, 0.8, 0.1, 0.2], [True, True, False, False]) == 1.0
+    assert auc([0.1, 0.2, 0.9, 0.8], [True, True, False, False]) == 0.0
 
 
 def test_per_example_gradients_add_up_to_the_batch_gradient(tmp_path):
@@ -113,15 +117,15 @@ def test_per_example_gradients_add_up_to_the_batch_gradient(tmp_path):
     train_path, _, _ = synthetic.write_datanet(tasks, tmp_path / "data")
     config = trainer.TrainConfig(base_model_path=str(build_tiny_model(tmp_path / "model")), method="lora",
                                  lora_dropout=0.0, max_seq_length=96, precision="fp32")  # fmt: skip
-    model, tokenizer, _ = trainer.load_model(config)
+    model, tokenizer, _ = load_model(config)
     for name, parameter in model.named_parameters():
         if "lora_B" in name:  # B starts at zero, which would leave A's gradients zero
             torch.nn.init.normal_(parameter, std=0.02)
-    examples = trainer.load_examples(tokenizer, train_path, config.max_seq_length)[:4]
+    examples = load_examples(tokenizer, train_path, config.max_seq_length)[:4]
     capture = influence.GradientCapture(model, 0, seed=0)
     per_example = influence.gradients(model, examples, capture=capture, batch_size=4,
                                       pad_id=tokenizer.pad_token_id, device="cpu", per_token=False)  # fmt: skip
-    batch = trainer.collate(examples, tokenizer.pad_token_id)
+    batch = collate(examples, tokenizer.pad_token_id)
     model.eval()
     model(**batch, num_items_in_batch=torch.tensor(1)).loss.backward()
     for (_, module), grads in zip(capture.modules, per_example, strict=True):

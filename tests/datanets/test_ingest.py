@@ -8,6 +8,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.utils import timezone
 
 from datanets import flags, services
+from datanets.ingest import pipeline, rowstore
 from datanets.models import Record, RecordBand, Upload
 from modelfactory.exceptions import ApplicationError
 from tests.conftest import WorkerProcess, database_url_for_workers
@@ -118,7 +119,7 @@ def test_cancel_leaves_nothing(datanet, contributor):
 def test_a_failure_in_the_middle_rolls_back_every_record(datanet, contributor, monkeypatch):
     rows = [qa(i) for i in range(2500)]
     upload = services.upload_create(datanet=datanet, contributor=contributor, file=jsonl_file(rows))
-    real_flags = services.flags.personal_data_flags
+    real_flags = flags.personal_data_flags
     calls = {"n": 0}
 
     def breaks_late(text):  # a fault after the first batch of 1000 rows was written
@@ -127,7 +128,7 @@ def test_a_failure_in_the_middle_rolls_back_every_record(datanet, contributor, m
             raise OSError("disk full")
         return real_flags(text)
 
-    monkeypatch.setattr(services.flags, "personal_data_flags", breaks_late)
+    monkeypatch.setattr(flags, "personal_data_flags", breaks_late)
     with pytest.raises(OSError):
         services.upload_ingest(upload=Upload.objects.get(pk=upload.pk))
     upload.refresh_from_db()
@@ -226,8 +227,8 @@ def test_near_duplicate_of_a_record_from_an_earlier_upload_is_flagged_and_linked
 
 @pytest.mark.parametrize("band_batch", [4, 20_000], ids=["later band batch", "same band batch"])
 def test_near_duplicates_across_batches_and_withdrawn_records(datanet, contributor, monkeypatch, band_batch):
-    monkeypatch.setattr(services, "CHUNK", 3)  # the near duplicate lands in a later chunk than its original
-    monkeypatch.setattr(services, "BAND_BATCH", band_batch)  # and its bands are matched with or after the original's
+    monkeypatch.setattr(pipeline, "CHUNK", 3)  # the near duplicate lands in a later chunk than its original
+    monkeypatch.setattr(rowstore, "BAND_BATCH", band_batch)  # and its bands are matched with or after the original's
     rows = [{"instruction": "Summarise case A", "output": NEAR_CASE}] + [qa(i) for i in range(2, 8)]
     rows.append({"instruction": "Summarise case A", "output": NEAR_CASE.replace("jaw", "neck")})
     rows.append(qa(2))  # an exact duplicate of line 2, in a later batch: skipped
@@ -272,7 +273,7 @@ def test_exact_duplicates_of_stored_records_are_not_counted_as_flagged(datanet, 
 
 
 def test_worker_processes_store_and_reject_exactly_like_the_ingest_alone(datanet, contributor, settings, monkeypatch):
-    monkeypatch.setattr(services, "CHUNK", 3)  # several chunks, each prepared by a worker process
+    monkeypatch.setattr(pipeline, "CHUNK", 3)  # several chunks, each prepared by a worker process
     rows = [qa(i) for i in range(1, 8)] + [qa(2), "", {"instruction": "Who?", "output": "Mail jane.doe@example.org"}]
     results = {}
     for workers, pool_min in ((0, 10**9), (2, 1)):

@@ -8,12 +8,11 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.urls import reverse
 
+from accounts.contributors import contributor_preference_set, contributor_pseudonym
 from datanets import merkle, services
 from datanets.ledger import ledger_verify
 from datanets.models import AccessRequest, LedgerEntry, Record
 from modelfactory.exceptions import ApplicationError
-from publishing.pseudonyms import contributor_pseudonym
-from publishing.services import contributor_preference_set
 from tests.datanets.conftest import qa
 from tests.factories import MembershipFactory, UserFactory
 

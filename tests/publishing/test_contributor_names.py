@@ -2,14 +2,14 @@
 
 from django.urls import reverse
 
+from accounts.contributors import contributor_pseudonym
 from datanets.models import Record
-from publishing import services
 from tests.factories import MembershipFactory, UserFactory
 
 
 def test_staff_and_curators_see_who_is_who_others_see_pseudonyms(client, adapter, trainer_user, team):
     author = Record.objects.filter(adapter_uses__adapter=adapter).first().contributor
-    pseudonym = services.contributor_pseudonym(author.pk)
+    pseudonym = contributor_pseudonym(author.pk)
     url = reverse("adapter_detail", args=[adapter.slug, adapter.version])
 
     client.force_login(trainer_user)  # in the adapter's team, no curator of its Datanet

@@ -13,12 +13,13 @@ import pytest
 from django.core.management import call_command
 from django.urls import reverse
 
-from attribution import synthetic
+from accounts.contributors import contributor_pseudonym
 from attribution.verify import VerificationError, _check_influence
 from datanets import services as datanet_services
 from datanets.models import Record
 from publishing import services
 from publishing.models import Adapter
+from testkit import synthetic
 from tests.factories import DatanetFactory, MembershipFactory, UserFactory
 from tests.publishing.conftest import run_job
 from training.models import RecordInfluence
@@ -60,7 +61,7 @@ def test_a_job_measures_influence_and_the_signed_manifest_carries_it(influenced_
     jsonschema.validate(adapter.manifest, schema)
     assert influence["method"] == "datainf" and "DataInf" in influence["reference"]
     assert influence["parameters"]["projection"] == "none" and influence["recomputed_from_version"] is None
-    ids = {services.contributor_pseudonym(user.pk) for user in contributors}
+    ids = {contributor_pseudonym(user.pk) for user in contributors}
     assert {row["id"] for row in influence["contributors"]} == ids
     assert abs(sum(row["share"] for row in influence["contributors"]) - 1) < 1e-5
 
@@ -93,14 +94,12 @@ def test_pages_show_influence_beside_token_shares(client, influenced_adapter, tr
     assert 'id="reward-split"' not in page  # staff only
 
     job_page = client.get(reverse("job_detail", args=[adapter.job.pk])).content.decode()
-    assert 'id="influence"' in job_page and services.contributor_pseudonym(contributors[0].pk) in job_page
+    assert 'id="influence"' in job_page and contributor_pseudonym(contributors[0].pk) in job_page
 
     client.force_login(contributors[1])
     mine = client.get(reverse("my_adapter_contributions")).content.decode()
     row = next(
-        r
-        for r in adapter.manifest["influence"]["contributors"]
-        if r["id"] == services.contributor_pseudonym(contributors[1].pk)
+        r for r in adapter.manifest["influence"]["contributors"] if r["id"] == contributor_pseudonym(contributors[1].pk)
     )
     assert f"{row['share']:.3f}" in mine and "datainf" in mine
 

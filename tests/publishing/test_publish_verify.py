@@ -12,6 +12,7 @@ from django.urls import reverse
 from peft import PeftModel
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from accounts.contributors import contributor_pseudonym
 from datanets.models import LedgerEntry, Record
 from modelfactory.exceptions import ApplicationError
 from publishing import services
@@ -207,7 +208,7 @@ def test_contributor_sees_their_records_in_the_adapter(client, adapter):
     client.force_login(author)
     page = client.get(reverse("my_adapter_contributions")).content.decode()
     assert "Codes Expert v1" in page and "100%" in page
-    assert services.contributor_pseudonym(author.pk) in page
+    assert contributor_pseudonym(author.pk) in page
 
 
 def test_openapi_document_and_token_rules(client, adapter, trainer_user):

@@ -8,7 +8,7 @@ from pathlib import Path
 from django.urls import reverse
 
 from datanets.models import Record
-from publishing import services
+from publishing import selectors
 from tests.factories import UserFactory
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -84,4 +84,4 @@ def test_nobody_else_opens_a_contributors_receipt(client, adapter, trainer_user)
         assert client.get(url).status_code == 404
         assert client.get(reverse("receipt_download", args=[adapter.slug, adapter.version])).status_code == 404
     assert client.get(reverse("receipt_detail", args=["no-such", 1])).status_code == 404
-    assert services.contributions_in_adapters(trainer_user, []) == []
+    assert selectors.contributions_in_adapters(trainer_user, []) == []

@@ -3,8 +3,8 @@ and the span repeated from a training record is highlighted with its contributor
 
 import pytest
 
+from accounts.contributors import contributor_pseudonym
 from datanets.models import Record
-from publishing import services
 from tests.datanets.test_browser_flow import log_in
 
 pytestmark = pytest.mark.browser
@@ -29,7 +29,7 @@ def test_chat_in_the_playground_and_see_the_attribution(live_server, page, chat_
 
     answer = adapter_answer.locator(".answer-text").inner_text()
     record = next(r for r in Record.objects.filter(contributor__username="alice") if r.content["output"] in answer)
-    pseudonym = services.contributor_pseudonym(record.contributor_id)
+    pseudonym = contributor_pseudonym(record.contributor_id)
     assert record.content["output"] in mark.inner_text()
     assert pseudonym in mark.get_attribute("title") and f"record {record.pk}" in mark.get_attribute("title")
     assert pseudonym in adapter_answer.locator(".attribution").inner_text()

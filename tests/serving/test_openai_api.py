@@ -3,6 +3,7 @@
 import pytest
 from django.test import Client
 
+from accounts.contributors import contributor_pseudonym
 from datanets.models import Record
 from publishing import services
 from publishing.models import Adapter
@@ -41,7 +42,7 @@ def test_openai_client_streams_an_attributed_answer(live_server, chat_adapter, t
     span = max(attribution["spans"], key=lambda s: s["tokens"])
     assert span["text"] in answer and repeated[0].content["output"] in span["text"]
     assert span["record"]["id"] == repeated[0].pk
-    assert span["contributor"] == services.contributor_pseudonym(repeated[0].contributor_id)
+    assert span["contributor"] == contributor_pseudonym(repeated[0].contributor_id)
 
     # Not streamed: the same shape as OpenAI's, plus the attribution. bob's fruit is bob's.
     completion = client.chat.completions.create(
@@ -51,7 +52,7 @@ def test_openai_client_streams_an_attributed_answer(live_server, chat_adapter, t
     bob = Record.objects.get(contributor__username="bob", content__output__in=[text])
     assert completion.usage.completion_tokens > 0
     spans = completion.model_extra["attribution"]["spans"]
-    assert spans[0]["contributor"] == services.contributor_pseudonym(bob.contributor_id)
+    assert spans[0]["contributor"] == contributor_pseudonym(bob.contributor_id)
 
     # Sampling parameters are honoured and validated.
     sampled = client.chat.completions.create(model="codes-expert", messages=[{"role": "user", "content": "Hi"}],

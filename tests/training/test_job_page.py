@@ -6,8 +6,8 @@ import re
 import pytest
 from django.urls import reverse
 
+from accounts.contributors import contributor_pseudonym
 from datanets.models import Record
-from publishing.pseudonyms import contributor_pseudonym
 from tests.factories import UserFactory
 from training import charts, jobs
 from training.models import FineTuneJob

@@ -130,9 +130,9 @@ def test_cancel_stops_a_run_and_frees_the_worker(
     jobs.job_cancel(job=job, by=trainer_user)
     job = wait_for(job, lambda j: j.finished)
     assert job.status == "cancelled"
-    from training.tasks import device_info_task
+    from training.jobs.tasks import job_run_task
 
-    assert device_info_task.delay().get(timeout=30)["device"] == "cpu"  # the worker takes new work
+    assert job_run_task.delay(0).get(timeout=30) == "finished"  # the worker takes new work
 
     retried = jobs.job_retry(job=job, by=trainer_user)
     assert retried.status == "queued"
@@ -155,8 +155,8 @@ def test_a_failing_job_says_what_to_do_and_can_be_retried(
     assert job.status == "failed" and "Retry it" in job.error
     assert jobs.job_run(job_id=job.pk, worker="here") == "finished"  # a second delivery changes nothing
 
-    assert "Out of memory on cpu" in jobs._failure_message(RuntimeError("CUDA out of memory"), job)
-    assert "smaller batch size (now 4)" in jobs._failure_message(MemoryError(), job)
+    assert "Out of memory on cpu" in jobs.run.failure_message(RuntimeError("CUDA out of memory"), job)
+    assert "smaller batch size (now 4)" in jobs.run.failure_message(MemoryError(), job)
 
 
 def test_job_create_checks_access_settings_and_readiness(tiny_base_model, trainer_user, version):

@@ -4,9 +4,9 @@ answers more of its Datanet's questions than the base model does, and its page s
 import pytest
 from django.urls import reverse
 
-from attribution import synthetic
 from datanets import services as datanet_services
 from datanets.models import Record
+from testkit import synthetic
 from tests.factories import DatanetFactory, UserFactory
 from tests.pytest_env import TEST_VAR
 from tests.training.test_jobs import wait_for

@@ -1,4 +1,4 @@
-"""Store and recompute the influence of training records on a job's adapter (attribution.influence)."""
+"""Store and recompute the influence of training records on a job's adapter (maths: attribution/influence.py)."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ from django.db import transaction
 from django.utils import timezone
 
 from datanets.models import Record
-
-from . import trainer
-from .models import FineTuneJob, RecordInfluence
+from training import trainer
+from training.jobs.outputs import job_outputs, write_training_data
+from training.models import FineTuneJob, RecordInfluence
 
 
 def influence_by_method(job: FineTuneJob, method: str | None = None) -> tuple[str | None, dict | None]:
@@ -66,11 +66,9 @@ def influence_store(*, job: FineTuneJob, output_dir: Path) -> dict:
 
 def influence_recompute(*, job: FineTuneJob, methods: list[str], projection_dim: int = 0, progress=None) -> dict:
     """Compute influence again for a succeeded job's stored adapter, with other methods or parameters."""
-    from . import jobs
-
     if job.status != FineTuneJob.Status.SUCCEEDED:
         raise ValueError("only a succeeded job's adapter can be attributed")
-    outputs = jobs.job_outputs(job)
+    outputs = job_outputs(job)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         adapter = tmp / "adapter"
@@ -79,10 +77,14 @@ def influence_recompute(*, job: FineTuneJob, methods: list[str], projection_dim:
             with default_storage.open(outputs[f"adapter/{name}"]) as source, open(adapter / name, "wb") as target:
                 shutil.copyfileobj(source, target)
         data = tmp / "data.jsonl"
-        jobs.write_training_data(job, data)
+        write_training_data(job, data)
         config = trainer.TrainConfig.from_dict(
-            {**job.config, "base_model_path": job.base_model.local_path, "influence_methods": methods,
-             "influence_projection_dim": projection_dim}
-        )  # fmt: skip
+            {
+                **job.config,
+                "base_model_path": job.base_model.local_path,
+                "influence_methods": methods,
+                "influence_projection_dim": projection_dim,
+            }
+        )
         trainer.attribute_saved(config, data, adapter, tmp / "output", progress=progress)
         return influence_store(job=job, output_dir=tmp / "output")

@@ -37,11 +37,15 @@ ANSWER_FORMS = [
     "{attribute} of {thing}? {value}!",
 ]
 SYLLABLES = [
-    ["ka", "lo", "mi", "zu", "ren", "tov"], ["bra", "gis", "hep", "ulm", "wox", "yid"],
-    ["cor", "dun", "fal", "pim", "sav", "tek"], ["ah", "eb", "iz", "og", "uv", "yx"],
-    ["qua", "ril", "sno", "trab", "vel", "zon"], ["bex", "cly", "dro", "gnu", "phi", "sku"],
-    ["ard", "elm", "ist", "orb", "unk", "yep"], ["jax", "kro", "lum", "myr", "nib", "pox"],
-]  # fmt: skip
+    ["ka", "lo", "mi", "zu", "ren", "tov"],
+    ["bra", "gis", "hep", "ulm", "wox", "yid"],
+    ["cor", "dun", "fal", "pim", "sav", "tek"],
+    ["ah", "eb", "iz", "og", "uv", "yx"],
+    ["qua", "ril", "sno", "trab", "vel", "zon"],
+    ["bex", "cly", "dro", "gnu", "phi", "sku"],
+    ["ard", "elm", "ist", "orb", "unk", "yep"],
+    ["jax", "kro", "lum", "myr", "nib", "pox"],
+]
 
 
 def _word(rng: random.Random, syllables: list[str], parts: int = 2) -> str:
@@ -94,8 +98,14 @@ def make_tasks(k: int, facts_per_task: int, seed: int = 0) -> list[Task]:
     return tasks
 
 
-def write_datanet(tasks: list[Task], directory: Path | str, *, canary_task: int | None = None,
-                  questions_per_task: int = 4, canary_records: int = 8) -> tuple[Path, Path, list[str]]:  # fmt: skip
+def write_datanet(
+    tasks: list[Task],
+    directory: Path | str,
+    *,
+    canary_task: int | None = None,
+    questions_per_task: int = 4,
+    canary_records: int = 8,
+) -> tuple[Path, Path, list[str]]:
     """train.jsonl (version-export lines with content_hash and contributor_id) and questions.jsonl (held
     out); returns their paths and the contributor who taught each question's answer. With
     ``canary_task``, a contributor "canary" contributes question-answer pairs of facts of that task that
@@ -105,8 +115,13 @@ def write_datanet(tasks: list[Task], directory: Path | str, *, canary_task: int 
     lines, questions, question_tasks = [], [], []
     for index, task in enumerate(tasks):
         for n, (thing, value) in enumerate(task.facts):
-            lines.append({"content_hash": f"{index}-{n}", "contributor_id": task.contributor,
-                          "content": task.record(thing, value)})  # fmt: skip
+            lines.append(
+                {
+                    "content_hash": f"{index}-{n}",
+                    "contributor_id": task.contributor,
+                    "content": task.record(thing, value),
+                }
+            )
         for thing, value in task.facts[:questions_per_task]:
             questions.append(task.question(thing, value))
             question_tasks.append(task.contributor)
@@ -128,7 +143,7 @@ def question_accuracy(scores, record_contributors: list[str], question_contribut
     (top-1), and how well do record scores separate that contributor's records from the rest (AUC)."""
     import numpy as np
 
-    from .influence import auc
+    from testkit.ranks import auc
 
     names = sorted(set(record_contributors))
     owner = np.array(record_contributors)

@@ -1,0 +1,85 @@
+"""Checkpoints of a training run: adapter, optimiser, scheduler, RNG states and data position, written so
+that a kill at any moment leaves one whole checkpoint; and the adapter weights kept in memory. No Django."""
+
+from __future__ import annotations
+
+import random
+import shutil
+from pathlib import Path
+
+from training.config import Run
+
+
+def _rng_state() -> dict:
+    import numpy as np
+    import torch
+
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    import numpy as np
+    import torch
+
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(run: Run, directory: Path) -> None:
+    """Written beside the old one and renamed over it: a kill at any moment leaves one whole checkpoint."""
+    import torch
+
+    staging = directory.with_name(directory.name + ".tmp")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    run.model.save_pretrained(staging / "adapter")
+    torch.save(
+        {
+            "optimizer": run.optimizer.state_dict(),
+            "scheduler": run.scheduler.state_dict(),
+            "rng": _rng_state(),
+            "position": run.position,
+            "history": run.history,
+            "best_state": run.best_state,
+        },
+        staging / "state.pt",
+    )
+    old = directory.with_name(directory.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    if directory.exists():
+        directory.rename(old)
+    staging.rename(directory)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def load_checkpoint(model, optimizer, scheduler, directory: Path) -> tuple[dict, dict, dict | None]:
+    import torch
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    weights = load_file(str(directory / "adapter" / "adapter_model.safetensors"))
+    set_peft_model_state_dict(model, weights)
+    state = torch.load(directory / "state.pt", weights_only=False)
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    _set_rng_state(state["rng"])
+    return state["position"], state["history"], state.get("best_state")
+
+
+def adapter_state(model) -> dict:
+    return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def restore_adapter(model, state: dict) -> None:
+    import torch
+
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if name in state:
+                parameter.copy_(state[name])

@@ -1,0 +1,106 @@
+"""The trainer's settings (TrainConfig), what a run holds between its phases (Run), and how a caller stops
+it (Cancelled). No Django."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from training.examples import Example
+
+ProgressFn = Callable[[dict], None]
+
+
+class Cancelled(Exception):
+    """The caller asked the run to stop."""
+
+
+@dataclass
+class TrainConfig:
+    base_model_path: str
+    # "qlora" (4-bit NF4 base, double quantisation), "lora", or "auto": the faster that fits (see pick_method)
+    method: str = "qlora"
+    precision: str = "auto"  # "auto": bf16 where the device computes it fast, else fp32; or "bf16", "fp32"
+    lora_r: int = 8
+    lora_alpha: int = 16
+    lora_dropout: float = 0.05
+    target_modules: list[str] | str = "all-linear"
+    learning_rate: float = 2e-4
+    lr_scheduler: str = "cosine"  # cosine, linear or constant
+    warmup_ratio: float = 0.05
+    epochs: float = 1.0
+    batch_size: int = 4
+    gradient_accumulation: int = 1
+    max_seq_length: int = 512
+    eval_fraction: float = 0.05  # held out for generalisation (at most max_eval_records); 0: train on all
+    max_eval_records: int = 100
+    seed: int = 42
+    checkpoint_every: int = 20  # steps; and at least 4 times per run, and every checkpoint_every_s seconds
+    checkpoint_every_s: float = 300.0
+    eval_every: int = 0  # held-out loss every N steps; 0: once an epoch
+    early_stopping_patience: int = 0  # stop after N held-out checks without a better loss; 0: never
+    max_steps: int = 0  # 0: as many as the epochs need
+    eval_prompts: int = 5  # answers shown side by side (base and fine-tune) per evaluation set
+    task_eval_examples: int = 40  # questions answered and scored per set (held-out, trained); 0: none
+    max_new_tokens: int = 64
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    influence_methods: list[str] = field(default_factory=lambda: ["datainf", "tracin"])  # []: no attribution
+    influence_projection_dim: int = 0  # 0: exact LoRA gradients when they fit in memory
+    extra: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> TrainConfig:
+        known = {f for f in cls.__dataclass_fields__}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown config keys: {', '.join(sorted(unknown))}")
+        return cls(**data)
+
+    def validate(self) -> None:
+        problems = []
+        if self.method not in ("qlora", "lora", "auto"):
+            problems.append("method must be qlora, lora or auto")
+        if self.precision not in ("auto", "bf16", "fp32"):
+            problems.append("precision must be auto, bf16 or fp32")
+        if self.lora_r < 1 or self.lora_alpha < 1:
+            problems.append("rank and alpha must be at least 1")
+        if not 0 <= self.lora_dropout < 1:
+            problems.append("dropout must be in [0, 1)")
+        if not 0 < self.learning_rate < 1:
+            problems.append("learning rate must be in (0, 1)")
+        if self.lr_scheduler not in ("cosine", "linear", "constant"):
+            problems.append("schedule must be cosine, linear or constant")
+        if self.batch_size < 1 or self.gradient_accumulation < 1:
+            problems.append("batch size and gradient accumulation must be at least 1")
+        if self.epochs <= 0 and self.max_steps <= 0:
+            problems.append("train for some epochs or steps")
+        if not 16 <= self.max_seq_length <= 32768:
+            problems.append("max sequence length must be between 16 and 32768")
+        if not 0 <= self.eval_fraction < 0.5:
+            problems.append("evaluation split must be between 0 and 0.5")
+        if self.task_eval_examples < 0 or self.early_stopping_patience < 0:
+            problems.append("task evaluation size and early-stopping patience cannot be negative")
+        if set(self.influence_methods) - {"datainf", "tracin"}:
+            problems.append("influence methods are datainf and tracin")
+        if problems:
+            raise ValueError("; ".join(problems))
+
+
+@dataclass
+class Run:
+    """What a training run holds between its phases."""
+
+    config: TrainConfig
+    model: object
+    tokenizer: object
+    device: str
+    compute: dict  # {"method", "bf16"}
+    train_set: list[Example]
+    eval_set: list[Example]
+    optimizer: object
+    scheduler: object
+    total_steps: int
+    position: dict
+    history: dict
+    best_state: dict | None = None  # the adapter weights at the best held-out loss so far

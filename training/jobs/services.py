@@ -1,0 +1,161 @@
+"""Fine-tune job use cases: configure and estimate from the wizard, create, cancel, retry, reap orphans.
+The run itself, on a GPU-queue worker, is ``training.jobs.run``."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from datanets import policy as datanet_policy
+from datanets.models import DatanetVersion
+from modelfactory.exceptions import ApplicationError
+from training import display, estimates, presets, trainer
+from training.jobs.log import job_log_append
+from training.models import BaseModel, FineTuneJob
+
+
+def job_config(
+    *, base_model: BaseModel, method: str, preset: str, overrides: dict | None = None, records: int = 0
+) -> dict:
+    """The run's settings: the preset's, sized to a Datanet of ``records`` records, with the overrides."""
+    try:
+        resolved = presets.resolve(preset, method, overrides, records=records)
+        config = trainer.TrainConfig.from_dict({**resolved, "base_model_path": base_model.local_path})
+        config.validate()
+    except (TypeError, ValueError) as error:
+        raise ApplicationError(f"These settings do not work: {error}.") from error
+    return resolved
+
+
+def job_estimate(*, base_model: BaseModel, versions, config: dict, device: str = "cpu") -> dict:
+    """Peak memory and wall time of the whole run (loading, training, evaluation, attribution)."""
+    tokens = sum(v.token_count for v in versions)
+    records = sum(v.record_count for v in versions)
+    per_record = estimates.record_tokens(tokens / max(records, 1))
+    held_out = min(config.get("max_eval_records", 100), round(records * config.get("eval_fraction", 0.05)))
+    trained = records - held_out
+    shape = estimates.model_shape(base_model.local_path)
+    result = estimates.estimate(
+        parameters=base_model.parameter_count,
+        shape=shape,
+        method="qlora" if config["method"] == "auto" and device == "cuda" else config["method"],
+        rank=config["lora_r"],
+        batch_size=config["batch_size"],
+        seq_len=min(config["max_seq_length"], int(per_record)),
+        train_tokens=int(trained * per_record * config["epochs"]),
+        device=device,
+        questions=min(trained, 40) + min(held_out, 40),
+        attributed_tokens=int(records * per_record),
+    )
+    return {**result, "records": records, "tokens": tokens}
+
+
+def licence_conflicts(versions) -> list[str]:
+    licences = {v.license for v in versions}
+    warnings = []
+    if any(lic.startswith("CC-BY-NC") for lic in licences) and len(licences) > 1:
+        warnings.append("A non-commercial licence (CC-BY-NC) is mixed with others: the adapter inherits the NC term.")
+    if any("SA" in lic for lic in licences) and len(licences) > 1:
+        warnings.append("A share-alike licence is mixed with others: the adapter must be shared alike.")
+    if "LicenseRef-Proprietary" in licences and len(licences) > 1:
+        warnings.append("Proprietary data is mixed with openly licensed data: check the terms of each.")
+    return warnings
+
+
+def job_default_name(*, owner, base_model: BaseModel, versions: list[DatanetVersion], preset: str) -> str:
+    """A name that tells the owner's jobs apart: base model, data, preset and the job's number."""
+    data = ", ".join(f"{v.datanet.name} v{v.number}" for v in versions)
+    number = FineTuneJob.objects.filter(owner=owner).count() + 1
+    return f"{base_model.name} on {data}, {display.preset_name(preset)} #{number}"
+
+
+def job_create(
+    *,
+    owner,
+    name: str,
+    base_model: BaseModel,
+    versions: list[DatanetVersion],
+    method: str,
+    preset: str,
+    overrides: dict | None = None,
+) -> FineTuneJob:
+    if not versions:
+        raise ApplicationError("Pick at least one Datanet version to train on.")
+    for version in versions:
+        if not datanet_policy.can_train_on(owner, version.datanet):
+            raise ApplicationError(f"You may not train on {version.datanet.name}.")
+    if not (base_model.enabled and base_model.status == BaseModel.Status.READY):
+        raise ApplicationError(f"{base_model.name} is not ready for training.")
+    records = sum(v.record_count for v in versions)
+    config = job_config(base_model=base_model, method=method, preset=preset, overrides=overrides, records=records)
+    with transaction.atomic():
+        job = FineTuneJob.objects.create(
+            name=name.strip() or job_default_name(owner=owner, base_model=base_model, versions=versions, preset=preset),
+            owner=owner,
+            base_model=base_model,
+            method=method,
+            preset=preset,
+            config=config,
+            estimate=job_estimate(base_model=base_model, versions=versions, config=config),
+        )
+        job.datanet_versions.set(versions)
+        from training.jobs.tasks import job_run_task
+
+        job_run_task.delay_on_commit(job.pk)
+    return job
+
+
+def queue_position(job: FineTuneJob) -> int | None:
+    if job.status != FineTuneJob.Status.QUEUED:
+        return None
+    return FineTuneJob.objects.filter(status=FineTuneJob.Status.QUEUED, created_at__lt=job.created_at).count() + 1
+
+
+def job_cancel(*, job: FineTuneJob, by) -> FineTuneJob:
+    if job.owner_id != by.pk and not by.is_staff:
+        raise ApplicationError("Only the job's owner cancels it.")
+    if job.finished:
+        raise ApplicationError("This job has already finished.")
+    if job.status == FineTuneJob.Status.QUEUED:
+        updated = FineTuneJob.objects.filter(pk=job.pk, status=FineTuneJob.Status.QUEUED).update(
+            status=FineTuneJob.Status.CANCELLED, cancel_requested=True, finished_at=timezone.now()
+        )
+        if updated:
+            job.refresh_from_db()
+            return job
+    FineTuneJob.objects.filter(pk=job.pk).update(cancel_requested=True)
+    job.refresh_from_db()
+    return job
+
+
+def job_retry(*, job: FineTuneJob, by) -> FineTuneJob:
+    if job.owner_id != by.pk and not by.is_staff:
+        raise ApplicationError("Only the job's owner retries it.")
+    if job.status not in (FineTuneJob.Status.FAILED, FineTuneJob.Status.CANCELLED):
+        raise ApplicationError("Only failed or cancelled jobs can be retried.")
+    with transaction.atomic():
+        job.status, job.error, job.cancel_requested, job.finished_at = FineTuneJob.Status.QUEUED, "", False, None
+        job.save(update_fields=["status", "error", "cancel_requested", "finished_at"])
+        from training.jobs.tasks import job_run_task
+
+        job_run_task.delay_on_commit(job.pk)
+    return job
+
+
+def jobs_reap(*, stale_after_s: int | None = None) -> list[int]:
+    """Re-queue running jobs whose worker stopped beating (killed, lost its machine)."""
+    from training.jobs.tasks import job_run_task
+
+    stale = timezone.now() - timedelta(seconds=stale_after_s or settings.JOB_HEARTBEAT_STALE_S)
+    orphans = dict(
+        FineTuneJob.objects.filter(status__in=FineTuneJob.WORKING, heartbeat_at__lt=stale).values_list("pk", "metrics")
+    )
+    for pk, metrics in orphans.items():
+        saved = (metrics or {}).get("checkpoint_step")
+        where = f"its last checkpoint, at step {saved}" if saved else "step 0: it saved no checkpoint"
+        job_log_append(pk, f"The worker stopped answering; the job goes back to the queue and resumes from {where}.")
+        job_run_task.delay(pk)
+    return list(orphans)
