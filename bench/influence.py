@@ -45,9 +45,17 @@ from training.modeling import load_model  # noqa: E402
 
 
 def config_for(model_dir: Path, seed: int, epochs: float, methods: list[str]) -> trainer.TrainConfig:
-    return trainer.TrainConfig(base_model_path=str(model_dir), method="lora", learning_rate=0.005, epochs=epochs,
-                               batch_size=4, max_seq_length=96, eval_prompts=0, seed=seed,
-                               influence_methods=methods)  # fmt: skip
+    return trainer.TrainConfig(
+        base_model_path=str(model_dir),
+        method="lora",
+        learning_rate=0.005,
+        epochs=epochs,
+        batch_size=4,
+        max_seq_length=96,
+        eval_prompts=0,
+        seed=seed,
+        influence_methods=methods,
+    )
 
 
 def per_question_loss(config: trainer.TrainConfig, adapter_dir: Path, questions: Path) -> np.ndarray:
@@ -100,9 +108,15 @@ def run_seed(k: int, seed: int, train_seeds: int, epochs: float, work: Path) -> 
     truth = np.mean(deltas, axis=0)
     noise = float(np.std(deltas, axis=0).mean()) if train_seeds > 1 else float("nan")
 
-    result = {"seed": seed, "train_s": total_s - attribution_s, "attribution_s": attribution_s,
-              "gradient_bytes": metrics["influence"]["gradient_bytes"], "methods": {}, "truth_noise": noise,
-              "truth_mean_abs": float(np.abs(truth).mean())}  # fmt: skip
+    result = {
+        "seed": seed,
+        "train_s": total_s - attribution_s,
+        "attribution_s": attribution_s,
+        "gradient_bytes": metrics["influence"]["gradient_bytes"],
+        "methods": {},
+        "truth_noise": noise,
+        "truth_mean_abs": float(np.abs(truth).mean()),
+    }
     for method, s in scores.items():
         accuracy = synthetic.question_accuracy(s, contributors, owners)
         result["methods"][method] = {
@@ -136,11 +150,13 @@ def cost_on(model_dir: str, method: str, epochs: float, k: int) -> None:
         records = json.loads((Path(tmp) / "out" / "influence.json").read_text())["records"]
         contributors = [str(r["contributor"]) for r in records]
         summary = metrics["influence"]
-        print(f"{Path(model_dir).name} {method.upper()}, {len(records)} records, {epochs:g} epoch(s): training "
-              f"{total_s - summary['seconds']:.1f} s, attribution {summary['seconds']:.1f} s "
-              f"({summary['seconds'] / (total_s - summary['seconds']):.1%}), projection "
-              f"{summary['parameters']['projection']}, gradients {summary['gradient_bytes'] / 2**20:.1f} MiB, "
-              f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")  # fmt: skip
+        print(
+            f"{Path(model_dir).name} {method.upper()}, {len(records)} records, {epochs:g} epoch(s): training "
+            f"{total_s - summary['seconds']:.1f} s, attribution {summary['seconds']:.1f} s "
+            f"({summary['seconds'] / (total_s - summary['seconds']):.1%}), projection "
+            f"{summary['parameters']['projection']}, gradients {summary['gradient_bytes'] / 2**20:.1f} MiB, "
+            f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB"
+        )
         for method_name, s in np.load(Path(tmp) / "out" / "influence.npz").items():
             accuracy = synthetic.question_accuracy(s, contributors, owners)
             print(f"  {method_name:8s} top-1 {accuracy['top1']:.3f} AUC {accuracy['auc']:.3f}")
@@ -166,26 +182,38 @@ def main() -> int:
         with tempfile.TemporaryDirectory() as tmp:
             result = run_seed(args.k, seed, args.train_seeds, args.epochs, Path(tmp))
         results.append(result)
-        print(f"seed {seed}: train {result['train_s']:.1f} s, attribution {result['attribution_s']:.2f} s; LOO loss "
-              f"change |mean| {result['truth_mean_abs']:.4f}, seed-to-seed std {result['truth_noise']:.4f}", flush=True)  # fmt: skip
+        print(
+            f"seed {seed}: train {result['train_s']:.1f} s, attribution {result['attribution_s']:.2f} s; LOO loss "
+            f"change |mean| {result['truth_mean_abs']:.4f}, seed-to-seed std {result['truth_noise']:.4f}",
+            flush=True,
+        )
         for method, m in result["methods"].items():
-            print(f"  {method:8s} top-1 {m['top1']:.3f}  AUC {m['auc']:.3f}  Spearman vs LOO: pairs "
-                  f"{m['spearman_pairs']:+.3f} contributors {m['spearman_contributors']:+.3f}  canary top-1 "
-                  f"{m['canary_top1']:.3f}", flush=True)  # fmt: skip
+            print(
+                f"  {method:8s} top-1 {m['top1']:.3f}  AUC {m['auc']:.3f}  Spearman vs LOO: pairs "
+                f"{m['spearman_pairs']:+.3f} contributors {m['spearman_contributors']:+.3f}  canary top-1 "
+                f"{m['canary_top1']:.3f}",
+                flush=True,
+            )
 
-    print(f"\nK={args.k} contributors, {args.seeds} data seeds x {args.train_seeds} training seeds, tiny Llama "
-          f"(hidden 128), LoRA r=8, {args.epochs:g} epochs")  # fmt: skip
+    print(
+        f"\nK={args.k} contributors, {args.seeds} data seeds x {args.train_seeds} training seeds, tiny Llama "
+        f"(hidden 128), LoRA r=8, {args.epochs:g} epochs"
+    )
     print(f"{'method':10s}{'top-1':>8s}{'AUC':>8s}{'rho pairs':>11s}{'rho contrib':>13s}{'canary':>8s}")
     for method in influence.METHODS:
         rows = [r["methods"][method] for r in results]
         mean = {key: np.mean([row[key] for row in rows]) for key in rows[0] if key != "questions"}
-        print(f"{method:10s}{mean['top1']:8.3f}{mean['auc']:8.3f}{mean['spearman_pairs']:+11.3f}"
-              f"{mean['spearman_contributors']:+13.3f}{mean['canary_top1']:8.3f}")  # fmt: skip
+        print(
+            f"{method:10s}{mean['top1']:8.3f}{mean['auc']:8.3f}{mean['spearman_pairs']:+11.3f}"
+            f"{mean['spearman_contributors']:+13.3f}{mean['canary_top1']:8.3f}"
+        )
     train_s = sum(r["train_s"] for r in results)
     attribution_s = sum(r["attribution_s"] for r in results)
-    print(f"cost: attribution {attribution_s:.2f} s / training {train_s:.1f} s = {attribution_s / train_s:.1%} "
-          f"(both methods, same runs); gradients held {max(r['gradient_bytes'] for r in results) / 2**20:.2f} MiB; "
-          f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")  # fmt: skip
+    print(
+        f"cost: attribution {attribution_s:.2f} s / training {train_s:.1f} s = {attribution_s / train_s:.1%} "
+        f"(both methods, same runs); gradients held {max(r['gradient_bytes'] for r in results) / 2**20:.2f} MiB; "
+        f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB"
+    )
     return 0
 
 

@@ -56,8 +56,12 @@ def show(event: dict) -> None:
     """Progress on stderr: every 20th step, held-out checks and log lines."""
     kind = event["event"]
     if kind == "step" and (event["step"] % 20 == 0 or event["step"] == event["total_steps"]):
-        print(f"  step {event['step']}/{event['total_steps']} loss {event['loss']:.3f} "
-              f"{event['tokens_per_s']:.0f} tok/s {event['elapsed_s']:.0f} s", file=sys.stderr, flush=True)  # fmt: skip
+        print(
+            f"  step {event['step']}/{event['total_steps']} loss {event['loss']:.3f} "
+            f"{event['tokens_per_s']:.0f} tok/s {event['elapsed_s']:.0f} s",
+            file=sys.stderr,
+            flush=True,
+        )
     elif kind == "eval":
         print(f"  step {event['step']}: held-out loss {event['loss']:.3f}", file=sys.stderr, flush=True)
     elif kind == "log":
@@ -74,8 +78,13 @@ def run_one(args) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         paths = write_data(Path(tmp), args.kinds, args.facts, args.asked, config.eval_fraction, args.seed)
         started = time.monotonic()
-        metrics = trainer.train(config, paths["data"], Path(tmp) / "out", progress=show,
-                                probes={"trained": paths["trained"], "reworded": paths["reworded"]})  # fmt: skip
+        metrics = trainer.train(
+            config,
+            paths["data"],
+            Path(tmp) / "out",
+            progress=show,
+            probes={"trained": paths["trained"], "reworded": paths["reworded"]},
+        )
         wall = time.monotonic() - started
         estimate = estimated_seconds(args.model, paths["data"], settings, metrics)
     task = metrics["task"]
@@ -112,11 +121,16 @@ def estimated_seconds(model: str, data: Path, settings: dict, metrics: dict) -> 
     held_out, trained = metrics["eval_examples"], metrics["train_examples"]
     parameters = sum(math.prod(t["shape"]) for t in _safetensors_header(Path(model)).values() if "shape" in t)
     result = estimates.estimate(
-        parameters=parameters, shape=estimates.model_shape(model), method=settings["method"], rank=settings["lora_r"],
-        batch_size=settings["batch_size"], seq_len=int(per_record), train_tokens=int(trained * per_record *
-        settings["epochs"]), questions=min(trained, 40) + min(held_out, 40), attributed_tokens=int(len(records) *
-        per_record),
-    )  # fmt: skip
+        parameters=parameters,
+        shape=estimates.model_shape(model),
+        method=settings["method"],
+        rank=settings["lora_r"],
+        batch_size=settings["batch_size"],
+        seq_len=int(per_record),
+        train_tokens=int(trained * per_record * settings["epochs"]),
+        questions=min(trained, 40) + min(held_out, 40),
+        attributed_tokens=int(len(records) * per_record),
+    )
     return result["seconds"]
 
 
@@ -153,19 +167,42 @@ def main() -> int:
     overrides = {k: json.loads(v) for k, v in (item.split("=", 1) for item in args.set)}
     rows = []
     for preset in args.preset or list(presets.PRESETS):
-        command = [sys.executable, __file__, "--child", "--preset", preset, "--method", args.method,
-                   "--model", args.model, "--kinds", str(args.kinds), "--facts", str(args.facts),
-                   "--asked", str(args.asked), "--seed", str(args.seed), "--overrides", json.dumps(overrides),
-                   "--records", str(args.kinds * args.facts)]  # fmt: skip
+        command = [
+            sys.executable,
+            __file__,
+            "--child",
+            "--preset",
+            preset,
+            "--method",
+            args.method,
+            "--model",
+            args.model,
+            "--kinds",
+            str(args.kinds),
+            "--facts",
+            str(args.facts),
+            "--asked",
+            str(args.asked),
+            "--seed",
+            str(args.seed),
+            "--overrides",
+            json.dumps(overrides),
+            "--records",
+            str(args.kinds * args.facts),
+        ]
         out = subprocess.run(command, check=True, stdout=subprocess.PIPE, text=True, cwd=ROOT)
         rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
         print(json.dumps(rows[-1]), flush=True)
-    print(f"\n{'preset':<10} {'method':<6} {'trained':>8} {'reworded':>8} {'base tr/rw':>10} {'steps':>6} "
-          f"{'train s':>8} {'wall s':>7} {'est. s':>7} {'tok/s':>7} {'smp/s':>6} {'RSS MB':>7}")  # fmt: skip
+    print(
+        f"\n{'preset':<10} {'method':<6} {'trained':>8} {'reworded':>8} {'base tr/rw':>10} {'steps':>6} "
+        f"{'train s':>8} {'wall s':>7} {'est. s':>7} {'tok/s':>7} {'smp/s':>6} {'RSS MB':>7}"
+    )
     for r in rows:
-        print(f"{r['preset']:<10} {r['method']:<6} {r['trained']:>8.3f} {r['reworded']:>8.3f} "
-              f"{r['base_trained']:>4.2f}/{r['base_reworded']:<4.2f} {r['steps']:>6} {r['train_s']:>8.1f} "
-              f"{r['wall_s']:>7.1f} {r['estimate_s']:>7.0f} {r['tokens_per_s']:>7.1f} {r['samples_per_s']:>6.2f} {r['peak_rss_mb']:>7}")  # fmt: skip
+        print(
+            f"{r['preset']:<10} {r['method']:<6} {r['trained']:>8.3f} {r['reworded']:>8.3f} "
+            f"{r['base_trained']:>4.2f}/{r['base_reworded']:<4.2f} {r['steps']:>6} {r['train_s']:>8.1f} "
+            f"{r['wall_s']:>7.1f} {r['estimate_s']:>7.0f} {r['tokens_per_s']:>7.1f} {r['samples_per_s']:>6.2f} {r['peak_rss_mb']:>7}"
+        )
     return 0
 
 

@@ -34,11 +34,15 @@ def main() -> None:
     args = parser.parse_args()
     rng = random.Random(0)
     rows = [
-        {"content_hash": hashlib.sha256(f"record {i}".encode()).hexdigest(),
-         "contributor": f"c-{rng.randrange(args.contributors):016x}", "datanet": "bench", "version": 1,
-         "tokens": rng.randint(20, 400)}
+        {
+            "content_hash": hashlib.sha256(f"record {i}".encode()).hexdigest(),
+            "contributor": f"c-{rng.randrange(args.contributors):016x}",
+            "datanet": "bench",
+            "version": 1,
+            "tokens": rng.randint(20, 400),
+        }
         for i in range(args.records)
-    ]  # fmt: skip
+    ]
     key = Ed25519PrivateKey.generate()
     public_pem = key.public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
@@ -52,19 +56,38 @@ def main() -> None:
 
         start = time.perf_counter()
         (tmp / "records.jsonl").write_bytes(manifest_lib.records_jsonl(rows))
-        datanets = [{"slug": "bench", "name": "Bench", "version": 1, "records": len(rows), "license": "CC-BY-4.0",
-                     "tokens": sum(r["tokens"] for r in rows),
-                     "merkle_root": merkle_root(r["content_hash"] for r in rows)}]  # fmt: skip
-        files = {"adapter/adapter_model.safetensors": tmp / "adapter" / "adapter_model.safetensors",
-                 "adapter/adapter_config.json": tmp / "adapter" / "adapter_config.json",
-                 "README.md": tmp / "README.md", "records.jsonl": tmp / "records.jsonl"}  # fmt: skip
+        datanets = [
+            {
+                "slug": "bench",
+                "name": "Bench",
+                "version": 1,
+                "records": len(rows),
+                "license": "CC-BY-4.0",
+                "tokens": sum(r["tokens"] for r in rows),
+                "merkle_root": merkle_root(r["content_hash"] for r in rows),
+            }
+        ]
+        files = {
+            "adapter/adapter_model.safetensors": tmp / "adapter" / "adapter_model.safetensors",
+            "adapter/adapter_config.json": tmp / "adapter" / "adapter_config.json",
+            "README.md": tmp / "README.md",
+            "records.jsonl": tmp / "records.jsonl",
+        }
         contributors, totals = manifest_lib.contributor_summary(rows)
         manifest = manifest_lib.build_manifest(
-            adapter={"slug": "bench", "name": "Bench", "version": 1, "description": ""}, files=files,
-            base_model={"name": "x"}, datanets=datanets, contributors=contributors, totals=totals,
-            held_out=manifest_lib.held_out_summary(rows), handles={}, training={}, evaluation={}, timestamps={},
+            adapter={"slug": "bench", "name": "Bench", "version": 1, "description": ""},
+            files=files,
+            base_model={"name": "x"},
+            datanets=datanets,
+            contributors=contributors,
+            totals=totals,
+            held_out=manifest_lib.held_out_summary(rows),
+            handles={},
+            training={},
+            evaluation={},
+            timestamps={},
             public_key_pem=public_pem,
-        )  # fmt: skip
+        )
         zip_path = tmp / "bench.zip"
         with zipfile.ZipFile(zip_path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
             for inside, local in sorted(files.items()):
@@ -84,8 +107,10 @@ def main() -> None:
         proof = inclusion_proof([r["content_hash"] for r in rows], target)
         assert verify_inclusion(target, proof, datanets[0]["merkle_root"])
         prove = time.perf_counter() - start
-        print(f"{args.records:,} records, {args.contributors} contributors, adapter {args.adapter_mb} MB, "
-              f"zip {zip_path.stat().st_size / 2**20:.1f} MB, manifest {len(manifest_lib.canonical(manifest)) / 1024:.0f} KB")  # fmt: skip
+        print(
+            f"{args.records:,} records, {args.contributors} contributors, adapter {args.adapter_mb} MB, "
+            f"zip {zip_path.stat().st_size / 2**20:.1f} MB, manifest {len(manifest_lib.canonical(manifest)) / 1024:.0f} KB"
+        )
         print(f"build + sign + zip: {build:.2f} s")
         print(f"verify (signature, file hashes, every root and count): {verify:.2f} s")
         print(f"one inclusion proof ({len(proof)} steps): {prove * 1000:.1f} ms")

@@ -57,8 +57,9 @@ def make_adapters(model_path: str, n: int) -> list:
     for seed in range(n):
         torch.manual_seed(seed)
         base = AutoModelForCausalLM.from_pretrained(model_path)
-        config = LoraConfig(r=8, lora_alpha=16, target_modules="all-linear", init_lora_weights=False,
-                            task_type="CAUSAL_LM")  # fmt: skip
+        config = LoraConfig(
+            r=8, lora_alpha=16, target_modules="all-linear", init_lora_weights=False, task_type="CAUSAL_LM"
+        )
         peft_model = get_peft_model(base, config)
         for name, parameter in peft_model.named_parameters():
             if "lora_B" in name:  # small, so that answers stay language-like
@@ -104,10 +105,14 @@ def bench_engine(model_path: str, args) -> None:
         engine.model.set_adapter(names[i % len(names)])
         peft_warm.append(time.perf_counter() - started)
     engine.state = object()  # peft's set_adapter changed the flags behind the engine's back
-    print(f"adapter switch, cold (load_adapter from disk): p50 {statistics.median(cold[1:]) * 1000:.1f} ms "
-          f"(first, wrapping the model: {cold[0] * 1000:.1f} ms)")  # fmt: skip
-    print(f"adapter switch, warm (engine): p50 {statistics.median(warm) * 1000:.2f} ms, "
-          f"p95 {pct(warm, 95) * 1000:.2f} ms; peft set_adapter p50 {statistics.median(peft_warm) * 1000:.2f} ms")  # fmt: skip
+    print(
+        f"adapter switch, cold (load_adapter from disk): p50 {statistics.median(cold[1:]) * 1000:.1f} ms "
+        f"(first, wrapping the model: {cold[0] * 1000:.1f} ms)"
+    )
+    print(
+        f"adapter switch, warm (engine): p50 {statistics.median(warm) * 1000:.2f} ms, "
+        f"p95 {pct(warm, 95) * 1000:.2f} ms; peft set_adapter p50 {statistics.median(peft_warm) * 1000:.2f} ms"
+    )
 
     n = args.tokens
     sampling = Sampling(temperature=0, max_tokens=n)
@@ -128,8 +133,10 @@ def bench_engine(model_path: str, args) -> None:
             started = time.perf_counter()
             out = plain.generate(**inputs, max_new_tokens=n, min_new_tokens=n, do_sample=False)
             theirs.append((out.shape[1] - inputs["input_ids"].shape[1]) / (time.perf_counter() - started))
-    print(f"generation, {n} tokens, greedy, with adapter: engine {max(ours):.1f} tokens/s, "
-          f"transformers generate {max(theirs):.1f} tokens/s, ratio {max(ours) / max(theirs):.2f}x (best of {args.repeats})")  # fmt: skip
+    print(
+        f"generation, {n} tokens, greedy, with adapter: engine {max(ours):.1f} tokens/s, "
+        f"transformers generate {max(theirs):.1f} tokens/s, ratio {max(ours) / max(theirs):.2f}x (best of {args.repeats})"
+    )
     del plain
 
     concurrent_chats(engine, adapters, "engine")
@@ -188,12 +195,16 @@ def concurrent_chats(engine, adapters, label: str, tokens: int = 32) -> None:
             thread.join()
         rate = chats * tokens / max(finished)
         one = one or rate
-        print(f"{label}: {chats} concurrent chat(s) on {min(chats, len(adapters))} adapter(s): time to first token "
-              f"p50 {statistics.median(first) * 1000:.0f} ms, p95 {pct(first, 95) * 1000:.0f} ms; "
-              f"aggregate {rate:.1f} tokens/s ({rate / one:.2f}x one chat's)")  # fmt: skip
+        print(
+            f"{label}: {chats} concurrent chat(s) on {min(chats, len(adapters))} adapter(s): time to first token "
+            f"p50 {statistics.median(first) * 1000:.0f} ms, p95 {pct(first, 95) * 1000:.0f} ms; "
+            f"aggregate {rate:.1f} tokens/s ({rate / one:.2f}x one chat's)"
+        )
         if scheduler:
-            steps = ", ".join(f"{rows} rows {seconds / count * 1000:.0f} ms x{count}"
-                              for rows, (count, seconds) in sorted(scheduler.step_seconds.items()))  # fmt: skip
+            steps = ", ".join(
+                f"{rows} rows {seconds / count * 1000:.0f} ms x{count}"
+                for rows, (count, seconds) in sorted(scheduler.step_seconds.items())
+            )
             print(f"  decoding steps: {steps}")
 
 
@@ -210,8 +221,10 @@ def bench_index(args) -> None:
     meta = build(records, directory)
     elapsed = time.perf_counter() - started
     size = sum(f.stat().st_size for f in directory.iterdir()) / 2**20
-    print(f"span index build: {meta['tokens']:,} tokens in {meta['records']:,} records, {elapsed:.1f} s, "
-          f"{meta['tokens'] / elapsed:,.0f} tokens/s, {size:.0f} MiB on disk")  # fmt: skip
+    print(
+        f"span index build: {meta['tokens']:,} tokens in {meta['records']:,} records, {elapsed:.1f} s, "
+        f"{meta['tokens'] / elapsed:,.0f} tokens/s, {size:.0f} MiB on disk"
+    )
     started = time.perf_counter()
     index = SpanIndex(directory)
     print(f"span index load: {time.perf_counter() - started:.2f} s")
@@ -223,8 +236,10 @@ def bench_index(args) -> None:
         spans = index.find_spans(answer, 8)
         latencies.append(time.perf_counter() - started)
         found += any(s.end - s.start >= 32 for s in spans)
-    print(f"span query, 128-token answers holding a 32-token record span: p50 {pct(latencies, 50) * 1000:.2f} ms, "
-          f"p95 {pct(latencies, 95) * 1000:.2f} ms over {args.queries} queries ({found} spans found)")  # fmt: skip
+    print(
+        f"span query, 128-token answers holding a 32-token record span: p50 {pct(latencies, 50) * 1000:.2f} ms, "
+        f"p95 {pct(latencies, 95) * 1000:.2f} ms over {args.queries} queries ({found} spans found)"
+    )
 
 
 def main() -> None:
@@ -242,8 +257,10 @@ def main() -> None:
     args = parser.parse_args()
     import torch
 
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
-          f"{'cuda' if torch.cuda.is_available() else 'cpu'}")  # fmt: skip
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
+        f"{'cuda' if torch.cuda.is_available() else 'cpu'}"
+    )
     if not args.skip_engine:
         model_path = find_model(args)
         print(f"model: {model_path}")

@@ -52,10 +52,19 @@ def run_ours(args) -> dict:
 
     events = []
     config = TrainConfig(
-        base_model_path=args.model, method=args.method, batch_size=args.batch, max_steps=args.steps,
-        learning_rate=1e-4, max_seq_length=args.seq, eval_fraction=0.05, eval_prompts=0, checkpoint_every=10**9,
-        warmup_ratio=0.0, lr_scheduler="constant", seed=0,
-    )  # fmt: skip
+        base_model_path=args.model,
+        method=args.method,
+        batch_size=args.batch,
+        max_steps=args.steps,
+        learning_rate=1e-4,
+        max_seq_length=args.seq,
+        eval_fraction=0.05,
+        eval_prompts=0,
+        checkpoint_every=10**9,
+        warmup_ratio=0.0,
+        lr_scheduler="constant",
+        seed=0,
+    )
     with tempfile.TemporaryDirectory() as out:
         train(config, args.data, out, progress=lambda e: events.append(e) if e["event"] == "step" else None)
     first, last = events[0], events[-1]
@@ -78,7 +87,7 @@ def run_reference(args) -> dict:
         AutoTokenizer,
         BitsAndBytesConfig,
         DataCollatorForLanguageModeling,
-        Trainer,  # fmt: skip
+        Trainer,
         TrainerCallback,
         TrainingArguments,
     )
@@ -90,13 +99,17 @@ def run_reference(args) -> dict:
         tokenizer.pad_token = tokenizer.eos_token
     kwargs = {"dtype": torch.float32}
     if args.method == "qlora":
-        kwargs["quantization_config"] = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
-                                                           bnb_4bit_use_double_quant=True,
-                                                           bnb_4bit_compute_dtype=torch.float32)  # fmt: skip
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=torch.float32,
+        )
         kwargs["device_map"] = {"": 0} if torch.cuda.is_available() else {"": "cpu"}
     model = AutoModelForCausalLM.from_pretrained(args.model, **kwargs)
-    model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, lora_dropout=0.05, target_modules="all-linear",
-                                             task_type="CAUSAL_LM"))  # fmt: skip
+    model = get_peft_model(
+        model, LoraConfig(r=8, lora_alpha=16, lora_dropout=0.05, target_modules="all-linear", task_type="CAUSAL_LM")
+    )
     texts = [tokenizer.apply_chat_template(to_messages(r), tokenize=False) for r, _ in load_rows(args.data)]
     dataset = [tokenizer(t, truncation=True, max_length=args.seq) for t in texts]
     default_collator = DataCollatorForLanguageModeling(tokenizer, mlm=False)
@@ -116,12 +129,22 @@ def run_reference(args) -> dict:
 
     with tempfile.TemporaryDirectory() as out:
         training_args = TrainingArguments(
-            output_dir=out, per_device_train_batch_size=args.batch, max_steps=args.steps, learning_rate=1e-4,
-            lr_scheduler_type="constant", logging_steps=10**9, save_strategy="no", report_to=[], seed=0,
-            use_cpu=not torch.cuda.is_available(), dataloader_num_workers=0, disable_tqdm=True,
-        )  # fmt: skip
-        trainer = Trainer(model=model, args=training_args, train_dataset=dataset, data_collator=collator,
-                          callbacks=[Clock()])  # fmt: skip
+            output_dir=out,
+            per_device_train_batch_size=args.batch,
+            max_steps=args.steps,
+            learning_rate=1e-4,
+            lr_scheduler_type="constant",
+            logging_steps=10**9,
+            save_strategy="no",
+            report_to=[],
+            seed=0,
+            use_cpu=not torch.cuda.is_available(),
+            dataloader_num_workers=0,
+            disable_tqdm=True,
+        )
+        trainer = Trainer(
+            model=model, args=training_args, train_dataset=dataset, data_collator=collator, callbacks=[Clock()]
+        )
         sampler_order = list(trainer._get_train_sampler(dataset) or range(len(dataset)))
         trainer.train()
     seen = sampler_order[args.batch : args.steps * args.batch]  # the batches after the first
@@ -190,9 +213,24 @@ def main() -> None:
         make_data(data, args.records)
         results = {}
         for side in ("reference", "ours"):
-            command = [sys.executable, __file__, "--side", side, "--data", str(data), "--model", args.model,
-                       "--method", args.method, "--steps", str(args.steps), "--batch", str(args.batch),
-                       "--seq", str(args.seq)]  # fmt: skip
+            command = [
+                sys.executable,
+                __file__,
+                "--side",
+                side,
+                "--data",
+                str(data),
+                "--model",
+                args.model,
+                "--method",
+                args.method,
+                "--steps",
+                str(args.steps),
+                "--batch",
+                str(args.batch),
+                "--seq",
+                str(args.seq),
+            ]
             out = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
             if out.returncode:
                 print(out.stderr[-4000:])
@@ -203,16 +241,22 @@ def main() -> None:
     params = parameter_count(args.model)
     peak = matmul_peak()
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU ({os.cpu_count()} cores)"
-    print(f"model {Path(args.model).name} ({params / 1e6:.1f}M parameters), {args.method}, batch {args.batch}, "
-          f"{args.steps} steps, max length {args.seq}, device {device}")  # fmt: skip
+    print(
+        f"model {Path(args.model).name} ({params / 1e6:.1f}M parameters), {args.method}, batch {args.batch}, "
+        f"{args.steps} steps, max length {args.seq}, device {device}"
+    )
     print(f"{'':<12}{'samples/s':>10}{'tokens/s':>10}{'peak MB':>9}{'model FLOP/s':>14}{'of peak':>9}")
     for side, r in results.items():
         flops = 6 * params * r["tokens"] / r["seconds"]
-        print(f"{side:<12}{r['samples'] / r['seconds']:>10.2f}{r['tokens'] / r['seconds']:>10.0f}{r['peak_mb']:>9.0f}"
-              f"{flops:>14.3e}{flops / peak:>9.1%}")  # fmt: skip
+        print(
+            f"{side:<12}{r['samples'] / r['seconds']:>10.2f}{r['tokens'] / r['seconds']:>10.0f}{r['peak_mb']:>9.0f}"
+            f"{flops:>14.3e}{flops / peak:>9.1%}"
+        )
     ours, ref = results["ours"], results["reference"]
-    print(f"tokens/s ratio (ours / reference): {(ours['tokens'] / ours['seconds']) / (ref['tokens'] / ref['seconds']):.2f}x;"
-          f" peak memory ratio: {ours['peak_mb'] / ref['peak_mb']:.2f}x; measured matmul peak {peak:.3e} FLOP/s")  # fmt: skip
+    print(
+        f"tokens/s ratio (ours / reference): {(ours['tokens'] / ours['seconds']) / (ref['tokens'] / ref['seconds']):.2f}x;"
+        f" peak memory ratio: {ours['peak_mb'] / ref['peak_mb']:.2f}x; measured matmul peak {peak:.3e} FLOP/s"
+    )
 
 
 if __name__ == "__main__":

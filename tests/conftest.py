@@ -75,11 +75,31 @@ class WorkerProcess:
         env = {**os.environ, "DATABASE_URL": database_url, **(env or {})}
         self.log = open(log_path, "w")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "modelfactory", "worker", "-Q", queues,
-             "--pool", pool, "--prefetch-multiplier", "1", "-n", self.name, "--loglevel", "INFO",
-             "--without-gossip", "--without-mingle"],
-            cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "modelfactory",
+                "worker",
+                "-Q",
+                queues,
+                "--pool",
+                pool,
+                "--prefetch-multiplier",
+                "1",
+                "-n",
+                self.name,
+                "--loglevel",
+                "INFO",
+                "--without-gossip",
+                "--without-mingle",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
         try:
             self.wait_ready()
         except BaseException:
@@ -95,8 +115,13 @@ class WorkerProcess:
             return app.control.inspect(timeout=0.5).ping() or {}
 
         prefix = self.name.split("@")[0]
-        wait_until(ping, lambda replies: any(name.startswith(prefix) for name in replies), timeout=timeout, every=0,
-                   describe=lambda: f"the worker did not answer: {self.log_path.read_text()[-2000:]}")  # fmt: skip
+        wait_until(
+            ping,
+            lambda replies: any(name.startswith(prefix) for name in replies),
+            timeout=timeout,
+            every=0,
+            describe=lambda: f"the worker did not answer: {self.log_path.read_text()[-2000:]}",
+        )
 
     def stop(self) -> None:
         if self.process.poll() is None:

@@ -50,8 +50,10 @@ def session_processes(session: int, marker: str) -> list[int]:
 
 def survivors(session: int) -> list[str]:
     """The command lines of the processes still in the launcher's session."""
-    return [(Path("/proc") / str(pid) / "cmdline").read_bytes().replace(b"\0", b" ").decode()[:200]
-            for pid in session_processes(session, "")]  # fmt: skip
+    return [
+        (Path("/proc") / str(pid) / "cmdline").read_bytes().replace(b"\0", b" ").decode()[:200]
+        for pid in session_processes(session, "")
+    ]
 
 
 def child_pid(parent: int, marker: str) -> int:
@@ -103,8 +105,13 @@ class Launch:
                 pass
             return None
 
-        return wait_until(probe, lambda health: health is not None, timeout=timeout, every=1,
-                          describe=lambda: f"not healthy: {last['body']}\n{self.output[-3000:]}")  # fmt: skip
+        return wait_until(
+            probe,
+            lambda health: health is not None,
+            timeout=timeout,
+            every=1,
+            describe=lambda: f"not healthy: {last['body']}\n{self.output[-3000:]}",
+        )
 
     def ctrl_c(self) -> None:
         os.killpg(self.process.pid, signal.SIGINT)
@@ -122,8 +129,13 @@ def test_run_comes_up_green_stops_on_ctrl_c_and_reuses_what_exists(tmp_path):
         # A dying part is restarted, not fatal: kill -9 the uploads' worker and the embedded Redis.
         for marker in ("-n default@", "redis-server"):
             os.kill(child_pid(first.process.pid, marker), signal.SIGKILL)
-        wait_until(lambda: first.output, lambda out: "default worker restarted" in out and "redis restarted" in out,
-                   timeout=60, every=0.5, describe=lambda: first.output[-3000:])  # fmt: skip
+        wait_until(
+            lambda: first.output,
+            lambda out: "default worker restarted" in out and "redis restarted" in out,
+            timeout=60,
+            every=0.5,
+            describe=lambda: first.output[-3000:],
+        )
         assert first.wait_healthy(timeout=120)["status"] == "ok"
         assert len(session_processes(first.process.pid, "modelfactory beat")) == 1  # one scheduler: one reaper
     finally:

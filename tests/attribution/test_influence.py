@@ -25,8 +25,16 @@ def train_on(tmp_path, *, seed: int, epochs: float, canary_task=None):
     train_path, questions_path, owners = synthetic.write_datanet(tasks, tmp_path / "data", canary_task=canary_task)
     corpus = [" ".join(json.loads(line)["content"].values()) for line in train_path.read_text().splitlines()]
     model_dir = build_tiny_model(tmp_path / "model", corpus=corpus, hidden_size=128, seed=seed)
-    config = trainer.TrainConfig(base_model_path=str(model_dir), method="lora", learning_rate=0.005, epochs=epochs,
-                                 batch_size=4, max_seq_length=96, eval_prompts=0, seed=seed)  # fmt: skip
+    config = trainer.TrainConfig(
+        base_model_path=str(model_dir),
+        method="lora",
+        learning_rate=0.005,
+        epochs=epochs,
+        batch_size=4,
+        max_seq_length=96,
+        eval_prompts=0,
+        seed=seed,
+    )
     metrics = trainer.train(config, train_path, tmp_path / "out", eval_path=questions_path)
     summary = json.loads((tmp_path / "out" / "influence.json").read_text())
     scores = np.load(tmp_path / "out" / "influence.npz")
@@ -73,16 +81,26 @@ def test_projected_gradients_keep_the_ranking(tmp_path):
     train_path, questions_path, owners = synthetic.write_datanet(tasks, tmp_path / "data")
     corpus = [" ".join(json.loads(line)["content"].values()) for line in train_path.read_text().splitlines()]
     model_dir = build_tiny_model(tmp_path / "model", corpus=corpus, hidden_size=128, seed=3)
-    config = trainer.TrainConfig(base_model_path=str(model_dir), method="lora", learning_rate=0.005, epochs=6,
-                                 batch_size=4, max_seq_length=96, eval_prompts=0, seed=3,
-                                 influence_methods=[])  # fmt: skip
+    config = trainer.TrainConfig(
+        base_model_path=str(model_dir),
+        method="lora",
+        learning_rate=0.005,
+        epochs=6,
+        batch_size=4,
+        max_seq_length=96,
+        eval_prompts=0,
+        seed=3,
+        influence_methods=[],
+    )
     trainer.train(config, train_path, tmp_path / "out", eval_path=questions_path)
     config.influence_methods = ["datainf"]
-    exact = trainer.attribute_saved(config, train_path, tmp_path / "out" / "adapter", tmp_path / "exact",
-                                    eval_path=questions_path)  # fmt: skip
+    exact = trainer.attribute_saved(
+        config, train_path, tmp_path / "out" / "adapter", tmp_path / "exact", eval_path=questions_path
+    )
     config.influence_projection_dim = 128
-    projected = trainer.attribute_saved(config, train_path, tmp_path / "out" / "adapter", tmp_path / "projected",
-                                        eval_path=questions_path)  # fmt: skip
+    projected = trainer.attribute_saved(
+        config, train_path, tmp_path / "out" / "adapter", tmp_path / "projected", eval_path=questions_path
+    )
     assert exact["parameters"]["projection"] == "none"
     assert projected["parameters"]["projection"] == "countsketch-128"
     assert projected["gradient_bytes"] < exact["gradient_bytes"] / 4
@@ -115,16 +133,22 @@ def test_per_example_gradients_add_up_to_the_batch_gradient(tmp_path):
 
     tasks = synthetic.make_tasks(2, 4, seed=0)
     train_path, _, _ = synthetic.write_datanet(tasks, tmp_path / "data")
-    config = trainer.TrainConfig(base_model_path=str(build_tiny_model(tmp_path / "model")), method="lora",
-                                 lora_dropout=0.0, max_seq_length=96, precision="fp32")  # fmt: skip
+    config = trainer.TrainConfig(
+        base_model_path=str(build_tiny_model(tmp_path / "model")),
+        method="lora",
+        lora_dropout=0.0,
+        max_seq_length=96,
+        precision="fp32",
+    )
     model, tokenizer, _ = load_model(config)
     for name, parameter in model.named_parameters():
         if "lora_B" in name:  # B starts at zero, which would leave A's gradients zero
             torch.nn.init.normal_(parameter, std=0.02)
     examples = load_examples(tokenizer, train_path, config.max_seq_length)[:4]
     capture = influence.GradientCapture(model, 0, seed=0)
-    per_example = influence.gradients(model, examples, capture=capture, batch_size=4,
-                                      pad_id=tokenizer.pad_token_id, device="cpu", per_token=False)  # fmt: skip
+    per_example = influence.gradients(
+        model, examples, capture=capture, batch_size=4, pad_id=tokenizer.pad_token_id, device="cpu", per_token=False
+    )
     batch = collate(examples, tokenizer.pad_token_id)
     model.eval()
     model(**batch, num_items_in_batch=torch.tensor(1)).loss.backward()
@@ -132,7 +156,14 @@ def test_per_example_gradients_add_up_to_the_batch_gradient(tmp_path):
         assert grads.shape[0] == 4
         np.testing.assert_allclose(grads.sum(axis=0), module.weight.grad.reshape(-1).numpy(), rtol=1e-4, atol=1e-6)
     capture.close()
-    alone = influence.gradients(model, examples[:1], capture=influence.GradientCapture(model, 0, seed=0),
-                                batch_size=1, pad_id=tokenizer.pad_token_id, device="cpu", per_token=False)  # fmt: skip
+    alone = influence.gradients(
+        model,
+        examples[:1],
+        capture=influence.GradientCapture(model, 0, seed=0),
+        batch_size=1,
+        pad_id=tokenizer.pad_token_id,
+        device="cpu",
+        per_token=False,
+    )
     for together, single in zip(per_example, alone, strict=True):
         np.testing.assert_allclose(together[0], single[0], rtol=1e-4, atol=1e-6)  # padding changes nothing

@@ -41,8 +41,9 @@ def test_approve_all_that_match_a_filter_after_confirming_the_count(client, data
     assert "The queue changed: 60 records match now" in stale.content.decode()
     assert Record.objects.filter(status="approved").count() == 0
 
-    done = client.post(f"{url}?datanet={datanet.slug}&confirm=approve_matching",
-                       {"action": "approve_matching", "expected": "60"})  # fmt: skip
+    done = client.post(
+        f"{url}?datanet={datanet.slug}&confirm=approve_matching", {"action": "approve_matching", "expected": "60"}
+    )
     assert done.status_code == 302 and "confirm" not in done["Location"]
     assert Record.objects.filter(status="approved").count() == 60
     assert Record.objects.get(contributor=curator).status == "pending"  # nobody moderates their own

@@ -33,10 +33,16 @@ def test_upload_is_ingested_by_a_real_worker_with_duplicates_and_flags(
     assert stored.last().flag_kinds == "email"
 
     # The same file again: everything is an exact duplicate of what the Datanet holds.
-    services.upload_ingest(upload=Upload.objects.create(
-        datanet=datanet, contributor=contributor, filename="again.jsonl", format="jsonl", size_bytes=1,
-        file=Upload.objects.get(pk=upload.pk).file.name,
-    ))  # fmt: skip
+    services.upload_ingest(
+        upload=Upload.objects.create(
+            datanet=datanet,
+            contributor=contributor,
+            filename="again.jsonl",
+            format="jsonl",
+            size_bytes=1,
+            file=Upload.objects.get(pk=upload.pk).file.name,
+        )
+    )
     assert Record.objects.filter(datanet=datanet).count() == 6
 
 

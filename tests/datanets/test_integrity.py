@@ -22,10 +22,18 @@ def published(datanet, contributor, curator):
 
 def change_form(record, **content):
     return {
-        "datanet": record.datanet_id, "contributor": record.contributor_id, "upload": "", "line_number": "",
-        "content": json.dumps(content or record.content), "near_duplicate_of": "", "status": record.status,
-        "reviewed_by": record.reviewed_by_id or "", "reviewed_at_0": "", "reviewed_at_1": "", "rejection_reason": "",
-    }  # fmt: skip
+        "datanet": record.datanet_id,
+        "contributor": record.contributor_id,
+        "upload": "",
+        "line_number": "",
+        "content": json.dumps(content or record.content),
+        "near_duplicate_of": "",
+        "status": record.status,
+        "reviewed_by": record.reviewed_by_id or "",
+        "reviewed_at_0": "",
+        "reviewed_at_1": "",
+        "rejection_reason": "",
+    }
 
 
 def test_a_record_of_a_published_version_is_read_only_in_admin(admin_client, published):

@@ -13,8 +13,10 @@ from tests.factories import DatanetFactory, MembershipFactory, UserFactory
 def listed(secret) -> tuple[list[str], dict[str, int]]:
     client, auth = Client(), {"Authorization": f"Bearer {secret}"}
     slugs = sorted(d["slug"] for d in client.get("/api/v1/datanets", headers=auth).json()["items"])
-    versions = {slug: client.get(f"/api/v1/datanets/{slug}/versions", headers=auth).status_code
-                for slug in ("own", "granted", "ungranted", "open")}  # fmt: skip
+    versions = {
+        slug: client.get(f"/api/v1/datanets/{slug}/versions", headers=auth).status_code
+        for slug in ("own", "granted", "ungranted", "open")
+    }
     return slugs, versions
 
 
@@ -31,10 +33,14 @@ def test_a_team_token_lists_only_its_teams_datanets(db):
         scope: publishing_services.token_create(user=user, name=scope, scope="read", team=team)[1]
         for scope, team in (("personal", None), ("team a", team_a), ("team b", team_b))
     }
-    assert listed(tokens["personal"]) == (["granted", "open", "own", "ungranted"], dict.fromkeys(
-        ["own", "granted", "ungranted", "open"], 200))  # fmt: skip
-    assert listed(tokens["team a"]) == (["granted", "open", "own"],
-                                        {"own": 200, "granted": 200, "ungranted": 404, "open": 200})  # fmt: skip
+    assert listed(tokens["personal"]) == (
+        ["granted", "open", "own", "ungranted"],
+        dict.fromkeys(["own", "granted", "ungranted", "open"], 200),
+    )
+    assert listed(tokens["team a"]) == (
+        ["granted", "open", "own"],
+        {"own": 200, "granted": 200, "ungranted": 404, "open": 200},
+    )
     assert listed(tokens["team b"]) == (["open"], {"own": 404, "granted": 404, "ungranted": 404, "open": 200})
 
 
@@ -47,8 +53,9 @@ def test_saved_rejection_reasons_stay_in_their_team(db):
         record = services.record_create(datanet=datanet, contributor=contributor, value=qa(1))
         services.record_create(datanet=datanet, contributor=contributor, value=qa(2))  # keeps the queue's toolbar
         if reason:
-            services.records_moderate(records_qs=Record.objects.filter(pk=record.pk), by=curator, approve=False,
-                                      reason=reason)  # fmt: skip
+            services.records_moderate(
+                records_qs=Record.objects.filter(pk=record.pk), by=curator, approve=False, reason=reason
+            )
         client = Client()
         client.force_login(curator)
         pages[team_name] = client.get(reverse("moderation")).content.decode()

@@ -13,8 +13,10 @@ from datanets.models import Upload
 def test_a_body_over_the_limit_is_refused_by_its_length_before_it_is_read(live_server, settings, tmp_path):
     settings.FILE_UPLOAD_TEMP_DIR = str(tmp_path)
     url = urlparse(live_server.url)
-    head = (f"POST /datanets/any/contribute/ HTTP/1.1\r\nHost: {url.hostname}\r\nContent-Length: {2**30}\r\n"
-            "Content-Type: multipart/form-data; boundary=b\r\n\r\n--b\r\n")  # fmt: skip
+    head = (
+        f"POST /datanets/any/contribute/ HTTP/1.1\r\nHost: {url.hostname}\r\nContent-Length: {2**30}\r\n"
+        "Content-Type: multipart/form-data; boundary=b\r\n\r\n--b\r\n"
+    )
     with socket.create_connection((url.hostname, url.port), timeout=30) as connection:
         connection.sendall(head.encode())  # 1 GiB announced, a few bytes sent: the answer comes anyway
         answer = b""

@@ -11,13 +11,18 @@ from tests.training.conftest import tiny_base_model  # noqa: F401 - fixture
 def chat_lines(n: int, start: int = 0) -> bytes:
     """n records in OpenAI's chat format: what each made-up code means."""
     return b"".join(
-        json.dumps({"messages": [
-            {"role": "system", "content": "You explain codes."},
-            {"role": "user", "content": f"What does code {i} mean?"},
-            {"role": "assistant", "content": f"Code {i} means the colour blue."},
-        ]}).encode() + b"\n"
+        json.dumps(
+            {
+                "messages": [
+                    {"role": "system", "content": "You explain codes."},
+                    {"role": "user", "content": f"What does code {i} mean?"},
+                    {"role": "assistant", "content": f"Code {i} means the colour blue."},
+                ]
+            }
+        ).encode()
+        + b"\n"
         for i in range(start, start + n)
-    )  # fmt: skip
+    )
 
 
 def jsonl(content: bytes, name: str = "train.jsonl") -> SimpleUploadedFile:

@@ -27,8 +27,14 @@ def create_job(client, secret, **body):
 
 
 def stored() -> tuple:
-    return (ApiFile.objects.count(), Datanet.objects.count(), Upload.objects.count(), Record.objects.count(),
-            FineTuneJob.objects.count(), ApiJob.objects.count())  # fmt: skip
+    return (
+        ApiFile.objects.count(),
+        Datanet.objects.count(),
+        Upload.objects.count(),
+        Record.objects.count(),
+        FineTuneJob.objects.count(),
+        ApiJob.objects.count(),
+    )
 
 
 def assert_refused(response, status: int, *words, param=None):
@@ -61,9 +67,17 @@ def test_a_file_becomes_a_private_datanet_version_and_a_job_trains_on_it(owner, 
     assert client.get(f"/v1/files/{file['id']}", headers=auth(token)).json()["id"] == file["id"]
     assert [f["id"] for f in client.get("/v1/files", headers=auth(token)).json()["data"]] == [file["id"]]
 
-    created = create_job(client, token, model="Tiny Llama", training_file=file["id"], suffix="codes",
-                         method={"type": "supervised", "supervised": {"hyperparameters": {
-                             "n_epochs": 2, "batch_size": 2, "learning_rate_multiplier": 0.5}}})  # fmt: skip
+    created = create_job(
+        client,
+        token,
+        model="Tiny Llama",
+        training_file=file["id"],
+        suffix="codes",
+        method={
+            "type": "supervised",
+            "supervised": {"hyperparameters": {"n_epochs": 2, "batch_size": 2, "learning_rate_multiplier": 0.5}},
+        },
+    )
     assert created.status_code == 200, created.content
     job = created.json()
     assert job["id"].startswith("ftjob-") and job["status"] == "queued" and job["fine_tuned_model"] is None
@@ -98,8 +112,14 @@ def test_jobs_list_pages_and_includes_the_browsers(owner, team, token, tiny_base
     rest = client.get(f"/v1/fine_tuning/jobs?limit=2&after={page['data'][-1]['id']}", headers=auth(token)).json()
     assert [j["id"] for j in rest["data"]] == [made[0]] and not rest["has_more"]
 
-    browser_job = jobs.job_create(owner=owner, name="From the wizard", base_model=tiny_base_model,
-                                  versions=[make_version(owner, n=8)], method="lora", preset="quick")  # fmt: skip
+    browser_job = jobs.job_create(
+        owner=owner,
+        name="From the wizard",
+        base_model=tiny_base_model,
+        versions=[make_version(owner, n=8)],
+        method="lora",
+        preset="quick",
+    )
     personal = publishing_services.token_create(user=owner, name="mine", scope="read")[1]
     listed = client.get("/v1/fine_tuning/jobs", headers=auth(personal)).json()["data"]
     assert listed[0]["id"] == f"ftjob-{browser_job.pk}" and listed[0]["training_file"] is None
@@ -122,17 +142,23 @@ def test_bad_requests_are_refused_naming_the_problem_and_store_nothing(owner, te
 
     file = upload(client, token).json()
     before = stored()
-    problem = assert_refused(create_job(client, token, model="gpt-4o-mini", training_file=file["id"]), 400,
-                             "gpt-4o-mini", param="model")  # fmt: skip
+    problem = assert_refused(
+        create_job(client, token, model="gpt-4o-mini", training_file=file["id"]), 400, "gpt-4o-mini", param="model"
+    )
     assert problem["code"] == "model_not_found"
-    assert_refused(create_job(client, token, model="Tiny Llama", training_file="file-999"), 400, "file-999",
-                   param="training_file")  # fmt: skip
+    assert_refused(
+        create_job(client, token, model="Tiny Llama", training_file="file-999"), 400, "file-999", param="training_file"
+    )
     assert_refused(create_job(client, token, model="Tiny Llama"), 400, "training_file", param="training_file")
     for name, value, words in [
-        ("n_epochs", 0, "from 1 to 50"), ("n_epochs", 51, "from 1 to 50"), ("n_epochs", 2.5, "integer"),
-        ("batch_size", 0, "from 1 to 256"), ("batch_size", "big", "integer"),
-        ("learning_rate_multiplier", 0, "above 0"), ("learning_rate_multiplier", 11, "at most 10"),
-    ]:  # fmt: skip
+        ("n_epochs", 0, "from 1 to 50"),
+        ("n_epochs", 51, "from 1 to 50"),
+        ("n_epochs", 2.5, "integer"),
+        ("batch_size", 0, "from 1 to 256"),
+        ("batch_size", "big", "integer"),
+        ("learning_rate_multiplier", 0, "above 0"),
+        ("learning_rate_multiplier", 11, "at most 10"),
+    ]:
         hyper = {"type": "supervised", "supervised": {"hyperparameters": {name: value}}}
         response = create_job(client, token, model="Tiny Llama", training_file=file["id"], method=hyper)
         assert_refused(response, 400, name, words, param=name)
@@ -141,14 +167,22 @@ def test_bad_requests_are_refused_naming_the_problem_and_store_nothing(owner, te
     dpo = create_job(client, token, model="Tiny Llama", training_file=file["id"], method={"type": "dpo"})
     assert assert_refused(dpo, 400, "dpo", "not supported", param="method.type")["code"] == "unsupported_method"
     assert_refused(create_job(client, token, model="Tiny Llama", training_file=file["id"], suffix="a:b"), 400, "suffix")
-    assert_refused(create_job(client, token, model="Tiny Llama", training_file=file["id"], validation_file=file["id"]),
-                   400, "validation_file")  # fmt: skip
+    assert_refused(
+        create_job(client, token, model="Tiny Llama", training_file=file["id"], validation_file=file["id"]),
+        400,
+        "validation_file",
+    )
 
     # Another team's file: refused as if it did not exist.
     stranger = MembershipFactory(team__slug="lab").user
     theirs = publishing_services.token_create(user=stranger, name="x", scope="train", team=stranger.teams.get())[1]
-    problem = assert_refused(create_job(client, theirs, model="Tiny Llama", training_file=file["id"]), 400,
-                             file["id"], "does not exist or you do not have access", param="training_file")  # fmt: skip
+    problem = assert_refused(
+        create_job(client, theirs, model="Tiny Llama", training_file=file["id"]),
+        400,
+        file["id"],
+        "does not exist or you do not have access",
+        param="training_file",
+    )
     assert stored() == before
 
 
@@ -194,17 +228,26 @@ def test_token_and_role_matrix(owner, team, token, job_of):
     elsewhere = publishing_services.token_create(user=owner, name="o", scope="train", team=other_team)[1]
     stranger = publishing_services.token_create(user=UserFactory(), name="s", scope="train")[1]
 
-    reads = [f"/v1/files/{file['id']}", "/v1/files", f"/v1/fine_tuning/jobs/{job['id']}", "/v1/fine_tuning/jobs",
-             f"/v1/fine_tuning/jobs/{job['id']}/events", f"/v1/fine_tuning/jobs/{job['id']}/checkpoints"]  # fmt: skip
+    reads = [
+        f"/v1/files/{file['id']}",
+        "/v1/files",
+        f"/v1/fine_tuning/jobs/{job['id']}",
+        "/v1/fine_tuning/jobs",
+        f"/v1/fine_tuning/jobs/{job['id']}/events",
+        f"/v1/fine_tuning/jobs/{job['id']}/checkpoints",
+    ]
     for secret in (read, download, token):
         assert all(client.get(url, headers=auth(secret)).status_code == 200 for url in reads)
     for url in reads:
         assert_refused(client.get(url, headers=auth(revoked)), 401, "valid API token")
         assert_refused(client.get(url), 401)
 
-    writes = [lambda s: upload(client, s), lambda s: create_job(client, s, model="Tiny Llama", training_file=file["id"]),
-              lambda s: client.post(f"/v1/fine_tuning/jobs/{job['id']}/cancel", headers=auth(s)),
-              lambda s: client.delete(f"/v1/files/{file['id']}", headers=auth(s))]  # fmt: skip
+    writes = [
+        lambda s: upload(client, s),
+        lambda s: create_job(client, s, model="Tiny Llama", training_file=file["id"]),
+        lambda s: client.post(f"/v1/fine_tuning/jobs/{job['id']}/cancel", headers=auth(s)),
+        lambda s: client.delete(f"/v1/files/{file['id']}", headers=auth(s)),
+    ]
     before = stored()
     for secret in (read, download):
         for write in writes:
@@ -214,9 +257,11 @@ def test_token_and_role_matrix(owner, team, token, job_of):
     assert stored() == before
 
     for secret in (elsewhere, stranger):  # hidden: the same 404 as a missing one
-        for url, missing in [(f"/v1/files/{file['id']}", "/v1/files/file-999999"),
-                             (f"/v1/fine_tuning/jobs/{job['id']}", "/v1/fine_tuning/jobs/ftjob-999999"),
-                             (f"/v1/fine_tuning/jobs/{job['id']}/events", "/v1/fine_tuning/jobs/ftjob-999999/events")]:  # fmt: skip
+        for url, missing in [
+            (f"/v1/files/{file['id']}", "/v1/files/file-999999"),
+            (f"/v1/fine_tuning/jobs/{job['id']}", "/v1/fine_tuning/jobs/ftjob-999999"),
+            (f"/v1/fine_tuning/jobs/{job['id']}/events", "/v1/fine_tuning/jobs/ftjob-999999/events"),
+        ]:
             hidden, absent = client.get(url, headers=auth(secret)), client.get(missing, headers=auth(secret))
             assert hidden.status_code == absent.status_code == 404
             assert hidden.json()["error"]["code"] == absent.json()["error"]["code"] == "not_found"
@@ -240,5 +285,11 @@ def test_token_and_role_matrix(owner, team, token, job_of):
 
 def test_openapi_documents_the_new_endpoints(db):
     paths = Client().get("/v1/openapi.json").json()["paths"]
-    assert {"/v1/files", "/v1/files/{file_id}", "/v1/fine_tuning/jobs", "/v1/fine_tuning/jobs/{job_id}/cancel",
-            "/v1/fine_tuning/jobs/{job_id}/events", "/v1/fine_tuning/jobs/{job_id}/checkpoints"} <= set(paths)  # fmt: skip
+    assert {
+        "/v1/files",
+        "/v1/files/{file_id}",
+        "/v1/fine_tuning/jobs",
+        "/v1/fine_tuning/jobs/{job_id}/cancel",
+        "/v1/fine_tuning/jobs/{job_id}/events",
+        "/v1/fine_tuning/jobs/{job_id}/checkpoints",
+    } <= set(paths)

@@ -53,9 +53,13 @@ def test_a_rotated_forwarded_for_does_not_reset_the_anonymous_limit(db, settings
     settings.TRUSTED_PROXY_COUNT = proxies
     client = Client(REMOTE_ADDR="10.9.9.9")  # the proxy, or the client itself without one
     # The attacker writes a new address each time; a trusted proxy appends the address it heard from.
-    codes = [client.get("/api/v1/signing-key", headers={"X-Forwarded-For": f"198.51.100.{i}, 203.0.113.7"
-                                                        if proxies else f"198.51.100.{i}"}).status_code
-             for i in range(5)]  # fmt: skip
+    codes = [
+        client.get(
+            "/api/v1/signing-key",
+            headers={"X-Forwarded-For": f"198.51.100.{i}, 203.0.113.7" if proxies else f"198.51.100.{i}"},
+        ).status_code
+        for i in range(5)
+    ]
     assert codes == [200, 200, 200, 429, 429]
     if proxies:  # behind the proxy, another client has a quota of its own
         other = client.get("/api/v1/signing-key", headers={"X-Forwarded-For": "203.0.113.8"})

@@ -62,8 +62,14 @@ def test_a_new_embedded_database_has_8_kib_pages_and_wal(tmp_path):
 def deploy_check(tmp_path, **env):
     drop = {"SECRET_KEY", "ALLOWED_HOSTS", "DEBUG", "DATABASE_URL", "DJANGO_ALLOW_ASYNC_UNSAFE"}  # the last: tests
     clean = {k: v for k, v in os.environ.items() if k not in drop}
-    clean.update(MF_VAR_DIR=str(tmp_path / "var"), DJANGO_SETTINGS_MODULE="modelfactory.settings", DEBUG="0",
-                 SECRET_KEY="k" * 20 + "-Zq8&x!" * 8, ALLOWED_HOSTS="mf.example.org", **env)  # fmt: skip
+    clean.update(
+        MF_VAR_DIR=str(tmp_path / "var"),
+        DJANGO_SETTINGS_MODULE="modelfactory.settings",
+        DEBUG="0",
+        SECRET_KEY="k" * 20 + "-Zq8&x!" * 8,
+        ALLOWED_HOSTS="mf.example.org",
+        **env,
+    )
     command = [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"]
     return subprocess.run(command, cwd=ROOT, env=clean, capture_output=True, text=True)
 
@@ -74,7 +80,13 @@ def test_check_deploy_is_clean_behind_a_tls_proxy_and_without_one(tmp_path):
     assert "no issues" in behind_proxy.stdout
     direct = deploy_check(tmp_path, SECURE_SSL_REDIRECT="1", SECURE_HSTS_SECONDS="31536000")
     assert direct.returncode == 0, direct.stderr
-    redirect = start_django(tmp_path, show="SECURE_SSL_REDIRECT, settings.SECURE_HSTS_SECONDS", DEBUG="0",
-                            SECRET_KEY="s" * 50, ALLOWED_HOSTS="x.org", SECURE_SSL_REDIRECT="1",
-                            SECURE_HSTS_SECONDS="600")  # fmt: skip
+    redirect = start_django(
+        tmp_path,
+        show="SECURE_SSL_REDIRECT, settings.SECURE_HSTS_SECONDS",
+        DEBUG="0",
+        SECRET_KEY="s" * 50,
+        ALLOWED_HOSTS="x.org",
+        SECURE_SSL_REDIRECT="1",
+        SECURE_HSTS_SECONDS="600",
+    )
     assert redirect.stdout.strip() == "True 600", redirect.stderr

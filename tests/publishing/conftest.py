@@ -9,8 +9,15 @@ from training import jobs
 def run_job(owner, base_model, version, capture_on_commit, name="Codes"):
     """A real fine-tune of the tiny model, run in this process (the worker path is tested in training)."""
     with capture_on_commit(execute=False):
-        job = jobs.job_create(owner=owner, name=name, base_model=base_model, versions=[version], method="qlora",
-                              preset="quick", overrides={"learning_rate": 0.005, "epochs": 2, "max_seq_length": 64})  # fmt: skip
+        job = jobs.job_create(
+            owner=owner,
+            name=name,
+            base_model=base_model,
+            versions=[version],
+            method="qlora",
+            preset="quick",
+            overrides={"learning_rate": 0.005, "epochs": 2, "max_seq_length": 64},
+        )
     result = jobs.job_run(job_id=job.pk, worker="test")
     job.refresh_from_db()
     assert result == "succeeded", (job.error, job.logs[-3:])
@@ -30,5 +37,12 @@ def team(trainer_user):  # noqa: F811
 
 @pytest.fixture
 def adapter(succeeded_job, trainer_user, team):  # noqa: F811
-    return services.adapter_publish(job=succeeded_job, by=trainer_user, team=team, name="Codes Expert",
-                                    description="Knows what the codes mean.", visibility="team", domain="codes")  # fmt: skip
+    return services.adapter_publish(
+        job=succeeded_job,
+        by=trainer_user,
+        team=team,
+        name="Codes Expert",
+        description="Knows what the codes mean.",
+        visibility="team",
+        domain="codes",
+    )

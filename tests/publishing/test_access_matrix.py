@@ -131,21 +131,24 @@ def test_an_adapter_is_seen_no_wider_than_its_training_data(succeeded_job, train
     version = succeeded_job.datanet_versions.select_related("datanet").get()
     Datanet.objects.filter(pk=version.datanet_id).update(visibility=datanet_visibility)
     teams = {"own": version.datanet.team, "granted": TeamFactory(), "other": TeamFactory()}
-    AccessRequest.objects.create(datanet=version.datanet, team=teams["granted"], requested_by=trainer_user,
-                                 status="granted")  # fmt: skip
+    AccessRequest.objects.create(
+        datanet=version.datanet, team=teams["granted"], requested_by=trainer_user, status="granted"
+    )
     for team in teams.values():
         MembershipFactory(team=team, user=trainer_user, role="owner")
     for which, team in teams.items():
         for visibility in ("team", "public"):
             name = f"Codes {which} {visibility}"
             if (which, visibility) in ALLOWED[datanet_visibility]:
-                adapter = services.adapter_publish(job=succeeded_job, by=trainer_user, team=team, name=name,
-                                                   visibility=visibility)  # fmt: skip
+                adapter = services.adapter_publish(
+                    job=succeeded_job, by=trainer_user, team=team, name=name, visibility=visibility
+                )
                 assert (adapter.team, adapter.visibility) == (team, visibility)
                 continue
             with pytest.raises(ApplicationError):
-                services.adapter_publish(job=succeeded_job, by=trainer_user, team=team, name=name,
-                                         visibility=visibility)  # fmt: skip
+                services.adapter_publish(
+                    job=succeeded_job, by=trainer_user, team=team, name=name, visibility=visibility
+                )
     assert Adapter.objects.count() == len(ALLOWED[datanet_visibility])
 
 
@@ -158,8 +161,9 @@ def test_a_member_cannot_publish_a_private_datanet_publicly_under_another_team(c
     MembershipFactory(team=version.datanet.team, user=trainer_user, role="member")
     elsewhere = MembershipFactory(user=trainer_user, role="owner").team
     client.force_login(trainer_user)
-    response = client.post(reverse("job_publish", args=[succeeded_job.pk]),
-                           {"name": "Leak", "visibility": "public", "team": elsewhere.pk})  # fmt: skip
+    response = client.post(
+        reverse("job_publish", args=[succeeded_job.pk]), {"name": "Leak", "visibility": "public", "team": elsewhere.pk}
+    )
     assert response.status_code == 200 and "visible to its team only" in response.content.decode()
     with pytest.raises(ApplicationError, match="may not see"):
         services.adapter_publish(job=succeeded_job, by=trainer_user, team=elsewhere, name="Leak", visibility="team")

@@ -33,8 +33,9 @@ def contributors(db):
 
 
 @pytest.fixture
-def influenced_adapter(transactional_db, tiny_base_model, trainer_user, contributors,
-                       django_capture_on_commit_callbacks):  # fmt: skip
+def influenced_adapter(
+    transactional_db, tiny_base_model, trainer_user, contributors, django_capture_on_commit_callbacks
+):
     """Three contributors, each teaching a generated task; trained, attributed and published for real."""
     datanet = DatanetFactory(name="Realms", visibility="public", created_by=trainer_user)
     for task, user in zip(synthetic.make_tasks(3, 8, seed=0), contributors, strict=True):
@@ -68,8 +69,9 @@ def test_a_job_measures_influence_and_the_signed_manifest_carries_it(influenced_
     zip_path = tmp_path / "adapter.zip"
     with services.adapter_download_counted(adapter=adapter) as handle:
         zip_path.write_bytes(handle.read())
-    result = subprocess.run([sys.executable, "-m", "attribution.verify", str(zip_path)], cwd=ROOT,
-                            capture_output=True, text=True)  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-m", "attribution.verify", str(zip_path)], cwd=ROOT, capture_output=True, text=True
+    )
     assert result.returncode == 0, result.stderr
     assert "INFLUENCE by datainf" in result.stdout
 

@@ -40,11 +40,18 @@ def test_the_verifier_takes_a_record_exactly_as_uploaded(client, adapter, traine
     assert f"INCLUDED record {trained['content_hash']}" in result.stdout and "it trained the adapter" in result.stdout
 
 
-def test_the_zip_names_the_base_model_and_escapes_the_card_for_markdown(client, succeeded_job, trainer_user, team,
-                                                                         tiny_base_model, tmp_path):  # fmt: skip
+def test_the_zip_names_the_base_model_and_escapes_the_card_for_markdown(
+    client, succeeded_job, trainer_user, team, tiny_base_model, tmp_path
+):
     description = "Don't mix codes & colours.\n<script>alert(1)</script> *bold* [link](http://x)\n- a list?"
-    adapter = services.adapter_publish(job=succeeded_job, by=trainer_user, team=team, name="Codes & Colours",
-                                       description=description, domain="codes: colours")  # fmt: skip
+    adapter = services.adapter_publish(
+        job=succeeded_job,
+        by=trainer_user,
+        team=team,
+        name="Codes & Colours",
+        description=description,
+        domain="codes: colours",
+    )
     with zipfile.ZipFile(fetch(client, adapter, trainer_user, tmp_path)) as archive:
         config = json.loads(archive.read("adapter/adapter_config.json"))
         card = archive.read("README.md").decode()

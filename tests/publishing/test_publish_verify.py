@@ -22,8 +22,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def verify(zip_path, *args):
-    return subprocess.run([sys.executable, "-m", "attribution.verify", str(zip_path), *args], cwd=ROOT,
-                          capture_output=True, text=True)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "attribution.verify", str(zip_path), *args], cwd=ROOT, capture_output=True, text=True
+    )
 
 
 def manifest_rows(zip_path):
@@ -49,8 +50,11 @@ def test_publish_download_verify_and_load(client, adapter, trainer_user, tiny_ba
     assert manifest["totals"]["records"] == 24 - held_out == sum(c["records"] for c in manifest["contributors"])
     assert abs(sum(c["share_by_tokens"] for c in manifest["contributors"]) - 1) < 1e-6
     assert {f["path"] for f in manifest["files"]} == {
-        "README.md", "records.jsonl", "adapter/adapter_config.json", "adapter/adapter_model.safetensors"
-    }  # fmt: skip
+        "README.md",
+        "records.jsonl",
+        "adapter/adapter_config.json",
+        "adapter/adapter_model.safetensors",
+    }
     assert AdapterRecord.objects.filter(adapter=adapter).count() == 24
     assert LedgerEntry.objects.filter(event="adapter.published").count() == 1
 
@@ -88,8 +92,12 @@ def test_publish_download_verify_and_load(client, adapter, trainer_user, tiny_ba
     base = AutoModelForCausalLM.from_pretrained(tiny_base_model.local_path)
     model = PeftModel.from_pretrained(base, tmp_path / "unzipped" / "adapter")
     tokenizer = AutoTokenizer.from_pretrained(tiny_base_model.local_path)
-    prompt = tokenizer.apply_chat_template([{"role": "user", "content": "What does code 2 mean?"}],
-                                           add_generation_prompt=True, return_tensors="pt", return_dict=True)  # fmt: skip
+    prompt = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "What does code 2 mean?"}],
+        add_generation_prompt=True,
+        return_tensors="pt",
+        return_dict=True,
+    )
     with torch.no_grad():
         out = model.generate(**prompt, max_new_tokens=5, do_sample=False)
     assert out.shape[1] > prompt["input_ids"].shape[1]

@@ -15,8 +15,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def verify(*args):
-    return subprocess.run([sys.executable, "-m", "attribution.verify", *map(str, args)], cwd=ROOT,
-                          capture_output=True, text=True)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "attribution.verify", *map(str, args)], cwd=ROOT, capture_output=True, text=True
+    )
 
 
 def test_a_contributor_opens_and_verifies_a_receipt_for_a_team_only_adapter(client, adapter, tmp_path):

@@ -13,19 +13,31 @@ def make_version(owner):
     datanet = DatanetFactory(name="Codes and fruits", visibility="public", created_by=owner)
     alice, bob = UserFactory(username="alice"), UserFactory(username="bob")
     for i in range(12):
-        datanet_services.record_create(datanet=datanet, contributor=alice, value={
-            "instruction": f"What does code {i} mean?", "output": f"Code {i} means the colour blue."})  # fmt: skip
-        datanet_services.record_create(datanet=datanet, contributor=bob, value={
-            "instruction": f"Name fruit {i}.", "output": f"Fruit {i} is a ripe yellow banana."})  # fmt: skip
+        datanet_services.record_create(
+            datanet=datanet,
+            contributor=alice,
+            value={"instruction": f"What does code {i} mean?", "output": f"Code {i} means the colour blue."},
+        )
+        datanet_services.record_create(
+            datanet=datanet,
+            contributor=bob,
+            value={"instruction": f"Name fruit {i}.", "output": f"Fruit {i} is a ripe yellow banana."},
+        )
     Record.objects.filter(datanet=datanet).update(status="approved")
     return datanet_services.version_publish(datanet=datanet, by=UserFactory(is_staff=True))
 
 
 def train(owner, base_model, epochs: int):
     version = make_version(owner)
-    job = jobs.job_create(owner=owner, name="Codes", base_model=base_model, versions=[version], method="lora",
-                          preset="quick", overrides={"learning_rate": 0.01, "epochs": epochs, "max_seq_length": 64,
-                                                            "batch_size": 4})  # fmt: skip
+    job = jobs.job_create(
+        owner=owner,
+        name="Codes",
+        base_model=base_model,
+        versions=[version],
+        method="lora",
+        preset="quick",
+        overrides={"learning_rate": 0.01, "epochs": epochs, "max_seq_length": 64, "batch_size": 4},
+    )
     assert jobs.job_run(job_id=job.pk, worker="test") == "succeeded"
     job.refresh_from_db()
     return job
@@ -53,5 +65,11 @@ def team(trainer_user):  # noqa: F811
 
 @pytest.fixture
 def chat_adapter(memorising_job, trainer_user, team):  # noqa: F811
-    return services.adapter_publish(job=memorising_job, by=trainer_user, team=team, name="Codes Expert",
-                                    description="Knows what the codes mean.", visibility="team")  # fmt: skip
+    return services.adapter_publish(
+        job=memorising_job,
+        by=trainer_user,
+        team=team,
+        name="Codes Expert",
+        description="Knows what the codes mean.",
+        visibility="team",
+    )

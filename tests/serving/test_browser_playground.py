@@ -10,8 +10,9 @@ from tests.datanets.test_browser_flow import log_in
 pytestmark = pytest.mark.browser
 
 
-def test_chat_in_the_playground_and_see_the_attribution(live_server, page, chat_adapter, trainer_user,
-                                                        inference_worker_process, tmp_path):  # fmt: skip
+def test_chat_in_the_playground_and_see_the_attribution(
+    live_server, page, chat_adapter, trainer_user, inference_worker_process, tmp_path
+):
     outside = []
     page.on("request", lambda r: None if r.url.startswith(live_server.url) else outside.append(r.url))
     log_in(page, live_server.url, trainer_user)

@@ -132,9 +132,14 @@ def test_chats_on_different_adapters_decode_in_one_batch_like_generate(tiny_mode
         seen.append(1)
         return len(seen) > 2
 
-    chats = [(adapters[0], QUESTIONS[0], None), (adapters[1], QUESTIONS[1], None), (None, QUESTIONS[2], None),
-             (adapters[2], QUESTIONS[1], None), (adapters[0], QUESTIONS[2], None),
-             (adapters[1], QUESTIONS[0], stop_after_two)]  # fmt: skip
+    chats = [
+        (adapters[0], QUESTIONS[0], None),
+        (adapters[1], QUESTIONS[1], None),
+        (None, QUESTIONS[2], None),
+        (adapters[2], QUESTIONS[1], None),
+        (adapters[0], QUESTIONS[2], None),
+        (adapters[1], QUESTIONS[0], stop_after_two),
+    ]
     expected = [reference(tiny_model_dir, adapter, messages) for adapter, messages, _ in chats]
     assert len({tuple(e) for e in expected[:5]}) == 5  # so that a row given another's adapter would show
     expected[-1] = expected[-1][:2]

@@ -26,9 +26,12 @@ def test_openai_client_streams_an_attributed_answer(live_server, chat_adapter, t
     ]
 
     stream = client.chat.completions.create(
-        model="codes-expert", messages=[{"role": "user", "content": "What does code 5 mean?"}], stream=True,
-        temperature=0, max_tokens=40,
-    )  # fmt: skip
+        model="codes-expert",
+        messages=[{"role": "user", "content": "What does code 5 mean?"}],
+        stream=True,
+        temperature=0,
+        max_tokens=40,
+    )
     chunks = list(stream)
     deltas = [c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content]
     assert len(deltas) > 3  # token by token, not one block
@@ -55,8 +58,9 @@ def test_openai_client_streams_an_attributed_answer(live_server, chat_adapter, t
     assert spans[0]["contributor"] == contributor_pseudonym(bob.contributor_id)
 
     # Sampling parameters are honoured and validated.
-    sampled = client.chat.completions.create(model="codes-expert", messages=[{"role": "user", "content": "Hi"}],
-                                             temperature=1.5, top_p=0.5, max_tokens=3)  # fmt: skip
+    sampled = client.chat.completions.create(
+        model="codes-expert", messages=[{"role": "user", "content": "Hi"}], temperature=1.5, top_p=0.5, max_tokens=3
+    )
     assert sampled.usage.completion_tokens <= 3
     from openai import BadRequestError
 
@@ -64,16 +68,21 @@ def test_openai_client_streams_an_attributed_answer(live_server, chat_adapter, t
         client.chat.completions.create(model="codes-expert", messages=[{"role": "user", "content": "x"}], temperature=9)
 
     # An answer that repeats nothing says so.
-    babble = client.chat.completions.create(model="codes-expert", messages=[{"role": "user", "content": "Hi"}],
-                                            temperature=2, max_tokens=6)  # fmt: skip
+    babble = client.chat.completions.create(
+        model="codes-expert", messages=[{"role": "user", "content": "Hi"}], temperature=2, max_tokens=6
+    )
     attribution = babble.model_extra["attribution"]
     assert attribution["spans"] == [] and "No span of 8 or more tokens" in attribution["note"]
 
 
 def call(client, secret, model="codes-expert"):
     headers = {"Authorization": f"Bearer {secret}"} if secret else {}
-    chat = client.post("/v1/chat/completions", content_type="application/json", headers=headers,
-                       data={"model": model, "messages": [{"role": "user", "content": "Hi"}]})  # fmt: skip
+    chat = client.post(
+        "/v1/chat/completions",
+        content_type="application/json",
+        headers=headers,
+        data={"model": model, "messages": [{"role": "user", "content": "Hi"}]},
+    )
     models = client.get("/v1/models", headers=headers)
     return chat, models
 
@@ -105,8 +114,12 @@ def test_access_rules(quick_adapter, team):
     token, own_secret = services.token_create(user=member, name="t", scope="read")
     services.token_revoke(token=token, by=member)
     assert call(client, own_secret)[0].status_code == 401
-    bad = client.post("/v1/chat/completions", content_type="application/json",
-                      headers={"Authorization": f"Bearer {secret}"}, data={"model": "codes-expert", "messages": []})  # fmt: skip
+    bad = client.post(
+        "/v1/chat/completions",
+        content_type="application/json",
+        headers={"Authorization": f"Bearer {secret}"},
+        data={"model": "codes-expert", "messages": []},
+    )
     assert bad.status_code == 400 and bad.json()["error"]["type"] == "invalid_request_error"
 
 
@@ -125,8 +138,12 @@ def test_bad_input_gets_an_openai_shaped_400_never_a_500(quick_adapter, trainer_
     _, secret = services.token_create(user=trainer_user, name="t", scope="read")
     client = Client(raise_request_exception=False)
     for case, body in BAD_BODIES.items():
-        response = client.post("/v1/chat/completions", data=body, content_type="application/json",
-                               headers={"Authorization": f"Bearer {secret}"})  # fmt: skip
+        response = client.post(
+            "/v1/chat/completions",
+            data=body,
+            content_type="application/json",
+            headers={"Authorization": f"Bearer {secret}"},
+        )
         assert response.status_code == 400, (case, response.status_code, response.content[:200])
         problem = response.json()["error"]
         assert problem["type"] == "invalid_request_error" and problem["message"], case

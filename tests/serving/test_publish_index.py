@@ -29,7 +29,7 @@ def test_a_finished_jobs_adapter_answers_with_attribution(quick_adapter, inferen
         side: services.chat_complete(
             request_id=services.chat_start(
                 target=target, messages=messages, sampling=sampling, owner="test", use_adapter=side == "adapter"
-            )  # fmt: skip
+            )
         )
         for side in ("adapter", "base")
     }

@@ -100,13 +100,19 @@ def test_gpu_queue_task_reaches_a_real_worker_and_is_late_acked(celery_worker_pr
 
 
 def test_a_model_added_in_django_admin_is_imported_by_a_worker(celery_worker_process, admin_client, tiny_model_dir):
-    form = {"name": "Admin Llama", "slug": "admin-llama", "license": "mit", "source": str(tiny_model_dir),
-            "enabled": "on"}  # fmt: skip
+    form = {
+        "name": "Admin Llama",
+        "slug": "admin-llama",
+        "license": "mit",
+        "source": str(tiny_model_dir),
+        "enabled": "on",
+    }
     missing = admin_client.post("/admin/training/basemodel/add/", {**form, "source": "/nowhere/model"})
     assert missing.status_code == 200 and "does not exist on this machine" in missing.content.decode()
     response = admin_client.post("/admin/training/basemodel/add/", form)
     assert response.status_code == 302, response.content.decode()[:2000]
-    model = wait_until(lambda: BaseModel.objects.get(name="Admin Llama"),
-                       lambda m: m.status != BaseModel.Status.IMPORTING, timeout=120)  # fmt: skip
+    model = wait_until(
+        lambda: BaseModel.objects.get(name="Admin Llama"), lambda m: m.status != BaseModel.Status.IMPORTING, timeout=120
+    )
     assert model.status == BaseModel.Status.READY, model.error
     assert model.weights_sha256 == sha256_by_hand(Path(model.local_path))

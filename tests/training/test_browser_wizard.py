@@ -9,8 +9,9 @@ from training.models import FineTuneJob
 pytestmark = pytest.mark.browser
 
 
-def test_walk_the_wizard_and_watch_the_run(live_server, celery_worker_process, page, tiny_base_model, trainer_user,
-                                           version, tmp_path):  # fmt: skip
+def test_walk_the_wizard_and_watch_the_run(
+    live_server, celery_worker_process, page, tiny_base_model, trainer_user, version, tmp_path
+):
     url = live_server.url
     team = MembershipFactory(user=trainer_user, role="owner").team
     log_in(page, url, trainer_user)
@@ -43,8 +44,9 @@ def test_walk_the_wizard_and_watch_the_run(live_server, celery_worker_process, p
     page.get_by_text("Running").wait_for(timeout=60_000)
     page.wait_for_function("() => Number(document.querySelector('#job-step')?.textContent || 0) > 0", timeout=60_000)
     first = int(page.locator("#job-step").inner_text())
-    page.wait_for_function(f"() => Number(document.querySelector('#job-step')?.textContent || 0) > {first}",
-                           timeout=60_000)  # fmt: skip
+    page.wait_for_function(
+        f"() => Number(document.querySelector('#job-step')?.textContent || 0) > {first}", timeout=60_000
+    )
     assert page.locator("svg.chart polyline.train-loss").count() == 1  # the loss curve is drawn
     assert page.locator("svg.chart polyline.smoothed-loss").count() == 1  # with its smoothed line
     assert page.locator("svg.chart .x-tick").count() >= 2  # on axes with step numbers

@@ -12,14 +12,24 @@ from training.models import FineTuneJob
 def records_file(path, n=40):
     with open(path, "w") as handle:
         for i in range(n):
-            handle.write(json.dumps({"instruction": f"What does code {i} mean?", "input": "",
-                                     "output": f"Code {i} means blue."}) + "\n")  # fmt: skip
+            handle.write(
+                json.dumps({"instruction": f"What does code {i} mean?", "input": "", "output": f"Code {i} means blue."})
+                + "\n"
+            )
     return path
 
 
 def config(model_dir, **changes):
-    return trainer.TrainConfig(base_model_path=str(model_dir), method="lora", learning_rate=0.005, batch_size=4,
-                               max_seq_length=64, influence_methods=[], eval_prompts=0, **changes)  # fmt: skip
+    return trainer.TrainConfig(
+        base_model_path=str(model_dir),
+        method="lora",
+        learning_rate=0.005,
+        batch_size=4,
+        max_seq_length=64,
+        influence_methods=[],
+        eval_prompts=0,
+        **changes,
+    )
 
 
 def test_a_nine_step_run_stopped_at_step_three_resumes_from_a_checkpoint(tiny_model_dir, tmp_path):
@@ -30,8 +40,13 @@ def test_a_nine_step_run_stopped_at_step_three_resumes_from_a_checkpoint(tiny_mo
         return any(e["event"] == "step" and e["step"] >= 3 for e in first)
 
     with pytest.raises(trainer.Cancelled):  # as a kill -9 would, it leaves the output folder as it is
-        trainer.train(config(tiny_model_dir, max_steps=9, checkpoint_every=20), data, out, progress=first.append,
-                      should_stop=stop_after_step_three)  # fmt: skip
+        trainer.train(
+            config(tiny_model_dir, max_steps=9, checkpoint_every=20),
+            data,
+            out,
+            progress=first.append,
+            should_stop=stop_after_step_three,
+        )
     assert [e["step"] for e in first if e["event"] == "checkpoint"] == [2]  # 9 steps: at least 4 per run
 
     second = []
@@ -43,8 +58,12 @@ def test_a_nine_step_run_stopped_at_step_three_resumes_from_a_checkpoint(tiny_mo
 
 def test_checkpoints_by_time_as_well_as_steps(tiny_model_dir, tmp_path):
     events = []
-    trainer.train(config(tiny_model_dir, max_steps=5, checkpoint_every=1000, checkpoint_every_s=0),
-                  records_file(tmp_path / "data.jsonl"), tmp_path / "out", progress=events.append)  # fmt: skip
+    trainer.train(
+        config(tiny_model_dir, max_steps=5, checkpoint_every=1000, checkpoint_every_s=0),
+        records_file(tmp_path / "data.jsonl"),
+        tmp_path / "out",
+        progress=events.append,
+    )
     assert [e["step"] for e in events if e["event"] == "checkpoint"] == [1, 2, 3, 4]  # not the last: it is the end
 
 
@@ -52,32 +71,50 @@ def test_a_retried_job_without_a_checkpoint_says_it_starts_again(
     transactional_db, tiny_base_model, trainer_user, version, django_capture_on_commit_callbacks
 ):
     with django_capture_on_commit_callbacks(execute=False):
-        job = jobs.job_create(owner=trainer_user, name="Again", base_model=tiny_base_model, versions=[version],
-                              method="lora", preset="quick", overrides={"max_seq_length": 64})  # fmt: skip
+        job = jobs.job_create(
+            owner=trainer_user,
+            name="Again",
+            base_model=tiny_base_model,
+            versions=[version],
+            method="lora",
+            preset="quick",
+            overrides={"max_seq_length": 64},
+        )
     job.config = {**job.config, "max_steps": 4, "influence_methods": []}
     job.attempts = 1  # an earlier attempt's worker died before its first checkpoint, on another machine
     job.save(update_fields=["config", "attempts"])
     assert jobs.job_run(job_id=job.pk, worker="test") == "succeeded"
     logs = FineTuneJob.objects.get(pk=job.pk).logs
-    assert any("No checkpoint of the earlier attempt is here: training starts again from step 0." in line
-               for line in logs)  # fmt: skip
+    assert any(
+        "No checkpoint of the earlier attempt is here: training starts again from step 0." in line for line in logs
+    )
     assert not any("Resumed from checkpoint" in line for line in logs)
     assert FineTuneJob.objects.get(pk=job.pk).metrics["checkpoint_step"] == 3  # 4 steps: one at each but the last
 
 
-def test_the_reaper_says_from_which_step_a_job_resumes(transactional_db, tiny_base_model, trainer_user, version,
-                                                       django_capture_on_commit_callbacks):  # fmt: skip
+def test_the_reaper_says_from_which_step_a_job_resumes(
+    transactional_db, tiny_base_model, trainer_user, version, django_capture_on_commit_callbacks
+):
     from datetime import timedelta
 
     from django.utils import timezone
 
     with django_capture_on_commit_callbacks(execute=False):
-        saved, unsaved = (jobs.job_create(owner=trainer_user, name=name, base_model=tiny_base_model,
-                                          versions=[version], method="lora", preset="quick")
-                          for name in ("Saved", "Unsaved"))  # fmt: skip
+        saved, unsaved = (
+            jobs.job_create(
+                owner=trainer_user,
+                name=name,
+                base_model=tiny_base_model,
+                versions=[version],
+                method="lora",
+                preset="quick",
+            )
+            for name in ("Saved", "Unsaved")
+        )
     long_ago = timezone.now() - timedelta(minutes=5)
-    FineTuneJob.objects.filter(pk=saved.pk).update(status="running", heartbeat_at=long_ago,
-                                                   metrics={"checkpoint_step": 40})  # fmt: skip
+    FineTuneJob.objects.filter(pk=saved.pk).update(
+        status="running", heartbeat_at=long_ago, metrics={"checkpoint_step": 40}
+    )
     FineTuneJob.objects.filter(pk=unsaved.pk).update(status="running", heartbeat_at=long_ago)
     assert sorted(jobs.jobs_reap(stale_after_s=60)) == sorted([saved.pk, unsaved.pk])
     assert "resumes from its last checkpoint, at step 40." in FineTuneJob.objects.get(pk=saved.pk).logs[-1]

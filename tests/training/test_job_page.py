@@ -17,8 +17,12 @@ from training.models import FineTuneJob
 def make_job(tiny_base_model, trainer_user, version, django_capture_on_commit_callbacks):
     def make(**kwargs):
         with django_capture_on_commit_callbacks(execute=False):
-            return jobs.job_create(owner=trainer_user, base_model=tiny_base_model, versions=[version],
-                                   **{"name": "", "method": "qlora", "preset": "quick", **kwargs})  # fmt: skip
+            return jobs.job_create(
+                owner=trainer_user,
+                base_model=tiny_base_model,
+                versions=[version],
+                **{"name": "", "method": "qlora", "preset": "quick", **kwargs},
+            )
 
     return make
 
@@ -27,8 +31,9 @@ def page_of(client, job) -> str:
     return client.get(reverse("job_detail", args=[job.pk])).content.decode()
 
 
-def test_launching_says_queued_once_and_then_what_the_run_is_doing(client, tiny_base_model, trainer_user, version,
-                                                                   django_capture_on_commit_callbacks):  # fmt: skip
+def test_launching_says_queued_once_and_then_what_the_run_is_doing(
+    client, tiny_base_model, trainer_user, version, django_capture_on_commit_callbacks
+):
     client.force_login(trainer_user)
     step = lambda n: reverse("wizard", args=[n])  # noqa: E731
     client.post(step(1), {"versions": [version.pk], "go": "next"})
@@ -60,8 +65,10 @@ def test_the_worker_records_the_phase_and_logs_it_before_the_first_step(make_job
 def test_the_loss_curve_has_step_axes_and_a_smoothed_line():
     assert charts.smooth([4.0, 2.0]) == [4.0, pytest.approx((0.8 * 0.2 * 4 + 0.2 * 2) / (1 - 0.64))]
     assert charts.nice_ticks(0, 137) == [0, 50, 100]
-    noisy = {"train": [{"step": s, "loss": 3 - s / 100 + (0.5 if s % 2 else -0.5)} for s in range(1, 201)],
-             "eval": [{"step": 100, "loss": 2.1}, {"step": 200, "loss": 1.2}]}  # fmt: skip
+    noisy = {
+        "train": [{"step": s, "loss": 3 - s / 100 + (0.5 if s % 2 else -0.5)} for s in range(1, 201)],
+        "eval": [{"step": 100, "loss": 2.1}, {"step": 200, "loss": 1.2}],
+    }
     chart = charts.loss_chart(noisy)
     assert [t["label"] for t in chart["x_ticks"]] == ["0", "50", "100", "150", "200"]
     assert len(chart["y_ticks"]) >= 3 and chart["smoothed"] != chart["train"]
@@ -73,8 +80,11 @@ def test_the_loss_curve_has_step_axes_and_a_smoothed_line():
 
 def test_the_job_page_draws_axes_and_shows_settings_as_a_table(client, make_job, trainer_user):
     job = make_job(method="auto")
-    job.metrics = {"train": [{"step": s, "loss": 3 / s, "lr": 1e-3, "tokens_per_s": 10} for s in range(1, 41)],
-                   "eval": [], "phase": "training"}  # fmt: skip
+    job.metrics = {
+        "train": [{"step": s, "loss": 3 / s, "lr": 1e-3, "tokens_per_s": 10} for s in range(1, 41)],
+        "eval": [],
+        "phase": "training",
+    }
     job.save()
     client.force_login(trainer_user)
     page = page_of(client, job)
@@ -90,8 +100,9 @@ def test_the_job_page_draws_axes_and_shows_settings_as_a_table(client, make_job,
     assert 'value="100" aria-label="Training progress"' in page_of(client, job)
 
 
-def test_jobs_get_names_apart_and_the_list_shows_method_preset_and_data(client, make_job, trainer_user,
-                                                                        django_assert_max_num_queries):  # fmt: skip
+def test_jobs_get_names_apart_and_the_list_shows_method_preset_and_data(
+    client, make_job, trainer_user, django_assert_max_num_queries
+):
     first, second = make_job(), make_job(preset="standard", method="lora")
     assert first.name != second.name
     assert (first.name, second.name) == ("Tiny Llama on Codes v1, Quick #1", "Tiny Llama on Codes v1, Standard #2")
@@ -104,13 +115,16 @@ def test_jobs_get_names_apart_and_the_list_shows_method_preset_and_data(client, 
     assert page.count('<td class="job-data">Codes v1</td>') == 3
 
 
-def test_influence_names_contributors_to_staff_and_curators_and_splits_their_records(client, make_job, trainer_user,
-                                                                                     version):  # fmt: skip
+def test_influence_names_contributors_to_staff_and_curators_and_splits_their_records(
+    client, make_job, trainer_user, version
+):
     author = Record.objects.filter(datanet=version.datanet).first().contributor
     job = make_job()
     row = {"contributor": str(author.pk), "records": 35, "score": 0.5, "share": 1.0, "share_ci": [0.9, 1.0]}
-    job.influence = {"default_method": "datainf", "methods": {"datainf": {
-        "parameters": {"projection": "none"}, "seconds": 1.0, "contributors": [row]}}}  # fmt: skip
+    job.influence = {
+        "default_method": "datainf",
+        "methods": {"datainf": {"parameters": {"projection": "none"}, "seconds": 1.0, "contributors": [row]}},
+    }
     job.evaluation = {"train_examples": 35, "eval_examples": 5}
     job.save()
     name = f'class="contributor-name">{author.username}</span>'

@@ -24,8 +24,13 @@ def wait_for(job, condition, timeout=300):
         job.refresh_from_db()
         return job
 
-    return wait_until(refresh, condition, timeout=timeout, every=0.2,
-                      describe=lambda: f"job is {job.status} at step {job.step}: {job.error} {job.logs[-5:]}")  # fmt: skip
+    return wait_until(
+        refresh,
+        condition,
+        timeout=timeout,
+        every=0.2,
+        describe=lambda: f"job is {job.status} at step {job.step}: {job.error} {job.logs[-5:]}",
+    )
 
 
 def launch(django_capture_on_commit_callbacks, *, config_changes=None, **kwargs):
@@ -163,16 +168,25 @@ def test_job_create_checks_access_settings_and_readiness(tiny_base_model, traine
     version.datanet.visibility = "private"
     version.datanet.save()
     with pytest.raises(ApplicationError, match="may not train on"):
-        jobs.job_create(owner=trainer_user, name="x", base_model=tiny_base_model, versions=[version],
-                        method="qlora", preset="quick")  # fmt: skip
+        jobs.job_create(
+            owner=trainer_user, name="x", base_model=tiny_base_model, versions=[version], method="qlora", preset="quick"
+        )
     version.datanet.visibility = "public"
     version.datanet.save()
     with pytest.raises(ApplicationError, match="settings do not work"):
-        jobs.job_create(owner=trainer_user, name="x", base_model=tiny_base_model, versions=[version],
-                        method="qlora", preset="quick", overrides={"learning_rate": 5})  # fmt: skip
+        jobs.job_create(
+            owner=trainer_user,
+            name="x",
+            base_model=tiny_base_model,
+            versions=[version],
+            method="qlora",
+            preset="quick",
+            overrides={"learning_rate": 5},
+        )
     with pytest.raises(ApplicationError, match="at least one"):
-        jobs.job_create(owner=trainer_user, name="x", base_model=tiny_base_model, versions=[],
-                        method="qlora", preset="quick")  # fmt: skip
+        jobs.job_create(
+            owner=trainer_user, name="x", base_model=tiny_base_model, versions=[], method="qlora", preset="quick"
+        )
     assert FineTuneJob.objects.count() == 0
 
 

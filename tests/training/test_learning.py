@@ -27,11 +27,17 @@ def bundled_model_dir():
 def bundled_base_model(db, bundled_model_dir) -> BaseModel:
     described = model_import.describe_model(bundled_model_dir)
     return BaseModel.objects.create(
-        name=model_import.BUNDLED_MODEL_NAME, slug="smollm2", source=str(bundled_model_dir),
-        license=model_import.BUNDLED_MODEL_LICENSE, status=BaseModel.Status.READY, local_path=str(bundled_model_dir),
-        architecture=described.architecture, parameter_count=described.parameter_count,
-        context_length=described.context_length, weights_sha256=described.weights_sha256,
-    )  # fmt: skip
+        name=model_import.BUNDLED_MODEL_NAME,
+        slug="smollm2",
+        source=str(bundled_model_dir),
+        license=model_import.BUNDLED_MODEL_LICENSE,
+        status=BaseModel.Status.READY,
+        local_path=str(bundled_model_dir),
+        architecture=described.architecture,
+        parameter_count=described.parameter_count,
+        context_length=described.context_length,
+        weights_sha256=described.weights_sha256,
+    )
 
 
 def fact_version(owner, kinds=2, facts=10):
@@ -54,8 +60,15 @@ def test_the_default_fine_tune_answers_what_its_datanet_teaches(
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
         from training import jobs
 
-        job = jobs.job_create(owner=owner, name="Realms", base_model=bundled_base_model, versions=[version],
-                              method="auto", preset=presets.DEFAULT, overrides={"max_seq_length": 128})  # fmt: skip
+        job = jobs.job_create(
+            owner=owner,
+            name="Realms",
+            base_model=bundled_base_model,
+            versions=[version],
+            method="auto",
+            preset=presets.DEFAULT,
+            overrides={"max_seq_length": 128},
+        )
     for callback in callbacks:
         callback()
     job = wait_for(job, lambda j: j.finished, timeout=900)

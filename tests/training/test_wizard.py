@@ -10,8 +10,9 @@ from tests.training.conftest import make_version
 from training.models import FineTuneJob
 
 
-def test_wizard_keeps_choices_back_and_forward_and_launches(client, tiny_base_model, trainer_user, version,
-                                                              django_capture_on_commit_callbacks):  # fmt: skip
+def test_wizard_keeps_choices_back_and_forward_and_launches(
+    client, tiny_base_model, trainer_user, version, django_capture_on_commit_callbacks
+):
     other = make_version(UserFactory(), name="Other codes")
     other.datanet.license = "CC-BY-NC-4.0"
     other.datanet.save()
@@ -43,21 +44,27 @@ def test_wizard_keeps_choices_back_and_forward_and_launches(client, tiny_base_mo
     job = FineTuneJob.objects.get()
     assert response["Location"] == reverse("job_detail", args=[job.pk])
     assert (job.name, job.method, job.preset, job.config["lora_r"], job.config["max_seq_length"]) == (
-        "Codes expert", "lora", "standard", 4, 64,
-    )  # fmt: skip
+        "Codes expert",
+        "lora",
+        "standard",
+        4,
+        64,
+    )
     assert set(job.datanet_versions.all()) == {version, other}
     assert job.estimate["peak_memory_bytes"] > 0
     assert "wizard" not in client.session
 
 
 @pytest.mark.parametrize("role, status", [("owner", 200), ("other", 404), ("staff", 200)])
-def test_who_sees_a_job(client, tiny_base_model, trainer_user, version, role, status,
-                        django_capture_on_commit_callbacks):  # fmt: skip
+def test_who_sees_a_job(
+    client, tiny_base_model, trainer_user, version, role, status, django_capture_on_commit_callbacks
+):
     from training import jobs
 
     with django_capture_on_commit_callbacks(execute=False):
-        job = jobs.job_create(owner=trainer_user, name="x", base_model=tiny_base_model, versions=[version],
-                              method="qlora", preset="quick")  # fmt: skip
+        job = jobs.job_create(
+            owner=trainer_user, name="x", base_model=tiny_base_model, versions=[version], method="qlora", preset="quick"
+        )
     viewer = {"owner": trainer_user, "other": UserFactory(), "staff": UserFactory(is_staff=True)}[role]
     client.force_login(viewer)
     assert client.get(reverse("job_detail", args=[job.pk])).status_code == status
@@ -70,8 +77,7 @@ def _field(page: str, name: str) -> str:
     return re.search(rf'<(?:input|select)[^>]*name="{name}"[^>]*>', page).group(0)
 
 
-def test_the_wizard_preselects_what_it_can_and_shows_the_presets_values(client, tiny_base_model, trainer_user,
-                                                                       version):  # fmt: skip
+def test_the_wizard_preselects_what_it_can_and_shows_the_presets_values(client, tiny_base_model, trainer_user, version):
     client.force_login(trainer_user)
     step = lambda n: reverse("wizard", args=[n])  # noqa: E731
     client.post(step(1), {"versions": [version.pk], "go": "next"})
@@ -98,8 +104,11 @@ def test_train_on_this_version_opens_the_wizard_with_it_chosen(client, tiny_base
     from datanets import services as datanet_services
     from datanets.models import Record
 
-    datanet_services.record_create(datanet=version.datanet, contributor=trainer_user,
-                                   value={"instruction": "What does code 99 mean?", "output": "Red."})  # fmt: skip
+    datanet_services.record_create(
+        datanet=version.datanet,
+        contributor=trainer_user,
+        value={"instruction": "What does code 99 mean?", "output": "Red."},
+    )
     Record.objects.filter(datanet=version.datanet).update(status="approved")
     newer = datanet_services.version_publish(datanet=version.datanet, by=UserFactory(is_staff=True))
     client.force_login(trainer_user)
