@@ -2,6 +2,7 @@
 
     python -m attribution.verify ADAPTER.zip [--public-key KEY.pem] [--record RECORD.json]
     python -m attribution.verify --receipt RECEIPT.json [ADAPTER.zip] [--public-key KEY.pem] [--record RECORD.json]
+    python -m attribution.verify EXPORT.zip|EXPORT_DIR [--adapter ADAPTER.zip] [--public-key KEY.pem]
 
 Checks, in order, and exits with the first failure's code and a message naming what is wrong:
   2  the zip cannot be read, or a required file is missing
@@ -17,6 +18,8 @@ With --receipt (a contributor's receipt, ``attribution.receipt``), checks the re
 its signature (4), every record's inclusion proof and the contributor's counts and shares (6); with
 the zip as well, that the receipt belongs to the zip's manifest (6); with --record, that the record
 is one the receipt lists (7).
+An export of an adapter (merged weights or GGUF, zipped or unpacked) is checked by ``attribution.exports``
+with the same codes; with --adapter, that it derives from that adapter zip (6).
 """
 
 from __future__ import annotations
@@ -29,19 +32,15 @@ import sys
 import zipfile
 from collections import defaultdict
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from datanets import records as record_rules
 from datanets.merkle import inclusion_proof, merkle_root, verify_inclusion
 
+from . import exports
+from .errors import VerificationError, safe_name
 from .manifest import ROLES, SIGNED_FILES, canonical, contributor_summary, held_out_summary
 from .receipt import ReceiptError, verify_receipt
-
-
-class VerificationError(Exception):
-    def __init__(self, code: int, message: str):
-        super().__init__(message)
-        self.code, self.message = code, message
 
 
 @dataclass
@@ -51,13 +50,6 @@ class Report:
     checked_files: int
     records: list[dict] = field(default_factory=list)
     lines: list[str] = field(default_factory=list)
-
-
-def _safe_name(name: str) -> bool:
-    if not name or name.startswith("/") or "\\" in name:
-        return False
-    parts = PurePosixPath(name).parts
-    return ".." not in parts and not (parts and ":" in parts[0])
 
 
 def _read(archive: zipfile.ZipFile, name: str) -> bytes:
@@ -87,7 +79,7 @@ def verify_zip(source, *, public_key_pem: bytes | None = None) -> Report:
         raise VerificationError(2, f"not a readable zip: {error}") from None
     with archive:
         names = archive.namelist()
-        unsafe = [n for n in names if not _safe_name(n)]
+        unsafe = [n for n in names if not safe_name(n)]
         if unsafe:
             raise VerificationError(3, f"unsafe entry name(s) in the zip: {', '.join(unsafe)}")
         manifest_bytes = _read(archive, "manifest.json")
@@ -262,12 +254,22 @@ def _main_receipt(args, pinned: bytes | None) -> None:
         print(json.dumps(row["proof"]))
 
 
+def _main_export(args, pinned: bytes | None) -> None:
+    report = exports.verify_export(args.zip, public_key_pem=pinned, adapter_zip=args.adapter)
+    m, source = report.manifest, report.manifest["derived_from"]
+    print(f"OK export {m['export']['format']} of {source['adapter']['slug']} v{source['adapter']['version']}: "
+          f"signature valid (key sha256 {report.public_key_sha256[:16]}…), {report.checked_files} files match, "
+          f"derives from adapter manifest sha256 {source['manifest_sha256'][:16]}… (its signature valid)"
+          + (", which is that adapter zip's" if args.adapter else ""))  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m attribution.verify", description=__doc__.splitlines()[0])
-    parser.add_argument("zip", nargs="?", help="the adapter zip downloaded from ModelFactory")
+    parser.add_argument("zip", nargs="?", help="the adapter zip, or an export zip or directory, from ModelFactory")
     parser.add_argument("--public-key", help="pin the instance's public key (PEM from /api/v1/signing-key)")
     parser.add_argument("--record", help='a record (JSON: the content, or {"content": ...}) to prove was used')
     parser.add_argument("--receipt", help="a contributor's receipt (JSON) to check, with or without the zip")
+    parser.add_argument("--adapter", help="with an export: the adapter zip it should derive from")
     args = parser.parse_args(argv)
     if not args.zip and not args.receipt:
         parser.error("give an adapter zip, a --receipt, or both")
@@ -275,6 +277,9 @@ def main(argv: list[str] | None = None) -> int:
         pinned = Path(args.public_key).read_bytes() if args.public_key else None
         if args.receipt:
             _main_receipt(args, pinned)
+            return 0
+        if exports.is_export(args.zip):
+            _main_export(args, pinned)
             return 0
         report = verify_zip(args.zip, public_key_pem=pinned)
         m = report.manifest

@@ -11,10 +11,11 @@ from ninja.throttling import BaseThrottle
 
 from datanets import policy as datanet_policy
 from modelfactory import ratelimit
+from modelfactory.exceptions import ApplicationError
 from training import policy as training_policy
 
-from . import policy, selectors, services, signing
-from .models import Adapter, ApiToken
+from . import exports, policy, selectors, services, signing
+from .models import Adapter, AdapterExport, ApiToken
 
 
 class TokenAuth(HttpBearer):
@@ -143,6 +144,73 @@ def adapter_download(request, slug: str, version: int):
         raise HttpError(403, "This token may read but not download; create one with the download scope.")
     handle = services.adapter_download_counted(adapter=adapter)
     return FileResponse(handle, as_attachment=True, filename=f"{adapter.slug}-v{adapter.version}.zip")
+
+
+class ExportFileOut(Schema):
+    format: str
+    filename: str
+    bytes: int
+    sha256: str
+    download_url: str
+
+
+class ExportOut(Schema):
+    status: str
+    phase: str
+    steps_done: int
+    steps_total: int
+    error: str
+    files: list[ExportFileOut]
+
+
+def _export_out(export: AdapterExport) -> dict:
+    adapter = export.adapter
+    base = f"/api/v1/adapters/{adapter.slug}/versions/{adapter.version}/exports"
+    files = [{"format": fmt, **{k: entry[k] for k in ("filename", "bytes", "sha256")},
+              "download_url": f"{base}/{fmt}/download"} for fmt, entry in export.files.items()]  # fmt: skip
+    fields = ("status", "phase", "steps_done", "steps_total", "error")
+    return {**{k: getattr(export, k) for k in fields}, "files": files}
+
+
+def _exportable(request, slug: str, version: int) -> Adapter:
+    """The adapter, if this token's user may export it (the same 404 as a missing one otherwise)."""
+    adapter = _adapter(request, slug, version)
+    if not policy.can_export_adapter(request.user, adapter):
+        raise HttpError(404, "No such adapter.")
+    if request.api_token.scope not in (ApiToken.Scope.DOWNLOAD, ApiToken.Scope.TRAIN):
+        raise HttpError(403, "This token may read but not export; create one with the download scope.")
+    return adapter
+
+
+@api.post(
+    "/adapters/{slug}/versions/{version}/exports",
+    response={202: ExportOut},
+    summary="Have the version's exports built: merged weights, GGUF f16 and q8_0 (scope: download or train)",
+)
+def export_request(request, slug: str, version: int):
+    adapter = _exportable(request, slug, version)
+    try:
+        export = exports.export_request(adapter=adapter, by=request.user)
+    except ApplicationError as error:
+        raise HttpError(400, error.message) from None
+    return 202, _export_out(export)
+
+
+@api.get("/adapters/{slug}/versions/{version}/exports", response=ExportOut, summary="The exports' status and files")
+def export_status(request, slug: str, version: int):
+    export = AdapterExport.objects.filter(adapter=_exportable(request, slug, version)).first()
+    if export is None:
+        raise HttpError(404, "No export of this version was requested; POST to this URL to build it.")
+    return _export_out(export)
+
+
+@api.get("/adapters/{slug}/versions/{version}/exports/{fmt}/download", summary="One export's signed zip")
+def export_download(request, slug: str, version: int, fmt: str):
+    export = AdapterExport.objects.filter(adapter=_exportable(request, slug, version)).first()
+    if export is None or fmt not in export.files:
+        raise HttpError(404, "No such export (or it is not built yet).")
+    handle, filename = exports.export_file_open(export=export, fmt=fmt)
+    return FileResponse(handle, as_attachment=True, filename=filename)
 
 
 def _datanets_for(request):

@@ -135,3 +135,53 @@ class ApiToken(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} ({self.prefix}…)"
+
+
+class AdapterExport(models.Model):
+    """The exports of one adapter version (merged weights, GGUF f16, GGUF q8_0), built by a task on request and
+    kept with the version: a version never changes, so neither do its exports. A failed build is retried in
+    place; one build of a version runs at a time."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Exporting"
+        SUCCEEDED = "succeeded", "Ready"
+        FAILED = "failed", "Failed"
+
+    class Phase(models.TextChoices):
+        WAITING = "", "Waiting for a worker"
+        MERGED = "merged", "Merging the adapter into the base model"
+        GGUF_F16 = "gguf-f16", "Writing GGUF f16"
+        GGUF_Q8_0 = "gguf-q8_0", "Writing GGUF q8_0"
+        STORING = "storing", "Signing and storing the exports"
+
+    ACTIVE = (Status.QUEUED, Status.RUNNING)
+    FORMATS = {
+        "merged": "Merged weights (safetensors, Hugging Face layout)",
+        "gguf-f16": "GGUF f16 with an Ollama Modelfile",
+        "gguf-q8_0": "GGUF q8_0 with an Ollama Modelfile",
+    }
+
+    adapter = models.OneToOneField(Adapter, on_delete=models.CASCADE, related_name="export")
+    requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
+    phase = models.CharField(max_length=10, choices=Phase.choices, blank=True, default=Phase.WAITING)
+    steps_done = models.PositiveIntegerField(default=0)
+    steps_total = models.PositiveIntegerField(default=0)
+    error = models.TextField(blank=True)
+    files = models.JSONField(default=dict, blank=True, help_text="format -> {name, bytes, sha256}")
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    progress_at = models.DateTimeField(null=True, blank=True, help_text="The task's last progress report")
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"exports of {self.adapter} ({self.status})"
+
+    @property
+    def finished(self) -> bool:
+        return self.status in (self.Status.SUCCEEDED, self.Status.FAILED)
+
+    @property
+    def percent(self) -> int:
+        return int(100 * self.steps_done / self.steps_total) if self.steps_total else 0

@@ -23,6 +23,12 @@ def can_download_adapter(user, adapter: Adapter) -> bool:
     return user.is_authenticated and can_view_adapter(user, adapter)
 
 
+def can_export_adapter(user, adapter: Adapter) -> bool:
+    """An export is the adapter in another form (merged into its base, or GGUF): whoever may download the
+    adapter may have its exports built and download them; no one else learns that they exist."""
+    return can_download_adapter(user, adapter)
+
+
 def can_split_rewards(user, adapter: Adapter) -> bool:
     """Payouts name contributors by username: site staff only."""
     return user.is_authenticated and user.is_staff and can_view_adapter(user, adapter)

@@ -1,8 +1,9 @@
-"""Celery tasks of the publishing app."""
+"""Celery tasks of the publishing app (default queue)."""
 
 from celery import shared_task
 
 from . import services
+from .exports.tasks import export_run_task  # noqa: F401 - registered with the app's other tasks
 
 
 @shared_task(name="publishing.publication_run")

@@ -10,6 +10,7 @@ from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
 from django.http import FileResponse, Http404, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.utils.safestring import mark_safe
 from django.views.decorators.http import require_POST
 from django_htmx.http import HttpResponseStopPolling
@@ -21,8 +22,8 @@ from modelfactory.exceptions import ApplicationError
 from training import policy as training_policy
 from training.models import BaseModel
 
-from . import cards, policy, receipts, selectors, services
-from .models import Adapter, ApiToken
+from . import cards, exports, policy, receipts, selectors, services
+from .models import Adapter, AdapterExport, ApiToken
 
 
 def adapter_list(request):
@@ -35,8 +36,22 @@ def adapter_list(request):
     )
 
 
+def _export_context(request, adapter) -> dict:
+    can_export = policy.can_export_adapter(request.user, adapter)
+    export = AdapterExport.objects.filter(adapter=adapter).first() if can_export else None
+    formats = [{"format": fmt, "label": label, **(export.files.get(fmt, {}) if export else {})}
+               for fmt, label in AdapterExport.FORMATS.items()]  # fmt: skip
+    return {"adapter": adapter, "export": export, "can_export": can_export, "export_formats": formats}
+
+
 def adapter_detail(request, slug, version):
     adapter = policy.get_adapter_for_user(request.user, slug, version)
+    if request.htmx and request.GET.get("poll") == "exports":
+        context = _export_context(request, adapter)
+        response = render(request, "publishing/adapter_detail.html#exports", context)
+        if context["export"] is None or context["export"].finished:
+            response = HttpResponseStopPolling(response.content)
+        return response
     zip_file = f"{adapter.slug}-v{adapter.version}.zip"
     card_meta, card_html = cards.render_card(services.adapter_card(adapter))
     names = selectors.adapter_contributor_names(adapter, policy.datanets_named_for_user(request.user, adapter))
@@ -58,6 +73,7 @@ def adapter_detail(request, slug, version):
             "api_url": request.build_absolute_uri(
                 f"/api/v1/adapters/{adapter.slug}/versions/{adapter.version}/download"
             ),
+            **_export_context(request, adapter),
         },
     )
 
@@ -89,6 +105,33 @@ def adapter_download(request, slug, version):
         raise Http404("No such adapter.")
     handle = services.adapter_download_counted(adapter=adapter)
     return FileResponse(handle, as_attachment=True, filename=f"{adapter.slug}-v{adapter.version}.zip")
+
+
+@login_required
+@require_POST
+def adapter_export(request, slug, version):
+    """Have the version's exports built (or built again after a failure); the adapter page follows them."""
+    adapter = policy.get_adapter_for_user(request.user, slug, version)
+    if not policy.can_export_adapter(request.user, adapter):
+        raise Http404("No such adapter.")
+    try:
+        exports.export_request(adapter=adapter, by=request.user)
+    except ApplicationError as error:
+        messages.error(request, error.message)
+    return redirect(reverse("adapter_detail", args=[slug, version]) + "#exports")
+
+
+@login_required
+def adapter_export_download(request, slug, version, fmt):
+    adapter = policy.get_adapter_for_user(request.user, slug, version)
+    export = AdapterExport.objects.filter(adapter=adapter).first()
+    if not policy.can_export_adapter(request.user, adapter) or export is None or fmt not in export.files:
+        raise Http404("No such export.")
+    try:
+        handle, filename = exports.export_file_open(export=export, fmt=fmt)
+    except ApplicationError:
+        raise Http404("No such export.") from None
+    return FileResponse(handle, as_attachment=True, filename=filename)
 
 
 class PublishForm(forms.Form):

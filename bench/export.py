@@ -1,0 +1,107 @@
+"""Benchmark: export an adapter of the bundled base model to merged safetensors, GGUF f16 and GGUF q8_0 (signed
+zips, as the export task builds them), then check what the exports answer. Pure code (no Django).
+
+    .venv/bin/python bench/export.py                # time the export, then check the answers
+    /tmp/exp/freeze.sh .venv/bin/python bench/export.py --no-checks   # the time alone, on a quiet machine
+
+The adapter is a stand-in for a trained one, of the default preset's shape (LoRA r=8 on every linear layer)
+with random non-zero weights, so that it changes the base model's answers: exporting costs the same.
+The checks: the merged model answers the same greedy tokens as base + adapter for 20 chat prompts; each
+GGUF, loaded back with transformers' GGUF loader, answers the same as the merged model and its chat
+template renders the same prompt text.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from cryptography.hazmat.primitives import serialization  # noqa: E402
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey  # noqa: E402
+
+from attribution import manifest as manifest_lib  # noqa: E402
+from exporting.build import Signer, Source, build_exports  # noqa: E402
+from training.model_import import weights_sha256  # noqa: E402
+
+BUNDLED = ROOT / "var" / "models" / "smollm2-135m-instruct"
+
+
+def stand_in_adapter(base_dir: Path, dest: Path, scale: float) -> Path:
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
+    model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, target_modules="all-linear", task_type="CAUSAL_LM"))
+    torch.manual_seed(0)
+    for name, parameter in model.named_parameters():
+        if "lora_B" in name:
+            parameter.data.normal_(0, scale)
+    model.save_pretrained(dest)
+    return dest
+
+
+def check(base_dir: Path, adapter_dir: Path, work: Path, zips: dict) -> None:
+    import zipfile
+
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from exporting.compare import PROMPTS, greedy_tokens, same_answers, same_prompt_texts
+
+    tokenizer = AutoTokenizer.from_pretrained(base_dir)
+    base = AutoModelForCausalLM.from_pretrained(base_dir)
+    base_answers = greedy_tokens(base, tokenizer)
+    tuned = greedy_tokens(PeftModel.from_pretrained(base, adapter_dir).eval(), tokenizer)
+    print(f"the adapter changes {len(PROMPTS) - same_answers(base_answers, tuned)} of {len(PROMPTS)} base answers")
+    merged_dir = work / "check-merged"
+    zipfile.ZipFile(zips["merged"]).extractall(merged_dir)
+    merged = greedy_tokens(AutoModelForCausalLM.from_pretrained(merged_dir), tokenizer)
+    print(f"merged == base + adapter: {same_answers(merged, tuned)} of {len(PROMPTS)} prompts")
+    for fmt in ("gguf-f16", "gguf-q8_0"):
+        directory = work / f"check-{fmt}"
+        zipfile.ZipFile(zips[fmt]).extractall(directory)
+        name = next(p.name for p in directory.glob("*.gguf"))
+        gguf_tokenizer = AutoTokenizer.from_pretrained(directory, gguf_file=name)
+        model = AutoModelForCausalLM.from_pretrained(directory, gguf_file=name)
+        answers = greedy_tokens(model, gguf_tokenizer)
+        print(f"{fmt} == merged: {same_answers(answers, merged)} of {len(PROMPTS)} prompts; chat template renders "
+              f"the same prompt text for {same_prompt_texts(tokenizer, gguf_tokenizer)} of {len(PROMPTS)}")  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--base", type=Path, default=BUNDLED)
+    parser.add_argument("--scale", type=float, default=0.01, help="spread of the stand-in adapter's B weights")
+    parser.add_argument("--no-checks", action="store_true", help="only time the export")
+    args = parser.parse_args()
+    if not (args.base / "config.json").exists():
+        sys.exit(f"{args.base} is missing: run `manage.py import_base_model --bundled` first.")
+    key = Ed25519PrivateKey.generate()
+    pem = key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        adapter_dir = stand_in_adapter(args.base, tmp / "adapter", args.scale)
+        manifest = {"adapter": {"slug": "bench", "name": "Bench", "version": 1},
+                    "base_model": {"name": args.base.name, "weights_sha256": weights_sha256(args.base),
+                                   "license": "apache-2.0"}}  # fmt: skip
+        source = Source(args.base, adapter_dir, manifest, manifest_lib.sign(manifest, key))
+        work = tmp / "work"
+        work.mkdir()
+        start = time.perf_counter()
+        zips = build_exports(source, Signer(key, pem), work)
+        seconds = time.perf_counter() - start
+        sizes = ", ".join(f"{fmt} {path.stat().st_size / 2**20:.0f} MiB" for fmt, path in zips.items())
+        print(f"export of {args.base.name}'s adapter to merged + GGUF f16 + q8_0: {seconds:.1f} s ({sizes})")
+        if not args.no_checks:
+            check(args.base, adapter_dir, tmp, zips)
+
+
+if __name__ == "__main__":
+    main()
