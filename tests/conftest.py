@@ -157,6 +157,29 @@ def tiny_model_dir(tmp_path_factory):
     return build_tiny_model(tmp_path_factory.mktemp("tiny-model"))
 
 
+@pytest.fixture
+def tiny_base_model(db, tiny_model_dir):
+    """The tiny model, registered and imported as a base model."""
+    from training import services
+
+    model = services.base_model_register(name="Tiny Llama", source=str(tiny_model_dir), license="apache-2.0")
+    return services.base_model_import(base_model=model)
+
+
+@pytest.fixture
+def trainer_user(db):
+    from tests.factories import UserFactory
+
+    return UserFactory(username="builder")
+
+
+@pytest.fixture
+def version(trainer_user):
+    from tests.factories import make_version
+
+    return make_version(trainer_user)
+
+
 # Browser tests ---------------------------------------------------------------------------------
 # Playwright's sync API runs an event loop in the test thread; the tests' ORM calls are synchronous.
 os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")

@@ -4,6 +4,8 @@ import factory
 from django.contrib.auth import get_user_model
 
 from accounts.models import Membership, Team
+from datanets import services as datanet_services
+from datanets.models import Record
 from training.models import BaseModel
 
 PASSWORD = "correct-horse-battery-staple"
@@ -64,3 +66,17 @@ class DatanetFactory(factory.django.DjangoModelFactory):
     schema = "instruction"
     license = "CC-BY-4.0"
     visibility = "public"
+
+
+def make_version(owner, n=40, name="Codes"):
+    """A published Datanet version of n invented facts."""
+    datanet = DatanetFactory(name=name, visibility="public", created_by=owner)
+    author = UserFactory()
+    for i in range(n):
+        datanet_services.record_create(
+            datanet=datanet,
+            contributor=author,
+            value={"instruction": f"What does code {i} mean?", "output": f"Code {i} means the colour blue."},
+        )
+    Record.objects.filter(datanet=datanet).update(status="approved")
+    return datanet_services.version_publish(datanet=datanet, by=UserFactory(is_staff=True))

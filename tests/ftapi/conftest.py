@@ -5,7 +5,6 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 
 from publishing import services as publishing_services
 from tests.factories import MembershipFactory, UserFactory
-from tests.training.conftest import tiny_base_model  # noqa: F401 - fixture
 
 
 def chat_lines(n: int, start: int = 0) -> bytes:

@@ -101,7 +101,7 @@ def test_a_file_becomes_a_private_datanet_version_and_a_job_trains_on_it(owner, 
 
 
 def test_jobs_list_pages_and_includes_the_browsers(owner, team, token, tiny_base_model):
-    from tests.training.conftest import make_version
+    from tests.factories import make_version
     from training import jobs
 
     client = Client()

@@ -1,8 +1,7 @@
 import pytest
 
 from publishing import services
-from tests.factories import MembershipFactory
-from tests.training.conftest import make_version, tiny_base_model, trainer_user  # noqa: F401 - fixtures
+from tests.factories import MembershipFactory, make_version
 from training import jobs
 
 
@@ -25,18 +24,18 @@ def run_job(owner, base_model, version, capture_on_commit, name="Codes"):
 
 
 @pytest.fixture
-def succeeded_job(transactional_db, tiny_base_model, trainer_user, django_capture_on_commit_callbacks):  # noqa: F811
+def succeeded_job(transactional_db, tiny_base_model, trainer_user, django_capture_on_commit_callbacks):
     """Transactional, as on a worker: the job's heartbeat thread writes on its own connection."""
     return run_job(trainer_user, tiny_base_model, make_version(trainer_user, n=24), django_capture_on_commit_callbacks)
 
 
 @pytest.fixture
-def team(trainer_user):  # noqa: F811
+def team(trainer_user):
     return MembershipFactory(user=trainer_user, role="owner").team
 
 
 @pytest.fixture
-def adapter(succeeded_job, trainer_user, team):  # noqa: F811
+def adapter(succeeded_job, trainer_user, team):
     return services.adapter_publish(
         job=succeeded_job,
         by=trainer_user,

@@ -62,7 +62,7 @@ def test_publish_download_verify_and_load(client, adapter, trainer_user, tiny_ba
     assert response.status_code == 200
     zip_path = tmp_path / "codes-expert-v1.zip"
     zip_path.write_bytes(b"".join(response.streaming_content))
-    Adapter.objects.get(pk=adapter.pk).download_count == 1  # noqa: B015
+    assert Adapter.objects.get(pk=adapter.pk).download_count == 1
 
     result = verify(zip_path)
     assert result.returncode == 0, result.stderr

@@ -4,7 +4,6 @@ from datanets import services as datanet_services
 from datanets.models import Record
 from publishing import services
 from tests.factories import DatanetFactory, MembershipFactory, UserFactory
-from tests.training.conftest import tiny_base_model, trainer_user  # noqa: F401 - fixtures
 from training import jobs
 
 
@@ -44,14 +43,14 @@ def train(owner, base_model, epochs: int):
 
 
 @pytest.fixture
-def memorising_job(transactional_db, tiny_base_model, trainer_user, django_capture_on_commit_callbacks):  # noqa: F811
+def memorising_job(transactional_db, tiny_base_model, trainer_user, django_capture_on_commit_callbacks):
     """A real LoRA fine-tune of the tiny model, trained long enough to repeat its records verbatim."""
     with django_capture_on_commit_callbacks(execute=False):
         return train(trainer_user, tiny_base_model, epochs=40)
 
 
 @pytest.fixture
-def quick_adapter(transactional_db, tiny_base_model, trainer_user, team, django_capture_on_commit_callbacks):  # noqa: F811
+def quick_adapter(transactional_db, tiny_base_model, trainer_user, team, django_capture_on_commit_callbacks):
     """One epoch: enough for tests that never ask it anything."""
     with django_capture_on_commit_callbacks(execute=False):
         job = train(trainer_user, tiny_base_model, epochs=1)
@@ -59,12 +58,12 @@ def quick_adapter(transactional_db, tiny_base_model, trainer_user, team, django_
 
 
 @pytest.fixture
-def team(trainer_user):  # noqa: F811
+def team(trainer_user):
     return MembershipFactory(user=trainer_user, role="owner").team
 
 
 @pytest.fixture
-def chat_adapter(memorising_job, trainer_user, team):  # noqa: F811
+def chat_adapter(memorising_job, trainer_user, team):
     return services.adapter_publish(
         job=memorising_job,
         by=trainer_user,

@@ -56,7 +56,7 @@ def test_hot_swapped_adapters_answer_like_transformers_generate(tiny_model_dir, 
     assert text == engine.decode(expected[0])
 
 
-def test_concurrent_chats_interleave_without_mixing_adapters(tiny_model_dir, adapters):
+def test_concurrent_chats_on_threads_do_not_mix_adapters(tiny_model_dir, adapters):
     engine = Engine(str(tiny_model_dir))
     expected = {a.key: ids(engine, a) for a in adapters}
     results = {}

@@ -5,8 +5,7 @@ import re
 import pytest
 from django.urls import reverse
 
-from tests.factories import UserFactory
-from tests.training.conftest import make_version
+from tests.factories import UserFactory, make_version
 from training.models import FineTuneJob
 
 
