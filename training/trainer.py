@@ -54,7 +54,9 @@ class Cancelled(Exception):
 class TrainConfig:
     base_model_path: str
     # "qlora" (4-bit NF4 base, double quantisation), "lora", or "auto": the faster that fits (see pick_method)
-    method: str = "qlora"
+    method: str = "qlora"  # also "dora" (LoRA with weight decomposition) and "full" (every weight trains)
+    objective: str = "sft"  # "sft" (supervised), or "dpo" / "orpo" on preference records (training/preference.py)
+    beta: float = 0.1  # DPO's and ORPO's beta
     precision: str = "auto"  # "auto": bf16 where the device computes it fast, else fp32; or "bf16", "fp32"
     lora_r: int = 8
     lora_alpha: int = 16
@@ -94,8 +96,10 @@ class TrainConfig:
 
     def validate(self) -> None:
         problems = []
-        if self.method not in ("qlora", "lora", "auto"):
-            problems.append("method must be qlora, lora or auto")
+        if self.method not in ("qlora", "lora", "dora", "full", "auto"):
+            problems.append("method must be qlora, lora, dora, full or auto")
+        if self.objective not in ("sft", "dpo", "orpo") or self.beta <= 0:
+            problems.append("objective must be sft, dpo or orpo, with beta > 0")
         if self.precision not in ("auto", "bf16", "fp32"):
             problems.append("precision must be auto, bf16 or fp32")
         if self.lora_r < 1 or self.lora_alpha < 1:
@@ -177,11 +181,10 @@ def save_checkpoint(run: Run, directory: Path) -> None:
 
 def load_checkpoint(model, optimizer, scheduler, directory: Path) -> tuple[dict, dict, dict | None]:
     import torch
-    from peft import set_peft_model_state_dict
-    from safetensors.torch import load_file
 
-    weights = load_file(str(directory / "adapter" / "adapter_model.safetensors"))
-    set_peft_model_state_dict(model, weights)
+    from training.full import load_trained_weights
+
+    load_trained_weights(model, directory / "adapter")
     state = torch.load(directory / "state.pt", weights_only=False)
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
@@ -490,6 +493,10 @@ def train(
     ``probes``: named question files (JSONL records) whose answers are scored too."""
     started = time.monotonic()
     config.validate()
+    if config.objective != "sft":
+        from training import preference_run
+
+        return preference_run.train(config, data_path, output_dir, progress, should_stop, eval_path, probes)
     report = progress or (lambda event: None)
     stop = should_stop or (lambda: False)
     output_dir = Path(output_dir)
