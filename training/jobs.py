@@ -21,7 +21,7 @@ from datanets import services as datanet_services
 from datanets.models import DatanetVersion
 from modelfactory.exceptions import ApplicationError
 
-from . import display, estimates, presets, trainer
+from . import display, estimates, objectives, presets, trainer
 from .attribution import influence_store
 from .models import BaseModel, FineTuneJob
 
@@ -98,6 +98,9 @@ def job_create(*, owner, name: str, base_model: BaseModel, versions: list[Datane
             raise ApplicationError(f"You may not train on {version.datanet.name}.")
     if not (base_model.enabled and base_model.status == BaseModel.Status.READY):
         raise ApplicationError(f"{base_model.name} is not ready for training.")
+    objective = (overrides or {}).get("objective") or "sft"
+    objectives.objective_check(objective=objective, versions=versions)
+    objectives.full_check(base_model=base_model, method=method, objective=objective)
     records = sum(v.record_count for v in versions)
     config = job_config(base_model=base_model, method=method, preset=preset, overrides=overrides, records=records)
     with transaction.atomic():
@@ -280,12 +283,12 @@ def job_run(*, job_id: int, worker: str) -> str:
         if kind == "checkpoint":
             metrics["checkpoint_step"] = event["step"]  # the reaper's log line names it
         if kind == "step":
-            metrics["train"].append({k: event[k] for k in ("step", "loss", "lr", "tokens_per_s")})
-            metrics["last"] = {
-                k: event[k] for k in ("step", "total_steps", "elapsed_s", "remaining_s", "tokens_per_s", "lr", "loss")
-            }
+            keys = ("step", "loss", "lr", "tokens_per_s", "margin", "accuracy")  # preference runs: margin, accuracy
+            metrics["train"].append({k: event[k] for k in keys if k in event})
+            metrics["last"] = {k: event[k] for k in (*keys, "total_steps", "elapsed_s", "remaining_s") if k in event}
         elif kind == "eval":
-            metrics["eval"].append({"step": event["step"], "loss": round(event["loss"], 5)})
+            metrics["eval"].append({"step": event["step"], "loss": round(event["loss"], 5),
+                                    **{k: event[k] for k in ("margin", "accuracy") if k in event}})  # fmt: skip
         fields = {"metrics": metrics, "heartbeat_at": timezone.now()}
         if "last" in metrics:  # every write carries the latest step, whatever event caused it
             fields.update(step=metrics["last"]["step"], total_steps=metrics["last"]["total_steps"])
