@@ -10,16 +10,21 @@ from tests.training.test_jobs import launch, wait_for
 from training import estimates, jobs
 
 FAST = {"learning_rate": 0.005, "epochs": 3, "batch_size": 4, "max_seq_length": 64, "eval_fraction": 0.25}
+# A random model learns the rule in 36 steps at a high learning rate; ORPO's odds term needs beta 1 to outweigh
+# the chosen answers' NLL, which on a random model is large.
+PAIRS = {**FAST, "learning_rate": 0.01, "epochs": 6, "beta": 1.0}
 
 
 def preference_version(owner, n=32):
-    datanet = DatanetFactory(name="Colours", visibility="public", created_by=owner, schema="preference")
+    """Pairs whose chosen answer follows a rule the random tiny model cannot know: things of Paris are foxes,
+    things of France dogs. The answers differ in one token (" fox", " dog"), the places are one token each,
+    and the two rules pair the two words in opposite orders: a base model's bias for either word prefers
+    chosen on about half the pairs, and batches (sorted by length) mix both rules."""
+    datanet = DatanetFactory(name="Animals", visibility="public", created_by=owner, schema="preference")
     author = UserFactory()
     for i in range(n):
-        realm = "Velm" if i % 2 else "Oskar"
-        colour, other = ("teal", "amber") if i % 2 else ("amber", "teal")
-        value = {"prompt": f"What colour is thing {i} of {realm}?", "chosen": f"Thing {i} is {colour}.",
-                 "rejected": f"Thing {i} is {other}."}  # fmt: skip
+        place, animal, other = ("Paris", "fox", "dog") if i % 2 else ("France", "dog", "fox")
+        value = {"prompt": f"Thing {i} of {place}?", "chosen": f"The {animal}.", "rejected": f"The {other}."}
         datanet_services.record_create(datanet=datanet, contributor=author, value=value)
     Record.objects.filter(datanet=datanet).update(status="approved")
     return datanet_services.version_publish(datanet=datanet, by=UserFactory(is_staff=True))
@@ -30,8 +35,10 @@ def test_dpo_orpo_and_dora_jobs_succeed_and_the_adapters_prefer_chosen(
 ):
     pairs = preference_version(trainer_user)
     common = {"owner": trainer_user, "base_model": tiny_base_model}
-    dpo = launch(django_capture_on_commit_callbacks, versions=[pairs], overrides={**FAST, "objective": "dpo"}, **common)
-    orpo = launch(django_capture_on_commit_callbacks, versions=[pairs], overrides={**FAST, "objective": "orpo"},
+    dpo = launch(
+        django_capture_on_commit_callbacks, versions=[pairs], overrides={**PAIRS, "objective": "dpo"}, **common
+    )
+    orpo = launch(django_capture_on_commit_callbacks, versions=[pairs], overrides={**PAIRS, "objective": "orpo"},
                   **common)  # fmt: skip
     with django_capture_on_commit_callbacks(execute=True):
         dora = jobs.job_create(method="dora", preset="quick", name="", versions=[version],
@@ -42,6 +49,7 @@ def test_dpo_orpo_and_dora_jobs_succeed_and_the_adapters_prefer_chosen(
         ev = job.evaluation
         assert ev["loss_on"] == "held_out" and ev["eval_examples"] == 8
         assert ev["tuned"]["accuracy"] > ev["base"]["accuracy"], ev  # held-out pairs: chosen more often
+        assert ev["tuned"]["logp_gap"] > ev["base"]["logp_gap"], ev
         assert {"margin", "accuracy"} <= set(job.metrics["train"][-1]) and "margin" in job.metrics["last"]
         assert {"adapter/adapter_config.json", "adapter/adapter_model.safetensors"} <= set(jobs.job_outputs(job))
     dora = wait_for(dora, lambda j: j.finished)
