@@ -164,3 +164,45 @@ def preference_accuracy(model, pairs: list[Pair], device: str, batch_size: int =
             wins += int((chosen > rejected).sum().item())
             gaps += (chosen - rejected).tolist()
     return {"accuracy": wins / max(len(pairs), 1), "logp_gap": sum(gaps) / max(len(gaps), 1), "pairs": len(pairs)}
+
+
+def row_logps(model, examples: list[Example], pad_id: int, device: str):
+    """Summed log-probability of each example's labelled tokens and their count, one example a padded
+    row (influence takes per-example gradients from batch rows; ``sequence_logps`` packs them in one)."""
+    import torch
+
+    from training.examples import collate
+
+    batch = {k: v.to(device) for k, v in collate(examples, pad_id).items()}
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1].float()
+    targets = batch["labels"][:, 1:]
+    keep = targets != IGNORE
+    token_logps = torch.gather(logits.log_softmax(-1), 2, targets.clamp(min=0).unsqueeze(2)).squeeze(2)
+    return (token_logps * keep).sum(dim=1), keep.sum(dim=1).float()
+
+
+def influence_target(objective: str) -> str:
+    return f"held-out {objective.upper()} loss (mean per pair)"
+
+
+def influence_loss(objective: str, beta: float, pad_id: int):
+    """The loss influence measures for a preference run (attribution/influence.py): each pair's DPO or ORPO
+    loss, summed over a chunk of pairs, with its chosen and rejected rows owned by the pair."""
+    import torch
+
+    def loss_fn(model, pairs: list[Pair], device: str):
+        answers = [p.chosen for p in pairs] + [p.rejected for p in pairs]
+        n = len(pairs)
+        if objective == "dpo":
+            with torch.no_grad(), model.disable_adapter():
+                reference, _ = row_logps(model, answers, pad_id, device)
+        sums, counts = row_logps(model, answers, pad_id, device)
+        if objective == "dpo":
+            losses, _, _ = dpo_loss(sums[:n], sums[n:], reference[:n], reference[n:], beta)
+        else:
+            means = sums / counts.clamp(min=1)
+            losses, _, _ = orpo_odds_loss(means[:n], means[n:], beta)
+            losses = losses - means[:n]
+        return losses.sum(), torch.arange(n).repeat(2), torch.ones(2 * n)
+
+    return loss_fn

@@ -187,6 +187,14 @@ def train(config, data_path, output_dir, progress=None, should_stop=None, eval_p
     if stop():
         raise trainer.Cancelled
     metrics["influence"] = None
+    if config.influence_methods:
+        report({"event": "log", "message": "Measuring each pair's influence on the held-out preference loss "
+                f"({', '.join(config.influence_methods)})"})  # fmt: skip
+        loss_fn = preference.influence_loss(config.objective, config.beta, run.tokenizer.pad_token_id)
+        target = preference.influence_target(config.objective)
+        metrics["influence"] = trainer.attribute(run, output_dir, report, loss_fn=loss_fn, target=target)
+        if stop():
+            raise trainer.Cancelled
     shutil.rmtree(output_dir / "adapter", ignore_errors=True)
     run.model.save_pretrained(output_dir / "adapter")
     metrics.update(steps=run.position["step"], total_steps=run.total_steps, best_step=run.position["step"],

@@ -232,10 +232,11 @@ def datasets(tokenizer, config: TrainConfig, data_path, eval_path=None) -> tuple
     return split(examples, config.eval_fraction, config.seed, config.max_eval_records)
 
 
-def attribute(run: Run, output_dir: Path, report: ProgressFn) -> dict:
+def attribute(run: Run, output_dir: Path, report: ProgressFn, **loss) -> dict:
     """Influence of each training record on the held-out loss (on the trained sample's, with no held-out
     split); writes influence.json (and the per-question scores as influence.npz) and returns the summary
-    the job keeps."""
+    the job keeps. ``loss``: another loss than the supervised one (``loss_fn`` and ``target`` of
+    ``attribution.influence.compute``)."""
     import numpy as np
 
     from attribution import influence
@@ -260,6 +261,7 @@ def attribute(run: Run, output_dir: Path, report: ProgressFn) -> dict:
             seed=config.seed,
         ),
         progress=lambda done, total: report({"event": "attributing", "done": done, "total": total}),
+        **loss,
     )
     summary = {
         "default_method": next(m for m in influence.METHODS if m in result.scores),
@@ -291,9 +293,17 @@ def attribute_saved(config: TrainConfig, data_path: Path | str, adapter_dir: Pat
     output_dir.mkdir(parents=True, exist_ok=True)
     model, tokenizer, compute = load_model(config)
     set_peft_model_state_dict(model, load_file(str(Path(adapter_dir) / "adapter_model.safetensors")))
-    train_set, eval_set = datasets(tokenizer, config, data_path, eval_path)
+    loss = {}
+    if config.objective in ("dpo", "orpo"):
+        from training import preference, preference_run
+
+        train_set, eval_set = preference_run.pairs_for(tokenizer, config, data_path, eval_path)
+        loss = {"loss_fn": preference.influence_loss(config.objective, config.beta, tokenizer.pad_token_id),
+                "target": preference.influence_target(config.objective)}  # fmt: skip
+    else:
+        train_set, eval_set = datasets(tokenizer, config, data_path, eval_path)
     run = Run(config, model, tokenizer, device_name(), compute, train_set, eval_set, None, None, 0, {}, {})
-    return attribute(run, output_dir, progress or (lambda event: None))
+    return attribute(run, output_dir, progress or (lambda event: None), **loss)
 
 
 @dataclass

@@ -52,6 +52,9 @@ def test_dpo_orpo_and_dora_jobs_succeed_and_the_adapters_prefer_chosen(
         assert ev["tuned"]["logp_gap"] > ev["base"]["logp_gap"], ev
         assert {"margin", "accuracy"} <= set(job.metrics["train"][-1]) and "margin" in job.metrics["last"]
         assert {"adapter/adapter_config.json", "adapter/adapter_model.safetensors"} <= set(jobs.job_outputs(job))
+        measured = job.influence["methods"]["datainf"]["parameters"]  # on the preference loss, per pair
+        assert measured["target"].startswith(f"held-out {job.config['objective'].upper()} loss")
+        assert job.record_influences.filter(method="datainf").count() == measured["train_examples"] == 24
     dora = wait_for(dora, lambda j: j.finished)
     assert dora.status == "succeeded", (dora.error, dora.logs)
     assert dora.config["method"] == "dora" and dora.evaluation["method"] == "dora"

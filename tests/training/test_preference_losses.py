@@ -85,3 +85,31 @@ def test_our_orpo_odds_ratio_and_log_probs_equal_trls(trl_dpo):
         sums, counts = preference.sequence_logps(model, [p.chosen for p in pairs] + [p.rejected for p in pairs], "cpu")
     assert (sums / counts).numpy() == pytest.approx(mean_logps.numpy(), rel=1e-4)
     assert ours.item() == pytest.approx(theirs.item(), rel=1e-4)
+
+
+@pytest.mark.parametrize("objective", ["dpo", "orpo"])
+def test_influence_takes_each_pairs_gradient_of_its_own_preference_loss(trl_dpo, objective):
+    """attribution/influence.py's per-example gradients for pairs (chosen and rejected rows summed) equal
+    autograd's gradient of each pair's loss alone; padded rows give the packed rows' log-probabilities."""
+    from attribution import influence
+
+    dpo, batch = trl_dpo
+    model, pairs = dpo.model, our_pairs(batch)
+    loss_fn = preference.influence_loss(objective, 0.1, pad_id=0)
+    capture = influence.GradientCapture(model, 0, 0)
+    try:
+        grads = influence.gradients(model, pairs, capture=capture, batch_size=len(pairs), pad_id=0, device="cpu",
+                                    per_token=False, loss_fn=loss_fn)  # fmt: skip
+    finally:
+        capture.close()
+    for i, pair in enumerate(pairs):
+        loss, _, _ = loss_fn(model, [pair], "cpu")
+        weights = [module.weight for _, module in capture.modules]
+        alone = torch.autograd.grad(loss, weights)
+        for grad, own in zip(grads, alone, strict=True):
+            assert grad[i] == pytest.approx(own.flatten().numpy(), rel=1e-3, abs=1e-6)
+    answers = [p.chosen for p in pairs] + [p.rejected for p in pairs]
+    with torch.no_grad():
+        padded, _ = preference.row_logps(model, answers, 0, "cpu")
+        packed, _ = preference.sequence_logps(model, answers, "cpu")
+    assert padded.numpy() == pytest.approx(packed.numpy(), rel=1e-4)
