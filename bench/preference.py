@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/preference.py                    # DPO and ORPO, default settings, bundled model
     .venv/bin/python bench/preference.py --objective dpo --set learning_rate=5e-4
+    .venv/bin/python bench/preference.py --set max_steps=100             # a cap for a slow machine
 
 A generated preference Datanet: invented things in four invented realms; each realm has a colour
 rule ("everything in Velmora is teal"), the chosen answer follows it and the rejected one names
@@ -59,7 +60,11 @@ def write(path: Path, rows: list[dict]) -> Path:
 def run(objective: str, model: str, directory: Path, overrides: dict, records: int) -> dict:
     from training import presets, trainer
 
-    config = {**presets.resolve(presets.DEFAULT, "auto", {"objective": objective, **overrides}, records=records)}
+    # The preset's defaults, then any override (the wizard's advanced fields and others, e.g. max_steps).
+    config = {
+        **presets.resolve(presets.DEFAULT, "auto", {"objective": objective, **overrides}, records=records),
+        **overrides,
+    }
     config = trainer.TrainConfig.from_dict({**config, "base_model_path": model, "influence_methods": []})
     started = time.monotonic()
     metrics = trainer.train(

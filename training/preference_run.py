@@ -107,7 +107,9 @@ def train_steps(run: trainer.Run, checkpoint_dir: Path, report, stop) -> None:
     tokens_at_start, step_at_start = position["tokens"], position["step"]
     run.model.train()
     while position["step"] < run.total_steps:
-        batches = epoch_batches(lengths, config.batch_size, config.seed, position["epoch"])
+        # Shuffled, not grouped by length: pairs are packed without padding, and pairs of one length often
+        # follow one rule (one template), so length-grouped batches would teach a word bias batch by batch.
+        batches = epoch_batches(lengths, config.batch_size, config.seed, position["epoch"], by_length=False)
         while position["batch"] < len(batches) and position["step"] < run.total_steps:
             if stop():
                 raise trainer.Cancelled
