@@ -30,6 +30,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 METHODS = ("datainf", "tracin")
+LossFn = Callable[[object, list, str], tuple]  # (model, chunk, device) -> (summed loss, row owners, row weights)
 DEFAULT_METHOD = "datainf"
 
 
@@ -110,6 +111,19 @@ class GradientCapture:
             handle.remove()
 
 
+def supervised_loss(model, chunk: list, *, pad_id: int, device: str, per_token: bool):
+    """The summed response-token loss of ``chunk`` (one example a row) and each row's weight: one over its
+    response tokens for ``per_token`` (a mean per token), else one."""
+    import torch
+
+    from training.examples import IGNORE, collate
+
+    batch = {k: v.to(device) for k, v in collate(chunk, pad_id).items()}
+    loss = model(**batch, num_items_in_batch=torch.tensor(1, device=device)).loss
+    counts = (batch["labels"][:, 1:] != IGNORE).sum(dim=1).clamp(min=1).float().cpu()
+    return loss, torch.arange(len(chunk)), (1 / counts if per_token else torch.ones(len(chunk)))
+
+
 def gradients(
     model,
     examples: list,
@@ -120,26 +134,30 @@ def gradients(
     device: str,
     per_token: bool,
     progress: Callable[[int], None] | None = None,
+    loss_fn: LossFn | None = None,
 ) -> list:
-    """Per-module matrices [len(examples), dim] of per-example gradients (kept on the CPU)."""
-    import torch
+    """Per-module matrices [len(examples), dim] of per-example gradients (kept on the CPU).
 
-    from training.examples import IGNORE, collate
+    ``loss_fn(model, chunk, device)`` gives a loss summed over the chunk's examples, which batch row
+    belongs to which example and a weight per row; by default the supervised loss, one example a row.
+    An example spread over several rows (a preference pair: chosen and rejected) gets their gradients'
+    sum, which is its own loss's gradient because that loss depends on its rows only."""
+    import torch
 
     parts: list[list] = [[] for _ in capture.modules]
     model.eval()  # no dropout: the gradients of the adapter as it is
     for start in range(0, len(examples), batch_size):
         chunk = examples[start : start + batch_size]
-        batch = {k: v.to(device) for k, v in collate(chunk, pad_id).items()}
         with torch.enable_grad():
-            # A summed loss: each example's gradient is that of its own summed response-token loss.
-            loss = model(**batch, num_items_in_batch=torch.tensor(1, device=device)).loss
+            # A summed loss: each example's gradient is that of its own loss.
+            if loss_fn is None:
+                loss, owners, weights = supervised_loss(model, chunk, pad_id=pad_id, device=device, per_token=per_token)
+            else:
+                loss, owners, weights = loss_fn(model, chunk, device)
             loss.backward()
         model.zero_grad(set_to_none=True)
-        grads = capture.per_example("cpu")
-        if per_token:
-            counts = (batch["labels"][:, 1:] != IGNORE).sum(dim=1).clamp(min=1).float().cpu().unsqueeze(1)
-            grads = [g / counts for g in grads]
+        rows = capture.per_example("cpu")
+        grads = [torch.zeros(len(chunk), g.shape[1]).index_add_(0, owners, g * weights[:, None]) for g in rows]
         for part, grad in zip(parts, grads, strict=True):
             part.append(grad)
         if progress:
@@ -226,8 +244,11 @@ def compute(
     learning_rate: float,
     config: InfluenceConfig | None = None,
     progress: Callable[[int, int], None] | None = None,
+    loss_fn: LossFn | None = None,
+    target: str = "held-out loss (mean per response token)",
 ) -> InfluenceResult:
-    """Scores of ``train_examples`` (trainer Examples) on the held-out examples' loss."""
+    """Scores of ``train_examples`` (trainer Examples, or what ``loss_fn`` takes) on the held-out examples'
+    loss (``target`` names it)."""
     config = config or InfluenceConfig()
     config.validate()
     if len(contributors) != len(train_examples):
@@ -242,7 +263,13 @@ def compute(
     total = len(train_examples) + len(held_out)
     report = progress or (lambda done, total: None)
     try:
-        common = {"capture": capture, "batch_size": config.batch_size, "pad_id": pad_id, "device": device}
+        common = {
+            "capture": capture,
+            "batch_size": config.batch_size,
+            "pad_id": pad_id,
+            "device": device,
+            "loss_fn": loss_fn,
+        }
         train = gradients(model, train_examples, per_token=False, progress=lambda d: report(d, total), **common)
         questions = gradients(
             model, held_out, per_token=True, progress=lambda d: report(len(train_examples) + d, total), **common
@@ -267,7 +294,7 @@ def compute(
         "methods": list(config.methods),
         "projection": f"countsketch-{project_to}" if project_to else "none",
         "learning_rate": learning_rate,
-        "target": "held-out loss (mean per response token)",
+        "target": target,
         "train_examples": len(train_examples),
         "held_out_examples": len(held_out),
         "lora_parameters": trainable,

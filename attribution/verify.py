@@ -257,10 +257,12 @@ def _main_receipt(args, pinned: bytes | None) -> None:
 def _main_export(args, pinned: bytes | None) -> None:
     report = exports.verify_export(args.zip, public_key_pem=pinned, adapter_zip=args.adapter)
     m, source = report.manifest, report.manifest["derived_from"]
-    print(f"OK export {m['export']['format']} of {source['adapter']['slug']} v{source['adapter']['version']}: "
-          f"signature valid (key sha256 {report.public_key_sha256[:16]}…), {report.checked_files} files match, "
-          f"derives from adapter manifest sha256 {source['manifest_sha256'][:16]}… (its signature valid)"
-          + (", which is that adapter zip's" if args.adapter else ""))  # fmt: skip
+    print(
+        f"OK export {m['export']['format']} of {source['adapter']['slug']} v{source['adapter']['version']}: "
+        f"signature valid (key sha256 {report.public_key_sha256[:16]}…), {report.checked_files} files match, "
+        f"derives from adapter manifest sha256 {source['manifest_sha256'][:16]}… (its signature valid)"
+        + (", which is that adapter zip's" if args.adapter else "")
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

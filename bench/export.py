@@ -71,8 +71,10 @@ def check(base_dir: Path, adapter_dir: Path, work: Path, zips: dict) -> None:
         gguf_tokenizer = AutoTokenizer.from_pretrained(directory, gguf_file=name)
         model = AutoModelForCausalLM.from_pretrained(directory, gguf_file=name)
         answers = greedy_tokens(model, gguf_tokenizer)
-        print(f"{fmt} == merged: {same_answers(answers, merged)} of {len(PROMPTS)} prompts; chat template renders "
-              f"the same prompt text for {same_prompt_texts(tokenizer, gguf_tokenizer)} of {len(PROMPTS)}")  # fmt: skip
+        print(
+            f"{fmt} == merged: {same_answers(answers, merged)} of {len(PROMPTS)} prompts; chat template renders "
+            f"the same prompt text for {same_prompt_texts(tokenizer, gguf_tokenizer)} of {len(PROMPTS)}"
+        )
 
 
 def main() -> None:
@@ -88,9 +90,14 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         adapter_dir = stand_in_adapter(args.base, tmp / "adapter", args.scale)
-        manifest = {"adapter": {"slug": "bench", "name": "Bench", "version": 1},
-                    "base_model": {"name": args.base.name, "weights_sha256": weights_sha256(args.base),
-                                   "license": "apache-2.0"}}  # fmt: skip
+        manifest = {
+            "adapter": {"slug": "bench", "name": "Bench", "version": 1},
+            "base_model": {
+                "name": args.base.name,
+                "weights_sha256": weights_sha256(args.base),
+                "license": "apache-2.0",
+            },
+        }
         source = Source(args.base, adapter_dir, manifest, manifest_lib.sign(manifest, key))
         work = tmp / "work"
         work.mkdir()

@@ -58,7 +58,21 @@ class ChatRecordForm(forms.Form):
         return {"messages": [m for m in messages if m["content"]]}
 
 
-RECORD_FORMS = {"instruction": InstructionRecordForm, "text": TextRecordForm, "chat": ChatRecordForm}
+class PreferenceRecordForm(forms.Form):
+    prompt = forms.CharField(widget=forms.Textarea(attrs={"rows": 2}))
+    chosen = forms.CharField(widget=forms.Textarea(attrs={"rows": 4}), help_text="The better answer")
+    rejected = forms.CharField(widget=forms.Textarea(attrs={"rows": 4}), help_text="The worse answer")
+
+    def value(self) -> dict:
+        return dict(self.cleaned_data)
+
+
+RECORD_FORMS = {
+    "instruction": InstructionRecordForm,
+    "text": TextRecordForm,
+    "chat": ChatRecordForm,
+    "preference": PreferenceRecordForm,
+}
 
 
 class AccessRequestForm(forms.Form):

@@ -25,6 +25,7 @@ class Datanet(models.Model):
         INSTRUCTION = "instruction", "Instruction (instruction, input, output)"
         CHAT = "chat", "Chat (messages with role and content)"
         TEXT = "text", "Plain text"
+        PREFERENCE = "preference", "Preference (a prompt or chat, a chosen and a rejected answer)"
 
     class Visibility(models.TextChoices):
         PUBLIC = "public", "Public: anyone may see and train on it"

@@ -3,7 +3,7 @@
 No Django here: the ingest task, the benchmark and the tests call these functions directly.
 
 Canonical form and content hash (documented, stable): a record is normalised (every string NFC,
-trimmed; instruction records always carry ``input``, "" when absent) and serialised as JSON with
+trimmed; instruction records always carry ``input``, "" when absent; datanets/schemas.py) and serialised as JSON with
 sorted keys, no whitespace (separators "," and ":"), non-ASCII characters kept as UTF-8. The
 record's content hash is the SHA-256 of those UTF-8 bytes, in lowercase hex.
 """
@@ -15,16 +15,15 @@ import csv
 import hashlib
 import io
 import json
-import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
 
-SCHEMAS = ("instruction", "chat", "text")
+from .schemas import CHAT_ROLES, SCHEMAS, clean_text, normalise, record_text  # noqa: F401 - the records API
+
 FORMATS = ("jsonl", "json", "csv", "parquet")
-CHAT_ROLES = ("system", "user", "assistant")
 MAX_RECORD_BYTES = 64 * 1024
 MAX_DEPTH = 6
 BINARY_SNIFF = 8192
@@ -200,7 +199,11 @@ def read_json_array(path: Path, chunk_size: int = 1 << 16) -> Iterator[Line]:
                 yield Line(number, value=value)
 
 
-CSV_COLUMNS = {"instruction": ({"instruction", "output"}, {"input"}), "text": ({"text"}, set())}
+CSV_COLUMNS = {
+    "instruction": ({"instruction", "output"}, {"input"}),
+    "text": ({"text"}, set()),
+    "preference": ({"prompt", "chosen", "rejected"}, set()),
+}
 
 
 def read_csv(path: Path, schema: str) -> Iterator[Line]:
@@ -306,67 +309,6 @@ def read_lines(path: Path | str, fmt: str, schema: str) -> Iterator[Line]:
     raise FileError(f"unsupported format {fmt!r}")
 
 
-def clean_text(value, field: str) -> str:
-    if value is None:
-        raise ValueError(f"{field!r} is missing")
-    if not isinstance(value, str):
-        raise ValueError(f"{field!r} must be a string, not {type(value).__name__}")
-    text = (value if value.isascii() else unicodedata.normalize("NFC", value)).strip()  # ASCII is already NFC
-    if "\x00" in text:
-        raise ValueError(f"{field!r} contains a NUL character")
-    return text
-
-
-def normalise(value, schema: str) -> dict:
-    """Validate one raw record against ``schema`` and return its normalised content (or raise ValueError)."""
-    if not isinstance(value, dict):
-        raise ValueError(f"a record must be a JSON object, not {type(value).__name__}")
-    if schema == "instruction":
-        unknown = set(value) - {"instruction", "input", "output"}
-        if unknown:
-            raise ValueError(f"unexpected field(s): {', '.join(sorted(map(str, unknown)))}")
-        content = {
-            "instruction": clean_text(value.get("instruction"), "instruction"),
-            "input": clean_text(value.get("input") or "", "input"),
-            "output": clean_text(value.get("output"), "output"),
-        }
-        for field in ("instruction", "output"):
-            if not content[field]:
-                raise ValueError(f"{field!r} is empty")
-        return content
-    if schema == "text":
-        unknown = set(value) - {"text"}
-        if unknown:
-            raise ValueError(f"unexpected field(s): {', '.join(sorted(map(str, unknown)))}")
-        text = clean_text(value.get("text"), "text")
-        if not text:
-            raise ValueError("'text' is empty")
-        return {"text": text}
-    if schema == "chat":
-        unknown = set(value) - {"messages"}
-        if unknown:
-            raise ValueError(f"unexpected field(s): {', '.join(sorted(map(str, unknown)))}")
-        messages = value.get("messages")
-        if not isinstance(messages, list) or not messages:
-            raise ValueError("'messages' must be a non-empty list of {role, content}")
-        out = []
-        for i, message in enumerate(messages):
-            if not isinstance(message, dict) or set(message) != {"role", "content"}:
-                raise ValueError(f"messages[{i}] must have exactly 'role' and 'content'")
-            role = clean_text(message["role"], f"messages[{i}].role").lower()
-            if role not in CHAT_ROLES:
-                raise ValueError(f"messages[{i}].role {role!r} is not one of {', '.join(CHAT_ROLES)}")
-            content = clean_text(message["content"], f"messages[{i}].content")
-            if not content:
-                raise ValueError(f"messages[{i}].content is empty")
-            out.append({"role": role, "content": content})
-        roles = {m["role"] for m in out}
-        if not {"user", "assistant"} <= roles:
-            raise ValueError("a chat needs at least one user and one assistant message")
-        return {"messages": out}
-    raise ValueError(f"unknown schema {schema!r}")
-
-
 def canonical_json(content: dict) -> str:
     return json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
@@ -378,13 +320,6 @@ def canonical_bytes(content: dict) -> bytes:
         return orjson.dumps(content, option=orjson.OPT_SORT_KEYS)
     except TypeError:  # e.g. a lone surrogate, which the standard way rejects with its own message
         return canonical_json(content).encode("utf-8")
-
-
-def record_text(content: dict) -> str:
-    if "messages" in content:
-        return "\n".join(m["content"] for m in content["messages"])
-    fields = ("instruction", "input", "output", "text")
-    return "\n".join(content[field] for field in fields if content.get(field))
 
 
 def make_record(value, schema: str) -> NormalisedRecord:

@@ -4,6 +4,7 @@ from dataclasses import dataclass
 
 from django.db.models import Count, Q
 
+from . import schemas
 from .models import Record, RejectionReason
 
 PAGE_SIZES = (25, 50, 100, 200)
@@ -64,6 +65,29 @@ def highlighted(record: Record) -> list[tuple[str, str | None]]:
         cursor = flag["end"]
     pieces.append((text[cursor:], None))
     return [piece for piece in pieces if piece[0]]
+
+
+def preference_sides(record: Record, pieces: list[tuple[str, str | None]]) -> list[tuple[str, list]] | None:
+    """A preference record's highlighted pieces cut into its prompt (or chat so far), chosen and rejected
+    answer, for the moderation queue to show the two answers side by side; None for other records."""
+    if "chosen" not in record.content:
+        return None
+    parts = schemas.record_parts(record.content)
+    ends, at = [], 0
+    for _, text in parts:
+        at += len(text) + 1  # the newline that joins it to the next part
+        ends.append(at)
+    prompt_end, chosen_end = ends[-3], ends[-2]
+    sides: dict[str, list] = {"prompt": [], "chosen": [], "rejected": []}
+    at = 0
+    for piece, kind in pieces:
+        while piece:
+            side = "prompt" if at < prompt_end else "chosen" if at < chosen_end else "rejected"
+            limit = prompt_end if side == "prompt" else chosen_end if side == "chosen" else len(record.text) + 1
+            taken = piece[: limit - at]
+            sides[side].append((taken.strip("\n") if not kind else taken, kind))
+            piece, at = piece[len(taken) :], at + len(taken)
+    return [(side, [p for p in sides[side] if p[0]]) for side in ("prompt", "chosen", "rejected")]
 
 
 @dataclass

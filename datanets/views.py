@@ -246,7 +246,11 @@ def moderation(request):
             "next_query": _page_query(request, after=page.after, page=page.number + 1) if page.after else None,
             "previous_query": _page_query(request, before=page.before, page=page.number - 1) if page.before else None,
             "confirm_query": _page_query(request, confirm="approve_matching"),
-            "rows": [(record, selectors.highlighted(record)) for record in page.rows],
+            "rows": [
+                (record, pieces, selectors.preference_sides(record, pieces))
+                for record in page.rows
+                for pieces in [selectors.highlighted(record)]
+            ],
             "datanets": datanets,
             "datanet": datanet or (datanets[0] if len(datanets) == 1 else None),
             "filters": filters,

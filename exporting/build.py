@@ -123,8 +123,12 @@ def build_exports(source: Source, signer: Signer, work: Path, progress: Progress
         for fmt in ("gguf-f16", "gguf-q8_0")
     }
     say("merged", done=1, total=1)
-    export = {"format": "merged", "layout": "Hugging Face safetensors", "dtype": stored_dtype(source.base_dir),
-              "merge": "peft merge_and_unload on the float32 base"}  # fmt: skip
+    export = {
+        "format": "merged",
+        "layout": "Hugging Face safetensors",
+        "dtype": stored_dtype(source.base_dir),
+        "merge": "peft merge_and_unload on the float32 base",
+    }
     zips["merged"] = _sign_and_zip(merged_dir, work / f"{source.stem}-merged.zip", source, signer, export)
     shutil.rmtree(merged_dir)
     return {fmt: zips[fmt] for fmt in FORMATS}

@@ -4,12 +4,27 @@ renders. No Django: the export tests and bench/export.py use it."""
 from __future__ import annotations
 
 PROMPTS = [
-    "What does code 3 mean?", "Name a colour.", "What is the capital of France?", "Say hello.",
-    "Count to five.", "What is 2 + 2?", "Describe a fox.", "Which day comes after Monday?",
-    "Give me a word that rhymes with cat.", "What colour is the sky?", "Who are you?", "Spell 'dog'.",
-    "What is a Datanet?", "Translate 'yes' into French.", "What is the opposite of hot?", "Name a fruit.",
-    "How many legs has a spider?", "Finish this: the quick brown", "What is water made of?", "Say goodbye.",
-]  # fmt: skip
+    "What does code 3 mean?",
+    "Name a colour.",
+    "What is the capital of France?",
+    "Say hello.",
+    "Count to five.",
+    "What is 2 + 2?",
+    "Describe a fox.",
+    "Which day comes after Monday?",
+    "Give me a word that rhymes with cat.",
+    "What colour is the sky?",
+    "Who are you?",
+    "Spell 'dog'.",
+    "What is a Datanet?",
+    "Translate 'yes' into French.",
+    "What is the opposite of hot?",
+    "Name a fruit.",
+    "How many legs has a spider?",
+    "Finish this: the quick brown",
+    "What is water made of?",
+    "Say goodbye.",
+]
 
 
 def chat_text(tokenizer, prompt: str) -> str:

@@ -166,8 +166,14 @@ class ExportOut(Schema):
 def _export_out(export: AdapterExport) -> dict:
     adapter = export.adapter
     base = f"/api/v1/adapters/{adapter.slug}/versions/{adapter.version}/exports"
-    files = [{"format": fmt, **{k: entry[k] for k in ("filename", "bytes", "sha256")},
-              "download_url": f"{base}/{fmt}/download"} for fmt, entry in export.files.items()]  # fmt: skip
+    files = [
+        {
+            "format": fmt,
+            **{k: entry[k] for k in ("filename", "bytes", "sha256")},
+            "download_url": f"{base}/{fmt}/download",
+        }
+        for fmt, entry in export.files.items()
+    ]
     fields = ("status", "phase", "steps_done", "steps_total", "error")
     return {**{k: getattr(export, k) for k in fields}, "files": files}
 

@@ -39,8 +39,10 @@ def adapter_list(request):
 def _export_context(request, adapter) -> dict:
     can_export = policy.can_export_adapter(request.user, adapter)
     export = AdapterExport.objects.filter(adapter=adapter).first() if can_export else None
-    formats = [{"format": fmt, "label": label, **(export.files.get(fmt, {}) if export else {})}
-               for fmt, label in AdapterExport.FORMATS.items()]  # fmt: skip
+    formats = [
+        {"format": fmt, "label": label, **(export.files.get(fmt, {}) if export else {})}
+        for fmt, label in AdapterExport.FORMATS.items()
+    ]
     return {"adapter": adapter, "export": export, "can_export": can_export, "export_formats": formats}
 
 

@@ -60,11 +60,10 @@ def save_checkpoint(run: Run, directory: Path) -> None:
 
 def load_checkpoint(model, optimizer, scheduler, directory: Path) -> tuple[dict, dict, dict | None]:
     import torch
-    from peft import set_peft_model_state_dict
-    from safetensors.torch import load_file
 
-    weights = load_file(str(directory / "adapter" / "adapter_model.safetensors"))
-    set_peft_model_state_dict(model, weights)
+    from training.full import load_trained_weights
+
+    load_trained_weights(model, directory / "adapter")
     state = torch.load(directory / "state.pt", weights_only=False)
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])

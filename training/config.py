@@ -19,7 +19,9 @@ class Cancelled(Exception):
 class TrainConfig:
     base_model_path: str
     # "qlora" (4-bit NF4 base, double quantisation), "lora", or "auto": the faster that fits (see pick_method)
-    method: str = "qlora"
+    method: str = "qlora"  # also "dora" (LoRA with weight decomposition) and "full" (every weight trains)
+    objective: str = "sft"  # "sft" (supervised), or "dpo" / "orpo" on preference records (training/preference.py)
+    beta: float = 0.1  # DPO's and ORPO's beta
     precision: str = "auto"  # "auto": bf16 where the device computes it fast, else fp32; or "bf16", "fp32"
     lora_r: int = 8
     lora_alpha: int = 16
@@ -59,8 +61,10 @@ class TrainConfig:
 
     def validate(self) -> None:
         problems = []
-        if self.method not in ("qlora", "lora", "auto"):
-            problems.append("method must be qlora, lora or auto")
+        if self.method not in ("qlora", "lora", "dora", "full", "auto"):
+            problems.append("method must be qlora, lora, dora, full or auto")
+        if self.objective not in ("sft", "dpo", "orpo") or self.beta <= 0:
+            problems.append("objective must be sft, dpo or orpo, with beta > 0")
         if self.precision not in ("auto", "bf16", "fp32"):
             problems.append("precision must be auto, bf16 or fp32")
         if self.lora_r < 1 or self.lora_alpha < 1:

@@ -6,10 +6,14 @@ METHODS = {
     "auto": "Automatic (LoRA or QLoRA, whichever is faster on the worker)",
     "qlora": "QLoRA",
     "lora": "LoRA",
+    "dora": "DoRA",
+    "full": "Full fine-tuning",
 }
 
 SETTINGS = {
     "method": "Method",
+    "objective": "Objective",
+    "beta": "Beta (DPO, ORPO)",
     "lora_r": "LoRA rank",
     "lora_alpha": "LoRA alpha",
     "lora_dropout": "LoRA dropout",

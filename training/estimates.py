@@ -92,3 +92,17 @@ def estimate(
         "train_seconds": round(train, 1),
         "device": device,
     }
+
+
+# Full fine-tuning: fp32 weights, their gradients, AdamW's two moments, and the CPU copy of the base weights the
+# side-by-side evaluation swaps in (training/full.py): 20 bytes a parameter, with the 15% allowance.
+FULL_BYTES_PER_PARAMETER = 20
+
+
+def full_bytes(parameters: int) -> int:
+    return int(parameters * FULL_BYTES_PER_PARAMETER * 1.15)
+
+
+def full_fits(parameters: int, memory_bytes: int) -> bool:
+    """Whether every weight may train: its states take at most half the memory, the rest for activations."""
+    return full_bytes(parameters) <= memory_bytes // 2

@@ -34,10 +34,26 @@ class MethodForm(forms.Form):
             ("auto", "Automatic (recommended): the faster of LoRA and QLoRA that fits the worker's memory"),
             ("qlora", "QLoRA: 4-bit NF4 base, least memory"),
             ("lora", "LoRA: unquantised base, faster where memory allows"),
+            ("dora", "DoRA: LoRA with weight decomposition (magnitude and direction), unquantised base"),
+            ("full", "Full fine-tuning: every weight trains; only for models small enough"),
         ],
         widget=forms.RadioSelect,
         initial="auto",
     )
+    objective = forms.ChoiceField(
+        choices=[
+            ("sft", "Supervised: learn the answers (instruction, chat and text Datanets)"),
+            (
+                "dpo",
+                "DPO: prefer the chosen answer over the rejected one, the base model as reference (preference Datanets)",
+            ),
+            ("orpo", "ORPO: learn the chosen answer and prefer it, no reference model (preference Datanets)"),
+        ],
+        widget=forms.RadioSelect,
+        initial="sft",
+        required=False,
+    )
+    beta = forms.FloatField(required=False, min_value=0.001, max_value=10, help_text="DPO's and ORPO's beta")
     preset = forms.ChoiceField(
         choices=[(key, value["label"]) for key, value in PRESETS.items()], widget=forms.RadioSelect, initial=DEFAULT
     )

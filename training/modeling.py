@@ -1,4 +1,4 @@
-"""Loading the base model for training: device, precision, LoRA or QLoRA, the peft wrapper. No Django."""
+"""Loading the base model for training: device, precision, LoRA, QLoRA, DoRA or full, the peft wrapper. No Django."""
 
 from __future__ import annotations
 
@@ -79,15 +79,20 @@ def load_model(config):
     model = AutoModelForCausalLM.from_pretrained(config.base_model_path, **kwargs)
     if method == "qlora" and device == "cpu":
         keep_trainable_4bit_layout(model)
-    if method == "lora":
+    if method != "qlora":
         model.to(device)
     model.config.use_cache = False
+    if method == "full":
+        from training.full import FullModel
+
+        return FullModel(model.float()), tokenizer, {"method": method, "bf16": bf16}
     lora = LoraConfig(
         r=config.lora_r,
         lora_alpha=config.lora_alpha,
         lora_dropout=config.lora_dropout,
         target_modules=config.target_modules,
         task_type="CAUSAL_LM",
+        use_dora=method == "dora",
     )
     model = get_peft_model(model, lora)
     for parameter in model.parameters():

@@ -55,10 +55,11 @@ def train_and_held_out(
     return split(examples, config.eval_fraction, config.seed, config.max_eval_records)
 
 
-def attribute(run: Run, output_dir: Path, report: ProgressFn) -> dict:
+def attribute(run: Run, output_dir: Path, report: ProgressFn, **loss) -> dict:
     """Influence of each training record on the held-out loss (on the trained sample's, with no held-out
     split); writes influence.json (and the per-question scores as influence.npz) and returns the summary
-    the job keeps."""
+    the job keeps. ``loss``: another loss than the supervised one (``loss_fn`` and ``target`` of
+    ``attribution.influence.compute``)."""
     import numpy as np
 
     from attribution import influence
@@ -83,6 +84,7 @@ def attribute(run: Run, output_dir: Path, report: ProgressFn) -> dict:
             seed=config.seed,
         ),
         progress=lambda done, total: report({"event": "attributing", "done": done, "total": total}),
+        **loss,
     )
     summary = {
         "default_method": next(m for m in influence.METHODS if m in result.scores),
@@ -123,9 +125,19 @@ def attribute_saved(
     output_dir.mkdir(parents=True, exist_ok=True)
     model, tokenizer, compute = load_model(config)
     set_peft_model_state_dict(model, load_file(str(Path(adapter_dir) / "adapter_model.safetensors")))
-    train_set, eval_set = train_and_held_out(tokenizer, config, data_path, eval_path)
+    loss = {}
+    if config.objective in ("dpo", "orpo"):
+        from training import preference, preference_run
+
+        train_set, eval_set = preference_run.pairs_for(tokenizer, config, data_path, eval_path)
+        loss = {
+            "loss_fn": preference.influence_loss(config.objective, config.beta, tokenizer.pad_token_id),
+            "target": preference.influence_target(config.objective),
+        }
+    else:
+        train_set, eval_set = train_and_held_out(tokenizer, config, data_path, eval_path)
     run = Run(config, model, tokenizer, device_name(), compute, train_set, eval_set, None, None, 0, {}, {})
-    return attribute(run, output_dir, progress or (lambda event: None))
+    return attribute(run, output_dir, progress or (lambda event: None), **loss)
 
 
 def setup(config: TrainConfig, data_path, eval_path, checkpoint_dir: Path, log: Callable[[str], None]) -> Run:
@@ -264,6 +276,10 @@ def train(
     ``probes``: named question files (JSONL records) whose answers are scored too."""
     started = time.monotonic()
     config.validate()
+    if config.objective != "sft":
+        from training import preference_run
+
+        return preference_run.train(config, data_path, output_dir, progress, should_stop, eval_path, probes)
     report = progress or (lambda event: None)
     stop = should_stop or (lambda: False)
     output_dir = Path(output_dir)

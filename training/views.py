@@ -10,7 +10,7 @@ from django_htmx.http import HttpResponseStopPolling
 
 from modelfactory.exceptions import ApplicationError
 
-from . import charts, display, jobs, policy, presets, selectors, wizard
+from . import charts, display, jobs, objectives, policy, presets, selectors, wizard
 from .forms import BaseModelForm, LaunchForm, MethodForm, VersionsForm
 from .models import BaseModel, FineTuneJob
 
@@ -41,7 +41,10 @@ def _wizard_form(request, step: int, state: dict, versions_qs, models_qs):
         }
         if isinstance(initial.get("target_modules"), list):
             initial["target_modules"] = ",".join(initial["target_modules"])
-        records = sum(v.record_count for v in versions_qs.filter(pk__in=state["versions"]))
+        chosen = versions_qs.filter(pk__in=state["versions"])
+        if "objective" not in initial and chosen and all(v.datanet.schema == "preference" for v in chosen):
+            initial["objective"] = "dpo"  # preference pairs train with a preference objective
+        records = sum(v.record_count for v in chosen)
         values = wizard.preset_values(method=initial["method"], records=records)
         return MethodForm(data, initial=initial, preset_values=values)
     versions = list(versions_qs.filter(pk__in=state["versions"]))
@@ -64,6 +67,11 @@ def _wizard_save(request, step: int, form, state: dict, versions_qs, models_qs) 
         state.update(method=form.cleaned_data["method"], preset=form.cleaned_data["preset"])
         state["advanced"] = form.advanced()
         try:
+            objective = state["advanced"].get("objective") or "sft"
+            objectives.objective_check(objective=objective, versions=versions_qs.filter(pk__in=state["versions"]))
+            objectives.full_check(
+                base_model=models_qs.filter(pk=state["base_model"]).first(), method=state["method"], objective=objective
+            )
             jobs.job_config(
                 base_model=models_qs.filter(pk=state["base_model"]).first(),
                 method=state["method"],

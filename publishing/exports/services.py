@@ -115,8 +115,12 @@ def export_build(export: AdapterExport, progress) -> dict:
                     name = default_storage.save(
                         f"adapters/{adapter.slug}/v{adapter.version}/exports/{path.name}", File(handle)
                     )
-                stored[fmt] = {"name": name, "filename": path.name, "bytes": path.stat().st_size,
-                               "sha256": sha256_file(path)}  # fmt: skip
+                stored[fmt] = {
+                    "name": name,
+                    "filename": path.name,
+                    "bytes": path.stat().st_size,
+                    "sha256": sha256_file(path),
+                }
                 progress(AdapterExport.Phase.STORING, done=done, total=len(zips))
     except BaseException:
         for entry in stored.values():

@@ -40,16 +40,20 @@ def exports(tiny_model_dir, tmp_path_factory):
     from transformers import AutoModelForCausalLM
 
     tmp = tmp_path_factory.mktemp("exports")
-    model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir),
-                           LoraConfig(r=4, target_modules="all-linear", task_type="CAUSAL_LM"))  # fmt: skip
+    model = get_peft_model(
+        AutoModelForCausalLM.from_pretrained(tiny_model_dir),
+        LoraConfig(r=4, target_modules="all-linear", task_type="CAUSAL_LM"),
+    )
     torch.manual_seed(0)
     for name, parameter in model.named_parameters():
         if "lora_B" in name:
             parameter.data.normal_(0, 0.05)
     model.save_pretrained(tmp / "adapter")
     key, pem = _key()
-    manifest = {"adapter": {"slug": "tiny", "name": "Tiny", "version": 1},
-                "base_model": {"name": "Tiny Llama", "weights_sha256": weights_sha256(tiny_model_dir)}}  # fmt: skip
+    manifest = {
+        "adapter": {"slug": "tiny", "name": "Tiny", "version": 1},
+        "base_model": {"name": "Tiny Llama", "weights_sha256": weights_sha256(tiny_model_dir)},
+    }
     source = Source(tiny_model_dir, tmp / "adapter", manifest, manifest_lib.sign(manifest, key))
     (tmp / "work").mkdir()
     zips = build_exports(source, Signer(key, pem), tmp / "work")
@@ -68,8 +72,11 @@ def test_a_genuine_export_verifies_zipped_and_unpacked(exports, tmp_path):
         assert verify([str(unpacked(exports, fmt, tmp_path))]) == 0, fmt
     pinned = tmp_path / "key.pem"
     pinned.write_bytes(exports["pem"])
-    done = subprocess.run([sys.executable, "-m", "attribution.verify", str(exports["zips"]["gguf-q8_0"]),
-                           "--public-key", str(pinned)], capture_output=True, text=True)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-m", "attribution.verify", str(exports["zips"]["gguf-q8_0"]), "--public-key", str(pinned)],
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 0 and "OK export gguf of tiny v1" in done.stdout, done.stderr
 
 

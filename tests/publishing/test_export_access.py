@@ -19,8 +19,9 @@ def built_export(adapter):
     (test_exports builds one on a worker)."""
     name = default_storage.save(f"adapters/{adapter.slug}/v{adapter.version}/exports/x.zip", ContentFile(b"zip"))
     files = {"merged": {"name": name, "filename": "x.zip", "bytes": 3, "sha256": "0" * 64}}
-    return AdapterExport.objects.create(adapter=adapter, requested_by=adapter.published_by, status="succeeded",
-                                        files=files)  # fmt: skip
+    return AdapterExport.objects.create(
+        adapter=adapter, requested_by=adapter.published_by, status="succeeded", files=files
+    )
 
 
 def test_matrix(built_export):

@@ -128,11 +128,12 @@ class RunProgress:
         if kind == "checkpoint":
             metrics["checkpoint_step"] = event["step"]  # the reaper's log line names it
         elif kind == "step":
-            metrics["train"].append({k: event[k] for k in ("step", "loss", "lr", "tokens_per_s")})
-            last = ("step", "total_steps", "elapsed_s", "remaining_s", "tokens_per_s", "lr", "loss")
-            metrics["last"] = {k: event[k] for k in last}
+            keys = ("step", "loss", "lr", "tokens_per_s", "margin", "accuracy")  # preference runs: margin, accuracy
+            metrics["train"].append({k: event[k] for k in keys if k in event})
+            metrics["last"] = {k: event[k] for k in (*keys, "total_steps", "elapsed_s", "remaining_s") if k in event}
         elif kind == "eval":
-            metrics["eval"].append({"step": event["step"], "loss": round(event["loss"], 5)})
+            extra = {k: event[k] for k in ("margin", "accuracy") if k in event}
+            metrics["eval"].append({"step": event["step"], "loss": round(event["loss"], 5), **extra})
         elif kind == "attributing":
             metrics["attribution"] = {"done": event["done"], "total": event["total"]}
 

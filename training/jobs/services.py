@@ -12,7 +12,7 @@ from django.utils import timezone
 from datanets import policy as datanet_policy
 from datanets.models import DatanetVersion
 from modelfactory.exceptions import ApplicationError
-from training import display, estimates, presets, trainer
+from training import display, estimates, objectives, presets, trainer
 from training.jobs.log import job_log_append
 from training.models import BaseModel, FineTuneJob
 
@@ -89,6 +89,9 @@ def job_create(
             raise ApplicationError(f"You may not train on {version.datanet.name}.")
     if not (base_model.enabled and base_model.status == BaseModel.Status.READY):
         raise ApplicationError(f"{base_model.name} is not ready for training.")
+    objective = (overrides or {}).get("objective") or "sft"
+    objectives.objective_check(objective=objective, versions=versions)
+    objectives.full_check(base_model=base_model, method=method, objective=objective)
     records = sum(v.record_count for v in versions)
     config = job_config(base_model=base_model, method=method, preset=preset, overrides=overrides, records=records)
     with transaction.atomic():
