@@ -17,8 +17,11 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from training import modeling, preference, trainer
+from training import modeling, preference
+from training.checkpoints import load_checkpoint, save_checkpoint
+from training.config import Cancelled, Run
 from training.examples import epoch_batches, split
+from training.influence_run import attribute
 
 
 def pairs_for(tokenizer, config, data_path, eval_path=None):
@@ -30,7 +33,7 @@ def pairs_for(tokenizer, config, data_path, eval_path=None):
     return split(pairs, config.eval_fraction, config.seed, config.max_eval_records)
 
 
-def setup(config, data_path, eval_path, checkpoint_dir: Path, log) -> trainer.Run:
+def setup(config, data_path, eval_path, checkpoint_dir: Path, log) -> Run:
     import torch
     from transformers import get_scheduler
 
@@ -59,7 +62,7 @@ def setup(config, data_path, eval_path, checkpoint_dir: Path, log) -> trainer.Ru
         num_warmup_steps=int(total_steps * config.warmup_ratio),
         num_training_steps=total_steps,
     )
-    run = trainer.Run(
+    run = Run(
         config,
         model,
         tokenizer,
@@ -74,12 +77,12 @@ def setup(config, data_path, eval_path, checkpoint_dir: Path, log) -> trainer.Ru
         {"train": [], "eval": [], "best": None},
     )
     if (checkpoint_dir / "state.pt").exists():
-        run.position, run.history, run.best_state = trainer.load_checkpoint(model, optimizer, scheduler, checkpoint_dir)
+        run.position, run.history, run.best_state = load_checkpoint(model, optimizer, scheduler, checkpoint_dir)
         log(f"Resumed from the checkpoint at step {run.position['step']} of {total_steps}")
     return run
 
 
-def held_out(run: trainer.Run, pairs: list) -> dict:
+def held_out(run: Run, pairs: list) -> dict:
     """Mean preference loss, reward margin and accuracy over ``pairs``, without gradients."""
     import torch
 
@@ -96,7 +99,7 @@ def held_out(run: trainer.Run, pairs: list) -> dict:
     return {key: round(value / max(len(pairs), 1), 5) for key, value in totals.items()}
 
 
-def step(run: trainer.Run, chunks: list[list]) -> dict:
+def step(run: Run, chunks: list[list]) -> dict:
     """One optimiser step over ``chunks`` of pairs, each pair weighing the same; returns its figures."""
     import torch
 
@@ -116,7 +119,7 @@ def step(run: trainer.Run, chunks: list[list]) -> dict:
     return {key: round(value, 5) for key, value in figures.items()}
 
 
-def train_steps(run: trainer.Run, checkpoint_dir: Path, report, stop) -> None:
+def train_steps(run: Run, checkpoint_dir: Path, report, stop) -> None:
     config, position = run.config, run.position
     lengths = [len(p.chosen.input_ids) + len(p.rejected.input_ids) for p in run.train_set]
     every = max(1, min(config.checkpoint_every, run.total_steps // 4))
@@ -129,7 +132,7 @@ def train_steps(run: trainer.Run, checkpoint_dir: Path, report, stop) -> None:
         batches = epoch_batches(lengths, config.batch_size, config.seed, position["epoch"], by_length=False)
         while position["batch"] < len(batches) and position["step"] < run.total_steps:
             if stop():
-                raise trainer.Cancelled
+                raise Cancelled
             group = batches[position["batch"] : position["batch"] + config.gradient_accumulation]
             figures = step(run, [[run.train_set[i] for i in batch] for batch in group])
             position["batch"] += len(group)
@@ -160,14 +163,14 @@ def train_steps(run: trainer.Run, checkpoint_dir: Path, report, stop) -> None:
                 report({"event": "eval", "step": position["step"], **figures})
             due = position["step"] % every == 0 or time.monotonic() - saved_at >= config.checkpoint_every_s
             if due and position["step"] < run.total_steps:
-                trainer.save_checkpoint(run, checkpoint_dir)
+                save_checkpoint(run, checkpoint_dir)
                 saved_at = time.monotonic()
                 report({"event": "checkpoint", "step": position["step"]})
         if position["batch"] >= len(batches):
             position["epoch"], position["batch"] = position["epoch"] + 1, 0
 
 
-def evaluate(run: trainer.Run) -> dict:
+def evaluate(run: Run) -> dict:
     """The base model's and the fine-tune's preference loss and accuracy on the held-out pairs (on a sample
     of the trained ones with no held-out split)."""
     pairs = run.eval_set or run.train_set[: max(run.config.task_eval_examples, 40)]
@@ -212,7 +215,7 @@ def train(config, data_path, output_dir, progress=None, should_stop=None, eval_p
     report({"event": "evaluating"})
     metrics = evaluate(run)
     if stop():
-        raise trainer.Cancelled
+        raise Cancelled
     metrics["influence"] = None
     if config.influence_methods:
         report(
@@ -224,9 +227,9 @@ def train(config, data_path, output_dir, progress=None, should_stop=None, eval_p
         )
         loss_fn = preference.influence_loss(config.objective, config.beta, run.tokenizer.pad_token_id)
         target = preference.influence_target(config.objective)
-        metrics["influence"] = trainer.attribute(run, output_dir, report, loss_fn=loss_fn, target=target)
+        metrics["influence"] = attribute(run, output_dir, report, loss_fn=loss_fn, target=target)
         if stop():
-            raise trainer.Cancelled
+            raise Cancelled
     shutil.rmtree(output_dir / "adapter", ignore_errors=True)
     run.model.save_pretrained(output_dir / "adapter")
     metrics.update(
