@@ -82,3 +82,40 @@ def restore_adapter(model, state: dict) -> None:
         for name, parameter in model.named_parameters():
             if name in state:
                 parameter.copy_(state[name])
+
+
+def start_run(
+    config, model, tokenizer, device, compute, train_set, eval_set, total_steps, checkpoint_dir: Path, log
+) -> Run:
+    """A run's optimiser and schedule over the trainable weights, resumed from ``checkpoint_dir`` if it holds one."""
+    import torch
+    from transformers import get_scheduler
+
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate, weight_decay=config.weight_decay)
+    scheduler = get_scheduler(
+        config.lr_scheduler if config.lr_scheduler != "constant" else "constant_with_warmup",
+        optimizer,
+        num_warmup_steps=int(total_steps * config.warmup_ratio),
+        num_training_steps=total_steps,
+    )
+    position, history = {"step": 0, "epoch": 0, "batch": 0, "tokens": 0}, {"train": [], "eval": [], "best": None}
+    run = Run(
+        config,
+        model,
+        tokenizer,
+        device,
+        compute,
+        train_set,
+        eval_set,
+        optimizer,
+        scheduler,
+        total_steps,
+        position,
+        history,
+    )
+    if (checkpoint_dir / "state.pt").exists():
+        run.position, run.history, run.best_state = load_checkpoint(model, optimizer, scheduler, checkpoint_dir)
+        run.history.setdefault("best", None)
+        log(f"Resumed from the checkpoint at step {run.position['step']} of {total_steps}")
+    return run

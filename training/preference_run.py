@@ -18,7 +18,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from training import modeling, preference
-from training.checkpoints import load_checkpoint, save_checkpoint
+from training.checkpoints import save_checkpoint, start_run
 from training.config import Cancelled, Run
 from training.examples import epoch_batches, split
 from training.influence_run import attribute
@@ -35,7 +35,6 @@ def pairs_for(tokenizer, config, data_path, eval_path=None):
 
 def setup(config, data_path, eval_path, checkpoint_dir: Path, log) -> Run:
     import torch
-    from transformers import get_scheduler
 
     if config.method == "full" and config.objective == "dpo":
         raise ValueError(
@@ -53,33 +52,8 @@ def setup(config, data_path, eval_path, checkpoint_dir: Path, log) -> Run:
     train_set, eval_set = pairs_for(tokenizer, config, data_path, eval_path)
     steps_per_epoch = max(1, math.ceil(len(train_set) / config.batch_size) // config.gradient_accumulation)
     total_steps = config.max_steps or max(1, math.ceil(steps_per_epoch * config.epochs))
-    trainable = [p for p in model.parameters() if p.requires_grad]
     log(f"{len(train_set)} training and {len(eval_set)} held-out pairs; {total_steps} steps")
-    optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate, weight_decay=config.weight_decay)
-    scheduler = get_scheduler(
-        config.lr_scheduler if config.lr_scheduler != "constant" else "constant_with_warmup",
-        optimizer,
-        num_warmup_steps=int(total_steps * config.warmup_ratio),
-        num_training_steps=total_steps,
-    )
-    run = Run(
-        config,
-        model,
-        tokenizer,
-        device,
-        compute,
-        train_set,
-        eval_set,
-        optimizer,
-        scheduler,
-        total_steps,
-        {"step": 0, "epoch": 0, "batch": 0, "tokens": 0},
-        {"train": [], "eval": [], "best": None},
-    )
-    if (checkpoint_dir / "state.pt").exists():
-        run.position, run.history, run.best_state = load_checkpoint(model, optimizer, scheduler, checkpoint_dir)
-        log(f"Resumed from the checkpoint at step {run.position['step']} of {total_steps}")
-    return run
+    return start_run(config, model, tokenizer, device, compute, train_set, eval_set, total_steps, checkpoint_dir, log)
 
 
 def held_out(run: Run, pairs: list) -> dict:

@@ -28,7 +28,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from training import packing
-from training.checkpoints import load_checkpoint, restore_adapter, save_checkpoint
+from training.checkpoints import restore_adapter, save_checkpoint, start_run
 from training.config import Cancelled, ProgressFn, Run, TrainConfig
 from training.evaluation import evaluate, held_out_check, probe_questions, summary_line
 from training.examples import Example, epoch_batches, load_examples, split
@@ -93,7 +93,6 @@ def attribute_saved(
 def setup(config: TrainConfig, data_path, eval_path, checkpoint_dir: Path, log: Callable[[str], None]) -> Run:
     """Load the model and data, build the optimiser and schedule, and resume from a checkpoint if any."""
     import torch
-    from transformers import get_scheduler
 
     random.seed(config.seed)
     torch.manual_seed(config.seed)
@@ -109,32 +108,7 @@ def setup(config: TrainConfig, data_path, eval_path, checkpoint_dir: Path, log: 
         f"{len(train_set)} training and {len(eval_set)} held-out examples; {total_steps} steps; "
         f"{sum(p.numel() for p in trainable):,} trainable parameters"
     )
-    optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate, weight_decay=config.weight_decay)
-    scheduler = get_scheduler(
-        config.lr_scheduler if config.lr_scheduler != "constant" else "constant_with_warmup",
-        optimizer,
-        num_warmup_steps=int(total_steps * config.warmup_ratio),
-        num_training_steps=total_steps,
-    )
-    run = Run(
-        config,
-        model,
-        tokenizer,
-        device,
-        compute,
-        train_set,
-        eval_set,
-        optimizer,
-        scheduler,
-        total_steps,
-        {"step": 0, "epoch": 0, "batch": 0, "tokens": 0},
-        {"train": [], "eval": [], "best": None},
-    )
-    if (checkpoint_dir / "state.pt").exists():
-        run.position, run.history, run.best_state = load_checkpoint(model, optimizer, scheduler, checkpoint_dir)
-        run.history.setdefault("best", None)
-        log(f"Resumed from the checkpoint at step {run.position['step']} of {total_steps}")
-    return run
+    return start_run(config, model, tokenizer, device, compute, train_set, eval_set, total_steps, checkpoint_dir, log)
 
 
 def train_steps(run: Run, checkpoint_dir: Path, report: ProgressFn, stop: Callable[[], bool]) -> None:
