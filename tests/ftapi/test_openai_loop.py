@@ -64,6 +64,7 @@ def test_the_openai_client_fine_tunes_and_chats(
     checkpoints = client.fine_tuning.jobs.checkpoints.list(job.id).data
     assert [c.fine_tuned_model_checkpoint for c in checkpoints] == [name] and checkpoints[0].step_number > 0
 
+    celery_worker_process.stop()  # no worker takes the next job: it waits queued (a tiny run ends before a cancel)
     other = client.fine_tuning.jobs.create(model="Tiny Llama", training_file=file.id, hyperparameters={"n_epochs": 1})
     client.fine_tuning.jobs.cancel(other.id)
     cancelled = wait_until(
