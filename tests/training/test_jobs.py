@@ -141,6 +141,8 @@ def test_cancel_stops_a_run_and_frees_the_worker(
 
     retried = jobs.job_retry(job=job, by=trainer_user)
     assert retried.status == "queued"
+    jobs.job_cancel(job=retried, by=trainer_user)  # else the worker's shutdown waits on the endless run
+    assert wait_for(retried, lambda j: j.finished).status == "cancelled"
 
 
 def test_a_failing_job_says_what_to_do_and_can_be_retried(
