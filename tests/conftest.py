@@ -69,13 +69,19 @@ class WorkerProcess:
         queues: str = "default,gpu",
         pool: str = "solo",
         env: dict | None = None,
+        argv: list[str] | None = None,
     ):
+        """``argv``: a worker's whole command line (the launcher's, say), run under this test's own name."""
         self.name = f"test-{uuid.uuid4().hex[:8]}@%h"
         self.log_path = log_path
         env = {**os.environ, "DATABASE_URL": database_url, **(env or {})}
         self.log = open(log_path, "w")
+        if argv:
+            argv = [*argv]
+            argv[argv.index("-n") + 1] = self.name
         self.process = subprocess.Popen(
-            [
+            argv
+            or [
                 sys.executable,
                 "-m",
                 "celery",

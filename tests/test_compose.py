@@ -30,7 +30,9 @@ def test_compose_has_every_service_with_health_checks():
     assert gpu["command"][gpu["command"].index("--prefetch-multiplier") + 1] == "1"
     assert gpu["deploy"]["resources"]["reservations"]["devices"][0]["capabilities"] == ["gpu"]
     assert "media:/data/media" in services["web"]["volumes"]
-    assert "--beat" not in services["worker"]["command"]  # one beat of its own: a crashed worker leaves no reaper behind
+    assert (
+        "--beat" not in services["worker"]["command"]
+    )  # one beat of its own: a crashed worker leaves no reaper behind
     assert services["beat"]["command"][:4] == ["celery", "-A", "modelfactory", "beat"]
     assert services["beat"]["deploy"]["replicas"] == 1
     inference = services["worker-inference"]

@@ -203,3 +203,44 @@ def test_estimates_grow_with_the_settings_and_favour_qlora():
     assert qlora["weights_bytes"] == int(134_515_008 * 0.53)
     assert 1_000_000 < qlora["trainable_parameters"] < 10_000_000  # r=8 on all linear layers: ~2.4M here
     assert qlora["seconds"] > 0
+
+
+def test_an_upload_is_ingested_while_a_fine_tune_runs(
+    transactional_db, tmp_path, tiny_base_model, trainer_user, version, django_capture_on_commit_callbacks
+):
+    """`make run`'s own workers (launcher.commands): the uploads' worker is free while the gpu worker trains."""
+    from datanets import services as datanet_services
+    from datanets.models import Upload
+    from modelfactory import launcher
+    from tests.datanets.conftest import jsonl_file
+
+    table = launcher.commands(tmp_path, "0")
+    url = database_url_for_workers()
+    workers = [
+        WorkerProcess(url, tmp_path / f"{name}.log", argv=table[name]) for name in ("default worker", "gpu worker")
+    ]
+    try:
+        job = launch(
+            django_capture_on_commit_callbacks,
+            owner=trainer_user,
+            base_model=tiny_base_model,
+            versions=[version],
+            overrides=FAST,
+            config_changes={"max_steps": 100000},
+        )
+        job = wait_for(job, lambda j: j.step >= 2)
+        with django_capture_on_commit_callbacks(execute=True):
+            upload = datanet_services.upload_create(
+                datanet=version.datanet,
+                contributor=trainer_user,
+                file=jsonl_file([{"instruction": "What is code 99?", "output": "Code 99 means green."}]),
+            )
+        done = wait_until(lambda: Upload.objects.get(pk=upload.pk), lambda u: u.finished, timeout=60)
+        assert done.status == Upload.Status.DONE, done.message
+        job.refresh_from_db()
+        assert job.status == "running", "the upload waited for the fine-tune"
+        jobs.job_cancel(job=job, by=trainer_user)
+        assert wait_for(job, lambda j: j.finished).status == "cancelled"
+    finally:
+        for worker in workers:
+            worker.stop()
