@@ -3,7 +3,8 @@
 A record is normalised before it is hashed (datanets/records.py): every string NFC and trimmed,
 instruction records always carry ``input`` ("" when absent), chat roles lowercased. Preference
 records hold a prompt (a string) or a chat history (``messages`` ending with a user turn), and two
-answers to it: ``chosen`` (the better one) and ``rejected``; both non-empty and different.
+answers to it: ``chosen`` (the better one) and ``rejected``; both non-empty and different. OpenAI's DPO
+lines (``input.messages``, ``preferred_output``, ``non_preferred_output``) are taken as the same records.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ FIELDS = {
     "chat": {"messages"},
     "preference": {"prompt", "messages", "chosen", "rejected"},
 }
+OPENAI_PREFERENCE = {"input", "preferred_output", "non_preferred_output"}  # OpenAI's DPO file format
 
 
 def clean_text(value, field: str) -> str:
@@ -55,6 +57,31 @@ def normalise_messages(messages) -> list[dict]:
     return out
 
 
+def from_openai_preference(value: dict) -> dict:
+    """OpenAI's DPO line ({"input": {"messages": [...]}, "preferred_output": [{"role": "assistant",
+    "content": ...}], "non_preferred_output": [...]}) as a preference record: the same record, the same hash."""
+    unknown = set(value) - OPENAI_PREFERENCE
+    if unknown:
+        raise ValueError(f"unexpected field(s): {', '.join(sorted(map(str, unknown)))}")
+    source = value.get("input")
+    if not isinstance(source, dict) or set(source) != {"messages"}:
+        raise ValueError("'input' must be an object holding 'messages' (the chat so far)")
+
+    def answer(field: str):
+        given = value.get(field)
+        if not (isinstance(given, list) and len(given) == 1 and isinstance(given[0], dict)):
+            raise ValueError(f"{field!r} must be a list of one assistant message")
+        if set(given[0]) != {"role", "content"} or given[0]["role"] != "assistant":
+            raise ValueError(f"{field}[0] must have exactly 'role' (assistant) and 'content'")
+        return given[0]["content"]
+
+    return {
+        "messages": source["messages"],
+        "chosen": answer("preferred_output"),
+        "rejected": answer("non_preferred_output"),
+    }
+
+
 def normalise_preference(value: dict) -> dict:
     if ("prompt" in value) == ("messages" in value):
         raise ValueError("a preference record needs either 'prompt' or 'messages' (the chat so far), not both")
@@ -78,6 +105,8 @@ def normalise(value, schema: str) -> dict:
         raise ValueError(f"a record must be a JSON object, not {type(value).__name__}")
     if schema not in FIELDS:
         raise ValueError(f"unknown schema {schema!r}")
+    if schema == "preference" and "preferred_output" in value:
+        value = from_openai_preference(value)
     unknown = set(value) - FIELDS[schema]
     if unknown:
         raise ValueError(f"unexpected field(s): {', '.join(sorted(map(str, unknown)))}")

@@ -31,6 +31,7 @@ MAX_REPORTED_LINES = 20
 SUFFIX = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 # OpenAI's ranges; "auto" (or leaving one out) takes the preset's value.
 HYPERPARAMETERS = {"n_epochs": (int, 1, 50), "batch_size": (int, 1, 256), "learning_rate_multiplier": (float, 0, 10)}
+DPO_HYPERPARAMETERS = {**HYPERPARAMETERS, "beta": (float, 0, 2)}
 
 
 def problem(message: str, param: str | None = None, code: str | None = None, **extra) -> ApplicationError:
@@ -41,7 +42,8 @@ def problem(message: str, param: str | None = None, code: str | None = None, **e
 
 
 def _schema_of(file) -> str:
-    """chat for OpenAI's {"messages": [...]} lines, instruction otherwise (the ingest reports bad lines)."""
+    """preference for lines with chosen/rejected answers (ours or OpenAI's DPO format), chat for OpenAI's
+    {"messages": [...]} lines, instruction otherwise (the ingest reports bad lines)."""
     file.seek(0)
     for raw in file:
         if raw.strip():
@@ -49,9 +51,11 @@ def _schema_of(file) -> str:
                 first = json.loads(raw)
             except ValueError:
                 break
-            return (
-                Datanet.Schema.CHAT if isinstance(first, dict) and "messages" in first else Datanet.Schema.INSTRUCTION
-            )
+            if not isinstance(first, dict):
+                break
+            if {"chosen", "preferred_output"} & set(first):
+                return Datanet.Schema.PREFERENCE
+            return Datanet.Schema.CHAT if "messages" in first else Datanet.Schema.INSTRUCTION
     return Datanet.Schema.INSTRUCTION
 
 
@@ -178,15 +182,15 @@ def file_version(file: ApiFile) -> DatanetVersion | None:
 # Jobs -----------------------------------------------------------------------------------------
 
 
-def _hyperparameters(asked: dict) -> dict:
+def _hyperparameters(asked: dict, allowed: dict) -> dict:
     """Checked values, "auto" and absent ones dropped."""
     if not isinstance(asked, dict):
         raise problem("hyperparameters must be an object.", "hyperparameters")
-    unknown = set(asked) - set(HYPERPARAMETERS)
+    unknown = set(asked) - set(allowed)
     if unknown:
         raise problem(f"Unknown hyperparameter(s): {', '.join(sorted(unknown))}.", "hyperparameters")
     out = {}
-    for name, (kind, low, high) in HYPERPARAMETERS.items():
+    for name, (kind, low, high) in allowed.items():
         value = asked.get(name)
         if value in (None, "auto"):
             continue
@@ -200,20 +204,17 @@ def _hyperparameters(asked: dict) -> dict:
     return out
 
 
-def _method(method: dict | None, legacy: dict | None) -> dict:
-    """The hyperparameters of a supervised method; OpenAI's top-level ``hyperparameters`` too."""
+def _method(method: dict | None, legacy: dict | None) -> tuple[str, dict]:
+    """The objective ("sft" or "dpo") and its checked hyperparameters; OpenAI's top-level
+    ``hyperparameters`` too (supervised)."""
     method = method or {"type": "supervised"}
     kind = method.get("type") if isinstance(method, dict) else None
+    if kind not in ("supervised", "dpo"):
+        raise problem(f"method.type must be 'supervised' or 'dpo', not {kind!r}.", "method.type")
+    nested = (method.get(kind) or {}).get("hyperparameters")
     if kind == "dpo":
-        raise problem(
-            "method.type 'dpo' (preference training) is not supported yet: use 'supervised'.",
-            "method.type",
-            "unsupported_method",
-        )
-    if kind != "supervised":
-        raise problem(f"method.type must be 'supervised', not {kind!r}.", "method.type")
-    nested = (method.get("supervised") or {}).get("hyperparameters")
-    return _hyperparameters(nested if nested is not None else legacy or {})
+        return "dpo", _hyperparameters(nested or {}, DPO_HYPERPARAMETERS)
+    return "sft", _hyperparameters(nested if nested is not None else legacy or {}, HYPERPARAMETERS)
 
 
 def _base_model(name: str) -> BaseModel:
@@ -223,14 +224,16 @@ def _base_model(name: str) -> BaseModel:
     return found
 
 
-def _overrides(preset: str, asked: dict, seed) -> dict:
-    overrides = {}
+def _overrides(preset: str, objective: str, asked: dict, seed) -> dict:
+    overrides = {} if objective == "sft" else {"objective": objective}
     if "n_epochs" in asked:
         overrides["epochs"] = float(asked["n_epochs"])
     if "batch_size" in asked:
         overrides["batch_size"] = asked["batch_size"]
+    if "beta" in asked:
+        overrides["beta"] = float(asked["beta"])
     if "learning_rate_multiplier" in asked:
-        overrides["learning_rate"] = presets.PRESETS[preset]["learning_rate"] * asked["learning_rate_multiplier"]
+        overrides["learning_rate"] = presets.learning_rate(preset, objective) * asked["learning_rate_multiplier"]
     if seed is not None:
         if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= 2**31 - 1:
             raise problem("seed must be an integer from 0 to 2147483647.", "seed")
@@ -265,7 +268,7 @@ def job_create(
     hyperparameters=None,
 ) -> FineTuneJob:
     """A FineTuneJob on the training file's version, queued for a GPU worker like one from the wizard."""
-    asked = _method(method, hyperparameters)
+    objective, asked = _method(method, hyperparameters)
     metadata = _clean_metadata(metadata)
     preset = metadata.get("preset", presets.DEFAULT)
     if preset not in presets.PRESETS:
@@ -293,6 +296,11 @@ def job_create(
             "training_file",
             "file_not_ready",
         )
+    preference = version.datanet.schema == Datanet.Schema.PREFERENCE
+    if (objective == "dpo") != preference:
+        held = "preference pairs" if preference else f"{version.datanet.schema} records"
+        use = "'dpo'" if preference else "'supervised' (DPO needs a file in OpenAI's preference format)"
+        raise problem(f"{file.public_id} holds {held}: use method.type {use}.", "method.type", "invalid_method")
     with transaction.atomic():
         job = training_jobs.job_create(
             owner=token.user,
@@ -301,7 +309,7 @@ def job_create(
             versions=[version],
             method="auto",
             preset=preset,
-            overrides=_overrides(preset, asked, seed),
+            overrides=_overrides(preset, objective, asked, seed),
         )
         ApiJob.objects.create(
             job=job,

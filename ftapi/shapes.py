@@ -83,16 +83,30 @@ def _number(value):
     return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
+def objective(job: FineTuneJob) -> str:
+    return (job.config or {}).get("objective") or "sft"
+
+
 def hyperparameters(job: FineTuneJob) -> dict:
-    """What the run uses (the preset's values where "auto" was asked)."""
-    config, preset = job.config or {}, presets.PRESETS.get(job.preset)
+    """What the run uses (the preset's values where "auto" was asked); DPO's beta too."""
+    config = job.config or {}
     rate = config.get("learning_rate")
-    multiplier = round(rate / preset["learning_rate"], 6) if preset and rate else None
-    return {
+    preset_rate = presets.learning_rate(job.preset, objective(job)) if job.preset in presets.PRESETS else None
+    multiplier = round(rate / preset_rate, 6) if preset_rate and rate else None
+    settings = {
         "n_epochs": _number(config.get("epochs")),
         "batch_size": config.get("batch_size"),
         "learning_rate_multiplier": _number(multiplier),
     }
+    if objective(job) == "dpo":
+        settings["beta"] = _number(config.get("beta", 0.1))
+    return settings
+
+
+def method(job: FineTuneJob, settings: dict) -> dict:
+    """OpenAI's method object; an ORPO job from the browser shows as "orpo", a type OpenAI lacks."""
+    kind = {"sft": "supervised"}.get(objective(job), objective(job))
+    return {"type": kind, kind: {"hyperparameters": settings}}
 
 
 def job_object(job: FineTuneJob) -> dict:
@@ -121,7 +135,7 @@ def job_object(job: FineTuneJob) -> dict:
         "integrations": [],
         "metadata": api.metadata if api else None,
         "user_provided_suffix": api.suffix or None if api else None,
-        "method": {"type": "supervised", "supervised": {"hyperparameters": settings}},
+        "method": method(job, settings),
         "name": job.name,
         "preset": job.preset,
     }

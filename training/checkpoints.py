@@ -91,8 +91,19 @@ def start_run(
     import torch
     from transformers import get_scheduler
 
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate, weight_decay=config.weight_decay)
+    if config.loraplus_lr_ratio > 1 and compute["method"] != "full":
+        from peft.optimizers import create_loraplus_optimizer
+
+        optimizer = create_loraplus_optimizer(
+            model,
+            torch.optim.AdamW,
+            lr=config.learning_rate,
+            loraplus_lr_ratio=config.loraplus_lr_ratio,
+            weight_decay=config.weight_decay,
+        )
+    else:
+        trainable = [p for p in model.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate, weight_decay=config.weight_decay)
     scheduler = get_scheduler(
         config.lr_scheduler if config.lr_scheduler != "constant" else "constant_with_warmup",
         optimizer,

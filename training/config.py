@@ -28,6 +28,7 @@ class TrainConfig:
     lora_dropout: float = 0.05
     target_modules: list[str] | str = "all-linear"
     learning_rate: float = 2e-4
+    loraplus_lr_ratio: float = 1.0  # LoRA+: the B matrices learn this many times faster than A; 1: plain LoRA
     lr_scheduler: str = "cosine"  # cosine, linear or constant
     warmup_ratio: float = 0.05
     epochs: float = 1.0
@@ -73,6 +74,8 @@ class TrainConfig:
             problems.append("dropout must be in [0, 1)")
         if not 0 < self.learning_rate < 1:
             problems.append("learning rate must be in (0, 1)")
+        if not 1 <= self.loraplus_lr_ratio <= 64:
+            problems.append("LoRA+ learning-rate ratio must be between 1 and 64")
         if self.lr_scheduler not in ("cosine", "linear", "constant"):
             problems.append("schedule must be cosine, linear or constant")
         if self.batch_size < 1 or self.gradient_accumulation < 1:

@@ -85,14 +85,19 @@ def epochs_for(preset: str, records: int, objective: str = "sft") -> float:
     return float(min(values["max_epochs"], max(values["min_epochs"], math.ceil(wanted))))
 
 
+def learning_rate(preset: str, objective: str = "sft") -> float:
+    """The preset's learning rate for the objective (preference objectives take a share of it)."""
+    rate = PRESETS[preset]["learning_rate"]
+    return rate if objective == "sft" else round(rate * PREFERENCE["learning_rate"], 8)
+
+
 def resolve(preset: str, method: str, overrides: dict | None = None, *, records: int = 0) -> dict:
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}")
     config = {k: v for k, v in PRESETS[preset].items() if k not in SIZING}
     objective = (overrides or {}).get("objective") or "sft"
     config["epochs"] = epochs_for(preset, records, objective) if records else float(PRESETS[preset]["min_epochs"])
-    if objective != "sft":
-        config["learning_rate"] = round(config["learning_rate"] * PREFERENCE["learning_rate"], 8)
+    config["learning_rate"] = learning_rate(preset, objective)
     config["method"] = method
     for key, value in (overrides or {}).items():
         if key in ADVANCED_FIELDS and value not in (None, ""):

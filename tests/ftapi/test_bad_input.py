@@ -165,7 +165,7 @@ def test_bad_requests_are_refused_naming_the_problem_and_store_nothing(owner, te
     response = create_job(client, token, model="Tiny Llama", training_file=file["id"], hyperparameters={"n_epochs": 99})
     assert_refused(response, 400, "n_epochs", param="n_epochs")  # the older top-level form too
     dpo = create_job(client, token, model="Tiny Llama", training_file=file["id"], method={"type": "dpo"})
-    assert assert_refused(dpo, 400, "dpo", "not supported", param="method.type")["code"] == "unsupported_method"
+    assert_refused(dpo, 400, "chat records", "'supervised'", param="method.type")  # DPO trains on preference pairs
     assert_refused(create_job(client, token, model="Tiny Llama", training_file=file["id"], suffix="a:b"), 400, "suffix")
     assert_refused(
         create_job(client, token, model="Tiny Llama", training_file=file["id"], validation_file=file["id"]),

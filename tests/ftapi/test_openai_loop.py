@@ -72,7 +72,7 @@ def test_the_openai_client_fine_tunes_and_chats(
     )
     assert cancelled.fine_tuned_model is None
     assert FineTuneJob.objects.get(pk=int(other.id.removeprefix("ftjob-"))).status == "cancelled"  # the browser's row
-    with pytest.raises(BadRequestError, match="dpo"):
+    with pytest.raises(BadRequestError, match="preference format"):
         client.fine_tuning.jobs.create(model="Tiny Llama", training_file=file.id, method={"type": "dpo"})
     first = client.fine_tuning.jobs.list(limit=1)
     assert [j.id for j in first.data] == [other.id] and first.has_more
