@@ -119,3 +119,17 @@ def test_the_reaper_says_from_which_step_a_job_resumes(
     assert sorted(jobs.jobs_reap(stale_after_s=60)) == sorted([saved.pk, unsaved.pk])
     assert "resumes from its last checkpoint, at step 40." in FineTuneJob.objects.get(pk=saved.pk).logs[-1]
     assert "resumes from step 0: it saved no checkpoint." in FineTuneJob.objects.get(pk=unsaved.pk).logs[-1]
+
+
+def test_loraplus_gives_the_b_matrices_the_larger_rate_and_trains(tiny_model_dir, tmp_path):
+    data, out = records_file(tmp_path / "data.jsonl"), tmp_path / "out"
+    run = trainer.setup(config(tiny_model_dir, loraplus_lr_ratio=16), data, None, out / "checkpoint", print)
+    rate = {id(p): group["lr"] for group in run.optimizer.param_groups for p in group["params"]}
+    named = [(n, p) for n, p in run.model.named_parameters() if p.requires_grad]
+    assert named and {rate[id(p)] for n, p in named if "lora_A" in n} == {0.005}
+    assert {rate[id(p)] for n, p in named if "lora_B" in n} == {0.08}
+    with pytest.raises(ValueError, match="LoRA\\+"):
+        config(tiny_model_dir, loraplus_lr_ratio=0.5).validate()
+    events = []
+    trainer.train(config(tiny_model_dir, loraplus_lr_ratio=16, max_steps=3), data, out, progress=events.append)
+    assert [e["step"] for e in events if e["event"] == "step"] == [1, 2, 3]
