@@ -19,6 +19,7 @@ SETTINGS = {
     "lora_dropout": "LoRA dropout",
     "target_modules": "Target modules",
     "learning_rate": "Learning rate",
+    "loraplus_lr_ratio": "LoRA+ ratio",
     "lr_scheduler": "Learning-rate schedule",
     "warmup_ratio": "Warm-up share",
     "epochs": "Epochs",

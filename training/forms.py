@@ -62,6 +62,12 @@ class MethodForm(forms.Form):
     lora_dropout = forms.FloatField(required=False, min_value=0, max_value=0.9)
     target_modules = forms.CharField(required=False, help_text="all-linear, or names like q_proj,v_proj")
     learning_rate = forms.FloatField(required=False, min_value=1e-7, max_value=0.1)
+    loraplus_lr_ratio = forms.FloatField(
+        required=False,
+        min_value=1,
+        max_value=64,
+        help_text="LoRA+: the adapter's B matrices learn this many times faster than its A matrices; 1 is plain LoRA",
+    )
     lr_scheduler = forms.ChoiceField(
         required=False,
         choices=[("", "the preset's"), ("cosine", "cosine"), ("linear", "linear"), ("constant", "constant")],

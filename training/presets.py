@@ -64,6 +64,7 @@ ADVANCED_FIELDS = (
     "lora_dropout",
     "target_modules",
     "learning_rate",
+    "loraplus_lr_ratio",
     "lr_scheduler",
     "epochs",
     "batch_size",
