@@ -221,8 +221,9 @@ DATABASE_FIXTURES = {"db", "transactional_db", "live_server"}
 
 def uses_servers(item) -> bool:
     """Whether a test touches the database or the cache/broker, directly or through its fixtures, for more
-    than a setting (the `one_pass` mark: the bundled model's learning, not the database, is what it measures)."""
-    if item.get_closest_marker("one_pass"):
+    than a setting (the `one_pass` mark: the bundled model's learning, not the database, is what it measures;
+    the `browser` mark: pages in chromium, whose views and services the other tests run on both databases)."""
+    if item.get_closest_marker("one_pass") or item.get_closest_marker("browser"):
         return False
     return bool(DATABASE_FIXTURES & set(item.fixturenames)) or item.get_closest_marker("django_db") is not None
 
