@@ -35,9 +35,9 @@ def ingests_running() -> set[int] | None:
     return running
 
 
-def uploads_reap(*, older_than_s: int = 60) -> list[int]:
+def uploads_reap(*, older_than_s: int | None = None) -> list[int]:
     """Fail the uploads still validating that no worker ingests any more; returns their ids."""
-    since = timezone.now() - timedelta(seconds=older_than_s)
+    since = timezone.now() - timedelta(seconds=settings.UPLOAD_STALE_S if older_than_s is None else older_than_s)
     stuck = list(Upload.objects.filter(status=Upload.Status.VALIDATING, created_at__lt=since))
     if not stuck:
         return []

@@ -261,9 +261,12 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
 JOB_WORK_DIR = Path(os.environ.get("JOB_WORK_DIR", VAR_DIR / "jobs"))
 # A running job whose heartbeat is older than this is taken as orphaned and re-queued by the reaper.
 JOB_HEARTBEAT_STALE_S = int(os.environ.get("JOB_HEARTBEAT_STALE_S", "60"))
+# An upload still validating after this long, that no worker ingests, is failed by the reaper.
+UPLOAD_STALE_S = int(os.environ.get("UPLOAD_STALE_S", "60"))
+REAP_EVERY_S = float(os.environ.get("REAP_EVERY_S", "30"))  # how often beat runs the reapers
 CELERY_BEAT_SCHEDULE = {
-    "reap-orphaned-jobs": {"task": "training.jobs_reap", "schedule": 30.0},
-    "reap-orphaned-uploads": {"task": "datanets.uploads_reap", "schedule": 60.0},
+    "reap-orphaned-jobs": {"task": "training.jobs_reap", "schedule": REAP_EVERY_S},
+    "reap-orphaned-uploads": {"task": "datanets.uploads_reap", "schedule": REAP_EVERY_S},
 }
 # The commit manifests sign, baked into the Docker image at build time; else `git rev-parse HEAD`.
 CODE_VERSION = os.environ.get("MF_CODE_VERSION", "").strip()
