@@ -8,7 +8,7 @@ import json
 import re
 
 from django.db.models import Count, Q
-from django.http import Http404
+from django.http import FileResponse, Http404
 from ninja import File, Form, NinjaAPI, Schema
 from ninja.errors import AuthenticationError, HttpError, Throttled, ValidationError
 from ninja.files import UploadedFile
@@ -163,6 +163,14 @@ def file_list(request, after: str | None = None, limit: int = 20, purpose: str |
 @api.get("/files/{file_id}", summary="A file")
 def file_detail(request, file_id: str):
     return shapes.file_object(policy.get_file_for_token(request.api_token, file_id))
+
+
+@api.get("/files/{file_id}/content", summary="The file's bytes, as uploaded")
+def file_content(request, file_id: str):
+    file = policy.get_file_for_token(request.api_token, file_id)
+    if not file.upload.file:
+        raise HttpError(404, f"{file.public_id}'s content is no longer stored.")
+    return FileResponse(file.upload.file.open("rb"), content_type="application/jsonl", filename=file.filename)
 
 
 @api.delete("/files/{file_id}", summary="Delete a file (its records still pending review are withdrawn)")

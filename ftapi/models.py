@@ -45,6 +45,7 @@ class ApiJob(models.Model):
     job = models.OneToOneField("training.FineTuneJob", primary_key=True, on_delete=models.CASCADE, related_name="api")
     team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="api_jobs")
     training_file = models.CharField(max_length=40)
+    validation_file = models.CharField(max_length=40, blank=True)
     suffix = models.CharField(max_length=64, blank=True)
     metadata = models.JSONField(default=dict, blank=True)
     hyperparameters = models.JSONField(default=dict, blank=True, help_text="As asked: numbers or 'auto'")

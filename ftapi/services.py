@@ -217,6 +217,25 @@ def _method(method: dict | None, legacy: dict | None) -> tuple[str, dict]:
     return "sft", _hyperparameters(nested if nested is not None else legacy or {}, HYPERPARAMETERS)
 
 
+def _file_and_version(token: ApiToken, file_id, param: str) -> tuple[ApiFile, DatanetVersion]:
+    """A file the token reaches, and the published version that holds its records."""
+    try:
+        file = policy.get_file_for_token(token, str(file_id))
+    except Http404 as error:
+        raise problem(
+            f"{param} {file_id!r} does not exist or you do not have access to it.", param, "file_not_found"
+        ) from error
+    version = file_version(file)
+    if version is None:
+        raise problem(
+            f"{file.public_id}'s records await moderation in {file.datanet.name}: a curator approves and "
+            "publishes them before they train.",
+            param,
+            "file_not_ready",
+        )
+    return file, version
+
+
 def _base_model(name: str) -> BaseModel:
     found = BaseModel.objects.filter(Q(name=name) | Q(slug=name), enabled=True, status=BaseModel.Status.READY).first()
     if found is None:
@@ -273,30 +292,18 @@ def job_create(
     preset = metadata.get("preset", presets.DEFAULT)
     if preset not in presets.PRESETS:
         raise problem(f"metadata.preset must be one of {', '.join(presets.PRESETS)}.", "metadata")
-    if validation_file:
-        raise problem(
-            "validation_file is not supported yet: a held-out share of the training file is used.", "validation_file"
-        )
     if suffix is not None and not (isinstance(suffix, str) and SUFFIX.match(suffix)):
         raise problem("suffix is 1 to 64 letters, digits, '-' or '_'.", "suffix")
     base_model = _base_model(model)
-    try:
-        file = policy.get_file_for_token(token, str(training_file))
-    except Http404 as error:
-        raise problem(
-            f"training_file {training_file!r} does not exist or you do not have access to it.",
-            "training_file",
-            "file_not_found",
-        ) from error
-    version = file_version(file)
-    if version is None:
-        raise problem(
-            f"{file.public_id}'s records await moderation in {file.datanet.name}: a curator approves and "
-            "publishes them before they train.",
-            "training_file",
-            "file_not_ready",
-        )
+    file, version = _file_and_version(token, training_file, "training_file")
+    validation = _file_and_version(token, validation_file, "validation_file") if validation_file else None
     preference = version.datanet.schema == Datanet.Schema.PREFERENCE
+    if validation and (validation[1].datanet.schema == Datanet.Schema.PREFERENCE) != preference:
+        raise problem(
+            f"{validation[0].public_id} holds {validation[1].datanet.schema} records and {file.public_id} "
+            f"{version.datanet.schema} records: validate on records of the training file's kind.",
+            "validation_file",
+        )
     if (objective == "dpo") != preference:
         held = "preference pairs" if preference else f"{version.datanet.schema} records"
         use = "'dpo'" if preference else "'supervised' (DPO needs a file in OpenAI's preference format)"
@@ -310,11 +317,13 @@ def job_create(
             method="auto",
             preset=preset,
             overrides=_overrides(preset, objective, asked, seed),
+            validation_version=validation[1] if validation else None,
         )
         ApiJob.objects.create(
             job=job,
             team=file.team,
             training_file=file.public_id,
+            validation_file=validation[0].public_id if validation else "",
             suffix=suffix or "",
             metadata=metadata,
             hyperparameters=asked,

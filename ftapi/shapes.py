@@ -126,7 +126,7 @@ def job_object(job: FineTuneJob) -> dict:
         "result_files": [],
         "status": STATUS[job.status],
         "training_file": api.training_file if api else None,
-        "validation_file": None,
+        "validation_file": (api.validation_file or None) if api else None,
         "hyperparameters": settings,
         "trained_tokens": (job.evaluation or {}).get("tokens"),
         "error": error,

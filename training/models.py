@@ -59,6 +59,14 @@ class FineTuneJob(models.Model):
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="fine_tune_jobs")
     base_model = models.ForeignKey(BaseModel, on_delete=models.PROTECT, related_name="jobs")
     datanet_versions = models.ManyToManyField("datanets.DatanetVersion", related_name="jobs")
+    validation_version = models.ForeignKey(
+        "datanets.DatanetVersion",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="validating_jobs",
+        help_text="Held-out records to evaluate and attribute on, instead of a share of the training data",
+    )
     method = models.CharField(max_length=10, default="qlora")
     preset = models.CharField(max_length=20, default="balanced")
     config = models.JSONField(help_text="The resolved trainer config")

@@ -66,6 +66,8 @@ def test_a_file_becomes_a_private_datanet_version_and_a_job_trains_on_it(owner, 
     assert LedgerEntry.objects.filter(event="record.approved").count() == 6
     assert client.get(f"/v1/files/{file['id']}", headers=auth(token)).json()["id"] == file["id"]
     assert [f["id"] for f in client.get("/v1/files", headers=auth(token)).json()["data"]] == [file["id"]]
+    content = client.get(f"/v1/files/{file['id']}/content", headers=auth(token))
+    assert content.status_code == 200 and b"".join(content.streaming_content) == chat_lines(6)  # as uploaded
 
     created = create_job(
         client,
@@ -167,11 +169,8 @@ def test_bad_requests_are_refused_naming_the_problem_and_store_nothing(owner, te
     dpo = create_job(client, token, model="Tiny Llama", training_file=file["id"], method={"type": "dpo"})
     assert_refused(dpo, 400, "chat records", "'supervised'", param="method.type")  # DPO trains on preference pairs
     assert_refused(create_job(client, token, model="Tiny Llama", training_file=file["id"], suffix="a:b"), 400, "suffix")
-    assert_refused(
-        create_job(client, token, model="Tiny Llama", training_file=file["id"], validation_file=file["id"]),
-        400,
-        "validation_file",
-    )
+    missing = create_job(client, token, model="Tiny Llama", training_file=file["id"], validation_file="file-999")
+    assert_refused(missing, 400, "'file-999' does not exist", param="validation_file")
 
     # Another team's file: refused as if it did not exist.
     stranger = MembershipFactory(team__slug="lab").user
@@ -230,6 +229,7 @@ def test_token_and_role_matrix(owner, team, token, job_of):
 
     reads = [
         f"/v1/files/{file['id']}",
+        f"/v1/files/{file['id']}/content",
         "/v1/files",
         f"/v1/fine_tuning/jobs/{job['id']}",
         "/v1/fine_tuning/jobs",
@@ -259,6 +259,7 @@ def test_token_and_role_matrix(owner, team, token, job_of):
     for secret in (elsewhere, stranger):  # hidden: the same 404 as a missing one
         for url, missing in [
             (f"/v1/files/{file['id']}", "/v1/files/file-999999"),
+            (f"/v1/files/{file['id']}/content", "/v1/files/file-999999/content"),
             (f"/v1/fine_tuning/jobs/{job['id']}", "/v1/fine_tuning/jobs/ftjob-999999"),
             (f"/v1/fine_tuning/jobs/{job['id']}/events", "/v1/fine_tuning/jobs/ftjob-999999/events"),
         ]:
@@ -288,6 +289,7 @@ def test_openapi_documents_the_new_endpoints(db):
     assert {
         "/v1/files",
         "/v1/files/{file_id}",
+        "/v1/files/{file_id}/content",
         "/v1/fine_tuning/jobs",
         "/v1/fine_tuning/jobs/{job_id}/cancel",
         "/v1/fine_tuning/jobs/{job_id}/events",

@@ -79,3 +79,22 @@ def test_a_bad_dpo_line_is_named_and_nothing_is_stored(owner, team, token):
     response = upload(Client(), token, content, name="pairs.jsonl")
     assert_refused(response, 400, "line 2", "'preferred_output' must be a list of one assistant message")
     assert ApiFile.objects.count() == Record.objects.count() == 0
+
+
+def test_a_validation_file_is_the_held_out_set_and_every_training_record_trains(owner, team, token, tiny_base_model):
+    client = Client()
+    train = upload(client, token, chat_lines(20), name="train.jsonl").json()
+    held = upload(client, token, chat_lines(6, start=100), name="held.jsonl").json()
+    created = create_job(client, token, model="Tiny Llama", training_file=train["id"], validation_file=held["id"])
+    assert created.status_code == 200, created.content
+    assert created.json()["validation_file"] == held["id"]
+    run = FineTuneJob.objects.get()
+    assert run.validation_version == ApiFile.objects.get(filename="held.jsonl").version
+    run.config = {**run.config, "epochs": 1, "max_seq_length": 64}
+    run.save(update_fields=["config"])
+    assert jobs.job_run(job_id=run.pk, worker="test") == "succeeded"
+    run.refresh_from_db()
+    assert (run.evaluation["train_examples"], run.evaluation["eval_examples"]) == (20, 6)
+    pairs = upload(client, token, dpo_lines(4), name="pairs.jsonl").json()
+    mixed = create_job(client, token, model="Tiny Llama", training_file=train["id"], validation_file=pairs["id"])
+    assert_refused(mixed, 400, "preference records", param="validation_file")

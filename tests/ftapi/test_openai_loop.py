@@ -21,6 +21,7 @@ def test_the_openai_client_fine_tunes_and_chats(
     file = client.files.create(file=("codes.jsonl", io.BytesIO(chat_lines(12))), purpose="fine-tune")
     assert file.status == "processed" and file.id.startswith("file-")
     assert [f.id for f in client.files.list()] == [file.id]
+    assert client.files.content(file.id).read() == chat_lines(12)
 
     job = client.fine_tuning.jobs.create(
         model="Tiny Llama",

@@ -4,7 +4,7 @@ of records on the adapter (``influence``) and the Celery tasks (``tasks``).
 The names callers use are re-exported here: ``from training import jobs; jobs.job_create(...)``.
 """
 
-from training.jobs.outputs import job_outputs, work_dir, write_training_data
+from training.jobs.outputs import job_outputs, work_dir, write_versions
 from training.jobs.run import job_run
 from training.jobs.services import (
     job_cancel,
@@ -31,5 +31,5 @@ __all__ = [
     "licence_conflicts",
     "queue_position",
     "work_dir",
-    "write_training_data",
+    "write_versions",
 ]

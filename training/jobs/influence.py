@@ -13,7 +13,7 @@ from django.utils import timezone
 
 from datanets.models import Record
 from training import trainer
-from training.jobs.outputs import job_outputs, write_training_data
+from training.jobs.outputs import job_outputs, write_versions
 from training.models import FineTuneJob, RecordInfluence
 
 
@@ -76,8 +76,11 @@ def influence_recompute(*, job: FineTuneJob, methods: list[str], projection_dim:
         for name in ("adapter_config.json", "adapter_model.safetensors"):
             with default_storage.open(outputs[f"adapter/{name}"]) as source, open(adapter / name, "wb") as target:
                 shutil.copyfileobj(source, target)
-        data = tmp / "data.jsonl"
-        write_training_data(job, data)
+        data, validation = tmp / "data.jsonl", None
+        write_versions(job.datanet_versions.all(), data)
+        if job.validation_version_id:  # the run's own held-out set
+            validation = tmp / "validation.jsonl"
+            write_versions([job.validation_version], validation)
         config = trainer.TrainConfig.from_dict(
             {
                 **job.config,
@@ -86,5 +89,5 @@ def influence_recompute(*, job: FineTuneJob, methods: list[str], projection_dim:
                 "influence_projection_dim": projection_dim,
             }
         )
-        trainer.attribute_saved(config, data, adapter, tmp / "output", progress=progress)
+        trainer.attribute_saved(config, data, adapter, tmp / "output", progress=progress, eval_path=validation)
         return influence_store(job=job, output_dir=tmp / "output")

@@ -21,10 +21,10 @@ def work_dir(job: FineTuneJob) -> Path:
     return Path(settings.JOB_WORK_DIR) / f"{job.pk}-{job.created_at:%Y%m%dT%H%M%S%f}"
 
 
-def write_training_data(job: FineTuneJob, path: Path) -> None:
-    """The records of the job's Datanet versions, as the trainer's JSONL."""
+def write_versions(versions, path: Path) -> None:
+    """The records of Datanet versions (a job's training or validation data), as the trainer's JSONL."""
     with open(path, "w", encoding="utf-8") as handle:
-        for version in job.datanet_versions.all():
+        for version in versions:
             for line in datanet_services.version_export_lines(version):
                 handle.write(line)
 

@@ -21,7 +21,7 @@ from django.utils import timezone
 from training import display, trainer
 from training.jobs.influence import influence_store
 from training.jobs.log import job_log_append
-from training.jobs.outputs import outputs_store, work_dir, write_training_data
+from training.jobs.outputs import outputs_store, work_dir, write_versions
 from training.models import FineTuneJob
 
 EVALUATION_KEYS = (
@@ -166,10 +166,16 @@ def _train(job: FineTuneJob, directory: Path, progress: RunProgress) -> dict:
     data_path = directory / "data.jsonl"
     progress({"event": "preparing"})
     if not data_path.exists():
-        write_training_data(job, data_path)
+        write_versions(job.datanet_versions.all(), data_path)
+    eval_path = None
+    if job.validation_version_id:
+        eval_path = directory / "validation.jsonl"
+        write_versions([job.validation_version], eval_path)
     config = trainer.TrainConfig.from_dict({**job.config, "base_model_path": job.base_model.local_path})
     output = directory / "output"
-    result = trainer.train(config, data_path, output, progress=progress, should_stop=progress.should_stop)
+    result = trainer.train(
+        config, data_path, output, progress=progress, should_stop=progress.should_stop, eval_path=eval_path
+    )
     if result.get("influence"):
         influence_store(job=job, output_dir=output)
     return result

@@ -81,16 +81,21 @@ def job_create(
     method: str,
     preset: str,
     overrides: dict | None = None,
+    validation_version: DatanetVersion | None = None,
 ) -> FineTuneJob:
+    """``validation_version``: records held out to evaluate on, instead of a share of the training data."""
     if not versions:
         raise ApplicationError("Pick at least one Datanet version to train on.")
-    for version in versions:
+    for version in [*versions, *([validation_version] if validation_version else [])]:
         if not datanet_policy.can_train_on(owner, version.datanet):
             raise ApplicationError(f"You may not train on {version.datanet.name}.")
     if not (base_model.enabled and base_model.status == BaseModel.Status.READY):
         raise ApplicationError(f"{base_model.name} is not ready for training.")
     objective = (overrides or {}).get("objective") or "sft"
     objectives.objective_check(objective=objective, versions=versions)
+    if validation_version:
+        objectives.objective_check(objective=objective, versions=[validation_version])
+        overrides = {**(overrides or {}), "eval_fraction": 0}  # every training record trains
     objectives.full_check(base_model=base_model, method=method, objective=objective)
     records = sum(v.record_count for v in versions)
     config = job_config(base_model=base_model, method=method, preset=preset, overrides=overrides, records=records)
@@ -103,6 +108,7 @@ def job_create(
             preset=preset,
             config=config,
             estimate=job_estimate(base_model=base_model, versions=versions, config=config),
+            validation_version=validation_version,
         )
         job.datanet_versions.set(versions)
         from training.jobs.tasks import job_run_task
