@@ -29,6 +29,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from .aggregation import AGGREGATIONS
+
 METHODS = ("datainf", "tracin")
 LossFn = Callable[[object, list, str], tuple]  # (model, chunk, device) -> (summed loss, row owners, row weights)
 DEFAULT_METHOD = "datainf"
@@ -45,11 +47,14 @@ class InfluenceConfig:
     batch_size: int = 8
     bootstrap: int = 1000
     seed: int = 0
+    aggregation: str = "sum"  # or "question_shares" (AGGREGATIONS)
 
     def validate(self) -> None:
         unknown = set(self.methods) - set(METHODS)
         if unknown or not self.methods:
             raise ValueError(f"influence methods must be among {', '.join(METHODS)}")
+        if self.aggregation not in AGGREGATIONS:
+            raise ValueError(f"influence aggregation must be one of {', '.join(AGGREGATIONS)}")
         if self.damping <= 0 or self.projection_dim < 0 or self.batch_size < 1 or self.bootstrap < 10:
             raise ValueError("influence damping > 0, projection_dim >= 0, batch_size >= 1, bootstrap >= 10")
 
@@ -186,9 +191,11 @@ def datainf_scores(train: list[np.ndarray], held_out: list[np.ndarray], damping:
     return total
 
 
-def contributor_table(scores: np.ndarray, contributors: list[str], *, bootstrap: int, seed: int) -> list[dict]:
-    """Per-contributor sums of record scores (mean over held-out questions), shares and 95% intervals
-    from a bootstrap over the questions."""
+def contributor_table(
+    scores: np.ndarray, contributors: list[str], *, bootstrap: int, seed: int, aggregation: str = "sum"
+) -> list[dict]:
+    """Per-contributor sums of record scores (mean over held-out questions), shares by the ``aggregation``
+    rule (AGGREGATIONS) and 95% intervals from a bootstrap over the questions."""
     names = sorted(set(contributors))
     index = {name: i for i, name in enumerate(names)}
     member = np.zeros((len(names), len(contributors)))
@@ -198,11 +205,14 @@ def contributor_table(scores: np.ndarray, contributors: list[str], *, bootstrap:
     point = per_question.mean(axis=1)
     rng = np.random.default_rng(seed)
     m = per_question.shape[1]
-    samples = per_question[:, rng.integers(0, m, size=(bootstrap, m))].mean(axis=2)  # [contributors, B]
-    positive = np.clip(samples, 0, None)
-    totals = positive.sum(axis=0)
-    sample_shares = np.divide(positive, totals, out=np.zeros_like(positive), where=totals > 0)
-    shares = _shares(point)
+    draws = rng.integers(0, m, size=(bootstrap, m))
+    samples = per_question[:, draws].mean(axis=2)  # [contributors, B]
+    if aggregation == "question_shares":
+        explained = _shares(per_question)  # [contributors, questions], each question's column sums to 1 or 0
+        shares = _shares(explained.mean(axis=1))
+        sample_shares = _shares(explained[:, draws].mean(axis=2))
+    else:
+        shares, sample_shares = _shares(point), _shares(samples)
     counts = member.sum(axis=1)
     table = [
         {
@@ -219,9 +229,10 @@ def contributor_table(scores: np.ndarray, contributors: list[str], *, bootstrap:
 
 
 def _shares(scores: np.ndarray) -> np.ndarray:
+    """Positive parts normalised to 1 along the first axis (contributors); all zero where none is positive."""
     positive = np.clip(scores, 0, None)
-    total = positive.sum()
-    return positive / total if total > 0 else np.zeros_like(positive)
+    totals = positive.sum(axis=0)
+    return np.divide(positive, totals, out=np.zeros_like(positive), where=totals > 0)
 
 
 @dataclass
@@ -286,7 +297,9 @@ def compute(
     if "datainf" in config.methods:
         scores["datainf"] = datainf_scores(train, questions, config.damping, capture.sizes)
     tables = {
-        method: contributor_table(s, contributors, bootstrap=config.bootstrap, seed=config.seed)
+        method: contributor_table(
+            s, contributors, bootstrap=config.bootstrap, seed=config.seed, aggregation=config.aggregation
+        )
         for method, s in scores.items()
     }
     parameters = {

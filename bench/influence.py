@@ -117,12 +117,19 @@ def run_seed(k: int, seed: int, train_seeds: int, epochs: float, work: Path) -> 
         "truth_noise": noise,
         "truth_mean_abs": float(np.abs(truth).mean()),
     }
+
+    def shares(rule: str, s: np.ndarray) -> np.ndarray:
+        table = influence.contributor_table(s, contributors, bootstrap=10, seed=0, aggregation=rule)
+        by = {row["contributor"]: row["share"] for row in table}
+        return np.array([by[name] for name in names])
+
     for method, s in scores.items():
         accuracy = synthetic.question_accuracy(s, contributors, owners)
         result["methods"][method] = {
             **accuracy,
             "spearman_pairs": spearman(per_contributor[method].ravel(), truth.ravel()),
             "spearman_contributors": spearman(per_contributor[method].mean(axis=1), truth.mean(axis=1)),
+            **{f"spearman_{rule}": spearman(shares(rule, s), truth.mean(axis=1)) for rule in influence.AGGREGATIONS},
         }
 
     # The canary: a contributor copying held-out answers of task 0 word for word.
@@ -190,8 +197,9 @@ def main() -> int:
         for method, m in result["methods"].items():
             print(
                 f"  {method:8s} top-1 {m['top1']:.3f}  AUC {m['auc']:.3f}  Spearman vs LOO: pairs "
-                f"{m['spearman_pairs']:+.3f} contributors {m['spearman_contributors']:+.3f}  canary top-1 "
-                f"{m['canary_top1']:.3f}",
+                f"{m['spearman_pairs']:+.3f} contributors {m['spearman_contributors']:+.3f} shares (sum) "
+                f"{m['spearman_sum']:+.3f} shares (question_shares) {m['spearman_question_shares']:+.3f}  canary "
+                f"top-1 {m['canary_top1']:.3f}",
                 flush=True,
             )
 
@@ -199,13 +207,17 @@ def main() -> int:
         f"\nK={args.k} contributors, {args.seeds} data seeds x {args.train_seeds} training seeds, tiny Llama "
         f"(hidden 128), LoRA r=8, {args.epochs:g} epochs"
     )
-    print(f"{'method':10s}{'top-1':>8s}{'AUC':>8s}{'rho pairs':>11s}{'rho contrib':>13s}{'canary':>8s}")
+    print(
+        f"{'method':10s}{'top-1':>8s}{'AUC':>8s}{'rho pairs':>11s}{'rho contrib':>13s}{'rho sum':>9s}"
+        f"{'rho q-shares':>14s}{'canary':>8s}"
+    )
     for method in influence.METHODS:
         rows = [r["methods"][method] for r in results]
         mean = {key: np.mean([row[key] for row in rows]) for key in rows[0] if key != "questions"}
         print(
             f"{method:10s}{mean['top1']:8.3f}{mean['auc']:8.3f}{mean['spearman_pairs']:+11.3f}"
-            f"{mean['spearman_contributors']:+13.3f}{mean['canary_top1']:8.3f}"
+            f"{mean['spearman_contributors']:+13.3f}{mean['spearman_sum']:+9.3f}"
+            f"{mean['spearman_question_shares']:+14.3f}{mean['canary_top1']:8.3f}"
         )
     train_s = sum(r["train_s"] for r in results)
     attribution_s = sum(r["attribution_s"] for r in results)

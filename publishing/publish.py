@@ -22,6 +22,7 @@ from django.utils.text import slugify
 
 from accounts.contributors import contributor_handles, contributor_pseudonym
 from attribution import manifest as manifest_lib
+from attribution.aggregation import AGGREGATIONS
 from datanets.ledger import ledger_append
 from datanets.models import Record
 from modelfactory.exceptions import ApplicationError
@@ -77,8 +78,7 @@ def manifest_influence(job, *, method: str | None = None, recomputed_from: int |
         "reference": METHOD_REFERENCES[method],
         "parameters": data["parameters"],
         "computed_at": data["computed_at"],
-        "aggregation": "per contributor: the sum of its records' scores (mean over held-out examples); shares: "
-        "positive parts normalised to 1; 95% intervals: bootstrap over the held-out examples",
+        "aggregation": AGGREGATIONS[data["parameters"].get("aggregation", "sum")],
         "recomputed_from_version": recomputed_from,
         "contributors": [
             {

@@ -229,10 +229,14 @@ def adapter_publish(
     return publication.adapter
 
 
-def adapter_reattribute(*, adapter: Adapter, method: str, projection_dim: int = 0, progress=None) -> Adapter:
+def adapter_reattribute(
+    *, adapter: Adapter, method: str, projection_dim: int = 0, aggregation: str | None = None, progress=None
+) -> Adapter:
     """Measure influence for the adapter's job again with ``method`` and publish the result as the next
     version of the adapter (same files and data, a new signed manifest); published versions never change."""
-    influence_recompute(job=adapter.job, methods=[method], projection_dim=projection_dim, progress=progress)
+    influence_recompute(
+        job=adapter.job, methods=[method], projection_dim=projection_dim, aggregation=aggregation, progress=progress
+    )
     return adapter_publish(
         job=adapter.job,
         by=adapter.published_by,

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from attribution.aggregation import AGGREGATIONS
 from training.examples import Example
 
 ProgressFn = Callable[[dict], None]
@@ -50,6 +51,7 @@ class TrainConfig:
     max_grad_norm: float = 1.0
     influence_methods: list[str] = field(default_factory=lambda: ["datainf", "tracin"])  # []: no attribution
     influence_projection_dim: int = 0  # 0: exact LoRA gradients when they fit in memory
+    influence_aggregation: str = "sum"  # contributor shares: "sum" or "question_shares" (attribution/aggregation.py)
     extra: dict = field(default_factory=dict)
 
     @classmethod
@@ -90,6 +92,8 @@ class TrainConfig:
             problems.append("task evaluation size and early-stopping patience cannot be negative")
         if set(self.influence_methods) - {"datainf", "tracin"}:
             problems.append("influence methods are datainf and tracin")
+        if self.influence_aggregation not in AGGREGATIONS:
+            problems.append(f"influence aggregation is one of {', '.join(AGGREGATIONS)}")
         if problems:
             raise ValueError("; ".join(problems))
 

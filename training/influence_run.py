@@ -33,6 +33,7 @@ def attribute(run: Run, output_dir: Path, report: ProgressFn, **loss) -> dict:
         config=influence.InfluenceConfig(
             methods=tuple(config.influence_methods),
             projection_dim=config.influence_projection_dim,
+            aggregation=config.influence_aggregation,
             batch_size=config.batch_size * 2,
             seed=config.seed,
         ),

@@ -167,3 +167,24 @@ def test_per_example_gradients_add_up_to_the_batch_gradient(tmp_path):
     )
     for together, single in zip(per_example, alone, strict=True):
         np.testing.assert_allclose(together[0], single[0], rtol=1e-4, atol=1e-6)  # padding changes nothing
+
+
+def test_question_shares_count_each_held_out_question_alike():
+    """A contributor who alone explains one of three questions, whose gradients are small (an easy question),
+    gets a third under question_shares; under raw sums the volume on the other two outvotes it."""
+    scores = np.zeros((12, 3))
+    scores[:10, 1:] = 0.1  # "big": 10 records on questions 1 and 2
+    scores[10:, 0] = 0.005  # "small": 2 records, the only help on question 0
+    contributors = ["big"] * 10 + ["small"] * 2
+
+    def shares(rule):
+        table = influence.contributor_table(scores, contributors, bootstrap=200, seed=0, aggregation=rule)
+        return {row["contributor"]: row for row in table}
+
+    assert shares("sum")["small"]["share"] < 0.01
+    fair = shares("question_shares")
+    assert fair["small"]["share"] == pytest.approx(1 / 3) and fair["big"]["share"] == pytest.approx(2 / 3)
+    assert fair["small"]["share_ci"][0] <= fair["small"]["share"] <= fair["small"]["share_ci"][1]
+    assert fair["small"]["score"] == shares("sum")["small"]["score"]  # the score stays the sum rule's
+    with pytest.raises(ValueError, match="aggregation"):
+        influence.InfluenceConfig(aggregation="votes").validate()

@@ -14,6 +14,7 @@ from django.core.management import call_command
 from django.urls import reverse
 
 from accounts.contributors import contributor_pseudonym
+from attribution.aggregation import AGGREGATIONS
 from attribution.verify import VerificationError, _check_influence
 from datanets import services as datanet_services
 from datanets.models import Record
@@ -84,6 +85,11 @@ def test_a_job_measures_influence_and_the_signed_manifest_carries_it(influenced_
     broken = json.loads(json.dumps(influence))
     broken["contributors"][0]["id"] = "c-0000000000000000"
     with pytest.raises(VerificationError, match="without records"):
+        _check_influence(broken, contributors_by_id)
+    assert influence["aggregation"] == AGGREGATIONS[influence["parameters"]["aggregation"]]
+    broken = json.loads(json.dumps(influence))
+    broken["aggregation"] = "whatever favours the publisher"
+    with pytest.raises(VerificationError, match="aggregation rule"):
         _check_influence(broken, contributors_by_id)
 
 

@@ -64,7 +64,9 @@ def influence_store(*, job: FineTuneJob, output_dir: Path) -> dict:
     return influence
 
 
-def influence_recompute(*, job: FineTuneJob, methods: list[str], projection_dim: int = 0, progress=None) -> dict:
+def influence_recompute(
+    *, job: FineTuneJob, methods: list[str], projection_dim: int = 0, aggregation: str | None = None, progress=None
+) -> dict:
     """Compute influence again for a succeeded job's stored adapter, with other methods or parameters."""
     if job.status != FineTuneJob.Status.SUCCEEDED:
         raise ValueError("only a succeeded job's adapter can be attributed")
@@ -87,6 +89,7 @@ def influence_recompute(*, job: FineTuneJob, methods: list[str], projection_dim:
                 "base_model_path": job.base_model.local_path,
                 "influence_methods": methods,
                 "influence_projection_dim": projection_dim,
+                "influence_aggregation": aggregation or job.config.get("influence_aggregation", "sum"),
             }
         )
         trainer.attribute_saved(config, data, adapter, tmp / "output", progress=progress, eval_path=validation)

@@ -2,6 +2,7 @@
 
 from django.core.management.base import BaseCommand, CommandError
 
+from attribution.aggregation import AGGREGATIONS
 from attribution.influence import METHODS
 from modelfactory.exceptions import ApplicationError
 from publishing.models import Adapter
@@ -19,8 +20,9 @@ class Command(BaseCommand):
         parser.add_argument("--from-version", type=int, help="the version to start from (default: the latest)")
         parser.add_argument("--method", choices=METHODS, required=True)
         parser.add_argument("--projection-dim", type=int, default=0, help="CountSketch size; 0: exact if it fits")
+        parser.add_argument("--aggregation", choices=list(AGGREGATIONS), help="share rule (default: the job's)")
 
-    def handle(self, *args, slug, from_version, method, projection_dim, **options):
+    def handle(self, *args, slug, from_version, method, projection_dim, aggregation, **options):
         version = from_version
         adapters = Adapter.objects.filter(slug=slug)
         adapter = adapters.filter(version=version).first() if version else adapters.order_by("-version").first()
@@ -32,7 +34,9 @@ class Command(BaseCommand):
                 self.stdout.write(f"gradients of {event['total']} examples taken")
 
         try:
-            new = adapter_reattribute(adapter=adapter, method=method, projection_dim=projection_dim, progress=show)
+            new = adapter_reattribute(
+                adapter=adapter, method=method, projection_dim=projection_dim, aggregation=aggregation, progress=show
+            )
         except (ApplicationError, ValueError) as error:
             raise CommandError(getattr(error, "message", str(error))) from error
         top = ", ".join(f"{c['id']} {c['share']:.3f}" for c in new.manifest["influence"]["contributors"][:5])
