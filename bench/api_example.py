@@ -11,18 +11,16 @@ and how long it took. Exit status 0 when the example ran to its end.
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.faults import FAST_REAPERS, Stack, wait  # noqa: E402
+from bench.faults import start  # noqa: E402
 
 
 def readme_example() -> str:
@@ -32,20 +30,9 @@ def readme_example() -> str:
 
 
 def main() -> int:
-    scratch = Path(tempfile.mkdtemp(prefix="mf-api-example-"))
-    var_dir = scratch / "var"
-    var_dir.mkdir()
-    for key, value in {"MF_VAR_DIR": str(var_dir), **FAST_REAPERS}.items():
-        os.environ[key] = value
-    os.environ.pop("DATABASE_URL", None)
-    os.environ.pop("REDIS_URL", None)
-    stack = Stack(var_dir)
+    stack = start("mf-api-example-")
+    scratch = stack.var_dir.parent
     try:
-        wait(stack.healthy, 600, 1, "the launcher to come up green")
-        import django
-
-        os.environ.setdefault("DJANGO_SETTINGS_MODULE", "modelfactory.settings")
-        django.setup()
         from publishing import services as publishing_services
         from tests.factories import MembershipFactory, UserFactory
 

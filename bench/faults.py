@@ -88,6 +88,7 @@ class Stack:
     """`python -m modelfactory.launcher` on a scratch var folder, in a session of its own."""
 
     def __init__(self, var_dir: Path):
+        self.var_dir = var_dir
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         drop = {"DATABASE_URL", "REDIS_URL", "MF_REDIS_SOCKET", "MODELS_DIR", "MEDIA_ROOT", "DJANGO_SETTINGS_MODULE"}
@@ -114,6 +115,28 @@ class Stack:
         os.killpg(self.process.pid, signal.SIGINT)
         self.process.wait(timeout=60)
         self.log.close()
+
+
+def start(prefix: str) -> Stack:
+    """The stack on a scratch var folder, up and green, with this process's Django on the same database
+    and Redis (to make users, Datanets and jobs through the services)."""
+    var_dir = Path(tempfile.mkdtemp(prefix=prefix)) / "var"
+    var_dir.mkdir()
+    for key, value in {"MF_VAR_DIR": str(var_dir), **FAST_REAPERS}.items():
+        os.environ[key] = value
+    os.environ.pop("DATABASE_URL", None)
+    os.environ.pop("REDIS_URL", None)
+    stack = Stack(var_dir)
+    try:
+        wait(stack.healthy, 600, 1, "the launcher to come up green")
+    except BaseException:
+        stack.stop()
+        raise
+    import django
+
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "modelfactory.settings")
+    django.setup()
+    return stack
 
 
 def setup_data():
@@ -257,19 +280,8 @@ def main() -> int:
     parser.add_argument("--clients", type=int, default=20)
     parser.add_argument("--load-seconds", type=float, default=60)
     args = parser.parse_args()
-    var_dir = Path(tempfile.mkdtemp(prefix="mf-faults-")) / "var"
-    var_dir.mkdir()
-    for key, value in {"MF_VAR_DIR": str(var_dir), **FAST_REAPERS}.items():
-        os.environ[key] = value
-    os.environ.pop("DATABASE_URL", None)
-    os.environ.pop("REDIS_URL", None)
-    stack = Stack(var_dir)
+    stack = start("mf-faults-")
     try:
-        wait(stack.healthy, 600, 1, "the launcher to come up green")
-        import django
-
-        os.environ.setdefault("DJANGO_SETTINGS_MODULE", "modelfactory.settings")
-        django.setup()
         data = setup_data()
         kinds = {
             "web": lambda: kill_web(stack, data),

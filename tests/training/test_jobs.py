@@ -45,6 +45,18 @@ def launch(django_capture_on_commit_callbacks, *, config_changes=None, **kwargs)
     return job
 
 
+def launch_endless(capture_on_commit, owner, base_model, version):
+    """A job that trains until it is cancelled."""
+    return launch(
+        capture_on_commit,
+        owner=owner,
+        base_model=base_model,
+        versions=[version],
+        overrides=FAST,
+        config_changes={"max_steps": 100000},
+    )
+
+
 def test_a_job_trains_on_a_real_worker_and_its_adapter_loads_with_peft(
     celery_worker_process, tiny_base_model, trainer_user, version, django_capture_on_commit_callbacks, tmp_path
 ):
@@ -123,14 +135,7 @@ def test_a_killed_worker_resumes_from_its_checkpoint(
 def test_cancel_stops_a_run_and_frees_the_worker(
     celery_worker_process, tiny_base_model, trainer_user, version, django_capture_on_commit_callbacks
 ):
-    job = launch(
-        django_capture_on_commit_callbacks,
-        owner=trainer_user,
-        base_model=tiny_base_model,
-        versions=[version],
-        overrides=FAST,
-        config_changes={"max_steps": 100000},
-    )
+    job = launch_endless(django_capture_on_commit_callbacks, trainer_user, tiny_base_model, version)
     job = wait_for(job, lambda j: j.step >= 3)
     jobs.job_cancel(job=job, by=trainer_user)
     job = wait_for(job, lambda j: j.finished)
@@ -220,14 +225,7 @@ def test_an_upload_is_ingested_while_a_fine_tune_runs(
         WorkerProcess(url, tmp_path / f"{name}.log", argv=table[name]) for name in ("default worker", "gpu worker")
     ]
     try:
-        job = launch(
-            django_capture_on_commit_callbacks,
-            owner=trainer_user,
-            base_model=tiny_base_model,
-            versions=[version],
-            overrides=FAST,
-            config_changes={"max_steps": 100000},
-        )
+        job = launch_endless(django_capture_on_commit_callbacks, trainer_user, tiny_base_model, version)
         job = wait_for(job, lambda j: j.step >= 2)
         with django_capture_on_commit_callbacks(execute=True):
             upload = datanet_services.upload_create(
