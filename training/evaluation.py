@@ -81,8 +81,10 @@ def task_evaluation(run: Run, probes: dict[str, list[dict]], stop: Callable[[], 
         new_tokens = min(config.max_new_tokens, longest + 8)
         with autocast(run.device, run.compute["bf16"]):
             tuned = taskeval.answer_and_score(run.model, run.tokenizer, questions, new_tokens, run.device)
-            with run.model.disable_adapter():
-                base = taskeval.answer_and_score(run.model, run.tokenizer, questions, new_tokens, run.device)
+        # A region of its own: autocast keeps its bf16 casts of trainable weights until the region ends, so
+        # full fine-tuning's base weights, swapped back in place, would otherwise answer with the tuned ones.
+        with run.model.disable_adapter(), autocast(run.device, run.compute["bf16"]):
+            base = taskeval.answer_and_score(run.model, run.tokenizer, questions, new_tokens, run.device)
         examples = [
             {
                 "question": t["question"],

@@ -20,15 +20,9 @@ def records_file(path, n=40):
 
 
 def config(model_dir, **changes):
+    settings = {"method": "lora", "learning_rate": 0.005, "batch_size": 4, "max_seq_length": 64}
     return trainer.TrainConfig(
-        base_model_path=str(model_dir),
-        method="lora",
-        learning_rate=0.005,
-        batch_size=4,
-        max_seq_length=64,
-        influence_methods=[],
-        eval_prompts=0,
-        **changes,
+        base_model_path=str(model_dir), influence_methods=[], eval_prompts=0, **{**settings, **changes}
     )
 
 
@@ -133,3 +127,17 @@ def test_loraplus_gives_the_b_matrices_the_larger_rate_and_trains(tiny_model_dir
     events = []
     trainer.train(config(tiny_model_dir, loraplus_lr_ratio=16, max_steps=3), data, out, progress=events.append)
     assert [e["step"] for e in events if e["event"] == "step"] == [1, 2, 3]
+
+
+def test_full_fine_tunings_base_answers_are_the_base_models(tiny_model_dir, tmp_path):
+    """The side-by-side's base column under full fine-tuning (weights swapped back in place) must be the base
+    model's own answers: the same as a LoRA run's on the same questions, not the fine-tune's (bf16 autocast
+    once kept its casts of the tuned weights across the swap)."""
+    data = records_file(tmp_path / "data.jsonl")
+    examples = {}
+    for method, rate in (("full", 1e-3), ("lora", 1e-2)):
+        changes = {"method": method, "learning_rate": rate, "epochs": 2, "precision": "bf16", "task_eval_examples": 8}
+        metrics = trainer.train(config(tiny_model_dir, **changes), data, tmp_path / method)
+        examples[method] = metrics["task"]["trained"]["examples"]
+    assert [e["base"] for e in examples["full"]] == [e["base"] for e in examples["lora"]]
+    assert [e["base"] for e in examples["full"]] != [e["tuned"] for e in examples["full"]]
