@@ -94,24 +94,26 @@ PUBLISHERS = {  # who tries to publish the builder's job under a team -> whether
 }
 
 
-@pytest.mark.parametrize("publisher", PUBLISHERS)
-def test_publishing_is_for_the_team_owners_and_admins(succeeded_job, trainer_user, publisher):
+def test_publishing_is_for_the_team_owners_and_admins(succeeded_job, trainer_user):
+    """The matrix on one trained job (a job may be published under several teams): each row a team of its own."""
     from tests.factories import TeamFactory
 
-    team = TeamFactory()
-    by = UserFactory(is_staff=True) if publisher == "staff" else trainer_user
-    if publisher.startswith("job owner, team "):
-        MembershipFactory(team=team, user=trainer_user, role=publisher.rsplit(" ", 1)[1])
-    elif publisher == "team owner, not the job's owner":
-        by = MembershipFactory(team=team, role="owner").user
-        MembershipFactory(team=team, user=trainer_user, role="member")
-    if PUBLISHERS[publisher]:
-        adapter = services.adapter_publish(job=succeeded_job, by=by, team=team, name="Codes Expert")
-        assert adapter.team == team
-    else:
-        with pytest.raises(ApplicationError, match="owner or admin of the team"):
-            services.adapter_publish(job=succeeded_job, by=by, team=team, name="Codes Expert")
-        assert not Adapter.objects.exists()
+    for publisher, allowed in PUBLISHERS.items():
+        team = TeamFactory()
+        by = UserFactory(is_staff=True) if publisher == "staff" else trainer_user
+        if publisher.startswith("job owner, team "):
+            MembershipFactory(team=team, user=trainer_user, role=publisher.rsplit(" ", 1)[1])
+        elif publisher == "team owner, not the job's owner":
+            by = MembershipFactory(team=team, role="owner").user
+            MembershipFactory(team=team, user=trainer_user, role="member")
+        if allowed:
+            adapter = services.adapter_publish(job=succeeded_job, by=by, team=team, name=f"Codes {publisher}")
+            assert adapter.team == team, publisher
+        else:
+            with pytest.raises(ApplicationError, match="owner or admin of the team"):
+                services.adapter_publish(job=succeeded_job, by=by, team=team, name=f"Codes {publisher}")
+            assert not Adapter.objects.filter(team=team).exists(), publisher
+    assert Adapter.objects.count() == sum(PUBLISHERS.values())
 
 
 # Datanet visibility -> {(adapter's team, adapter visibility) allowed}; teams: the Datanet's own, one
@@ -123,33 +125,36 @@ ALLOWED = {
 }
 
 
-@pytest.mark.parametrize("datanet_visibility", ALLOWED)
-def test_an_adapter_is_seen_no_wider_than_its_training_data(succeeded_job, trainer_user, datanet_visibility):
+def test_an_adapter_is_seen_no_wider_than_its_training_data(succeeded_job, trainer_user):
+    """Each Datanet visibility in turn, on one trained job: fresh granted and other teams each time."""
     from datanets.models import AccessRequest, Datanet
     from tests.factories import TeamFactory
 
     version = succeeded_job.datanet_versions.select_related("datanet").get()
-    Datanet.objects.filter(pk=version.datanet_id).update(visibility=datanet_visibility)
-    teams = {"own": version.datanet.team, "granted": TeamFactory(), "other": TeamFactory()}
-    AccessRequest.objects.create(
-        datanet=version.datanet, team=teams["granted"], requested_by=trainer_user, status="granted"
-    )
-    for team in teams.values():
-        MembershipFactory(team=team, user=trainer_user, role="owner")
-    for which, team in teams.items():
-        for visibility in ("team", "public"):
-            name = f"Codes {which} {visibility}"
-            if (which, visibility) in ALLOWED[datanet_visibility]:
-                adapter = services.adapter_publish(
-                    job=succeeded_job, by=trainer_user, team=team, name=name, visibility=visibility
-                )
-                assert (adapter.team, adapter.visibility) == (team, visibility)
-                continue
-            with pytest.raises(ApplicationError):
-                services.adapter_publish(
-                    job=succeeded_job, by=trainer_user, team=team, name=name, visibility=visibility
-                )
-    assert Adapter.objects.count() == len(ALLOWED[datanet_visibility])
+    MembershipFactory(team=version.datanet.team, user=trainer_user, role="owner")
+    for datanet_visibility, allowed in ALLOWED.items():
+        Datanet.objects.filter(pk=version.datanet_id).update(visibility=datanet_visibility)
+        teams = {"own": version.datanet.team, "granted": TeamFactory(), "other": TeamFactory()}
+        AccessRequest.objects.create(
+            datanet=version.datanet, team=teams["granted"], requested_by=trainer_user, status="granted"
+        )
+        for which in ("granted", "other"):
+            MembershipFactory(team=teams[which], user=trainer_user, role="owner")
+        before = Adapter.objects.count()
+        for which, team in teams.items():
+            for visibility in ("team", "public"):
+                name = f"Codes {datanet_visibility} {which} {visibility}"
+                if (which, visibility) in allowed:
+                    adapter = services.adapter_publish(
+                        job=succeeded_job, by=trainer_user, team=team, name=name, visibility=visibility
+                    )
+                    assert (adapter.team, adapter.visibility) == (team, visibility)
+                    continue
+                with pytest.raises(ApplicationError):
+                    services.adapter_publish(
+                        job=succeeded_job, by=trainer_user, team=team, name=name, visibility=visibility
+                    )
+        assert Adapter.objects.count() - before == len(allowed), datanet_visibility
 
 
 def test_a_member_cannot_publish_a_private_datanet_publicly_under_another_team(client, succeeded_job, trainer_user):
