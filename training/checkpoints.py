@@ -130,3 +130,26 @@ def start_run(
         run.history.setdefault("best", None)
         log(f"Resumed from the checkpoint at step {run.position['step']} of {total_steps}")
     return run
+
+
+def report_step(run: Run, report, figures: dict, elapsed: float, tokens_at_start: int, step_at_start: int) -> None:
+    """Keep the finished step's figures in the run's history and report them with the time left."""
+    position = run.position
+    point = {
+        "step": position["step"],
+        **figures,
+        "lr": run.scheduler.get_last_lr()[0],
+        "tokens_per_s": round((position["tokens"] - tokens_at_start) / elapsed, 1) if elapsed else 0.0,
+    }
+    run.history["train"].append(point)
+    remaining = round(elapsed / (position["step"] - step_at_start) * (run.total_steps - position["step"]), 1)
+    report(
+        {
+            "event": "step",
+            **point,
+            "total_steps": run.total_steps,
+            "epoch": position["epoch"],
+            "elapsed_s": round(elapsed, 1),
+            "remaining_s": remaining,
+        }
+    )

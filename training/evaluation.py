@@ -126,6 +126,17 @@ def evaluate(run: Run, probes: dict[str, list[dict]], stop: Callable[[], bool]) 
             for e in task.get(name, {}).get("examples", [])[: run.config.eval_prompts]
         ]
     return {
+        **run_summary(run),
+        "base": {"eval_loss": base_loss, "perplexity": math.exp(min(base_loss, 50))},
+        "tuned": {"eval_loss": tuned_loss, "perplexity": math.exp(min(tuned_loss, 50))},
+        "task": task,
+        "samples": samples,
+    }
+
+
+def run_summary(run: Run) -> dict:
+    """What every run's metrics say of it, supervised or preference: how it computed, on what, its history."""
+    return {
         "method": run.compute["method"],
         "precision": "bf16" if run.compute["bf16"] else "fp32",
         "train_examples": len(run.train_set),
@@ -134,10 +145,6 @@ def evaluate(run: Run, probes: dict[str, list[dict]], stop: Callable[[], bool]) 
         "held_out": sorted({e.source["content_hash"] for e in run.eval_set if e.source.get("content_hash")}),
         "trainable_parameters": sum(p.numel() for p in run.model.parameters() if p.requires_grad),
         "tokens": run.position["tokens"],
-        "base": {"eval_loss": base_loss, "perplexity": math.exp(min(base_loss, 50))},
-        "tuned": {"eval_loss": tuned_loss, "perplexity": math.exp(min(tuned_loss, 50))},
-        "task": task,
-        "samples": samples,
         "history": run.history,
         "device": run.device,
     }

@@ -18,8 +18,9 @@ from dataclasses import asdict
 from pathlib import Path
 
 from training import modeling, preference
-from training.checkpoints import save_checkpoint, start_run
+from training.checkpoints import report_step, save_checkpoint, start_run
 from training.config import Cancelled, Run
+from training.evaluation import run_summary
 from training.examples import epoch_batches, split
 from training.influence_run import attribute
 
@@ -112,25 +113,7 @@ def train_steps(run: Run, checkpoint_dir: Path, report, stop) -> None:
             position["batch"] += len(group)
             position["step"] += 1
             position["tokens"] += sum(lengths[i] for batch in group for i in batch)
-            elapsed = time.monotonic() - started
-            point = {
-                "step": position["step"],
-                **figures,
-                "lr": run.scheduler.get_last_lr()[0],
-                "tokens_per_s": round((position["tokens"] - tokens_at_start) / elapsed, 1) if elapsed else 0.0,
-            }
-            run.history["train"].append(point)
-            remaining = round(elapsed / (position["step"] - step_at_start) * (run.total_steps - position["step"]), 1)
-            report(
-                {
-                    "event": "step",
-                    **point,
-                    "total_steps": run.total_steps,
-                    "epoch": position["epoch"],
-                    "elapsed_s": round(elapsed, 1),
-                    "remaining_s": remaining,
-                }
-            )
+            report_step(run, report, figures, time.monotonic() - started, tokens_at_start, step_at_start)
             if run.eval_set and position["batch"] >= len(batches):
                 figures = held_out(run, run.eval_set)
                 run.history["eval"].append({"step": position["step"], **figures})
@@ -154,20 +137,11 @@ def evaluate(run: Run) -> dict:
     base["loss"] = math.log(2) if run.config.objective == "dpo" else None  # the base is its own reference
     return {
         "objective": run.config.objective,
-        "method": run.compute["method"],
-        "precision": "bf16" if run.compute["bf16"] else "fp32",
-        "train_examples": len(run.train_set),
-        "eval_examples": len(run.eval_set),
-        "loss_on": "held_out" if run.eval_set else "trained",
-        "held_out": sorted({p.source["content_hash"] for p in run.eval_set if p.source.get("content_hash")}),
-        "trainable_parameters": sum(p.numel() for p in run.model.parameters() if p.requires_grad),
-        "tokens": run.position["tokens"],
+        **run_summary(run),
         "base": {"eval_loss": base["loss"], **base},
         "tuned": {"eval_loss": tuned["loss"], **tuned},
         "task": {},
         "samples": [],
-        "history": run.history,
-        "device": run.device,
     }
 
 

@@ -28,7 +28,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from training import packing
-from training.checkpoints import restore_adapter, save_checkpoint, start_run
+from training.checkpoints import report_step, restore_adapter, save_checkpoint, start_run
 from training.config import Cancelled, ProgressFn, Run, TrainConfig
 from training.evaluation import evaluate, held_out_check, probe_questions, summary_line
 from training.examples import Example, epoch_batches, load_examples, split
@@ -144,26 +144,8 @@ def train_steps(run: Run, checkpoint_dir: Path, report: ProgressFn, stop: Callab
             position["batch"] += len(group)
             position["step"] += 1
             position["tokens"] += sum(len(e.input_ids) for chunk in chunks for e in chunk)
-            elapsed = time.monotonic() - started
-            done = position["step"] - step_at_start
-            point = {
-                "step": position["step"],
-                "loss": round(step_loss, 5),
-                "lr": run.scheduler.get_last_lr()[0],
-                "tokens_per_s": round((position["tokens"] - tokens_at_start) / elapsed, 1) if elapsed else 0.0,
-            }
-            run.history["train"].append(point)
-            remaining = round(elapsed / done * (run.total_steps - position["step"]), 1)
-            report(
-                {
-                    "event": "step",
-                    **point,
-                    "total_steps": run.total_steps,
-                    "epoch": position["epoch"],
-                    "elapsed_s": round(elapsed, 1),
-                    "remaining_s": remaining,
-                }
-            )
+            figures = {"loss": round(step_loss, 5)}
+            report_step(run, report, figures, time.monotonic() - started, tokens_at_start, step_at_start)
             epoch_end = position["batch"] >= len(batches)
             due = position["step"] % config.eval_every == 0 if config.eval_every else epoch_end
             if run.eval_set and due and held_out_check(run, report):
