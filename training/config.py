@@ -39,7 +39,7 @@ class TrainConfig:
     eval_fraction: float = 0.05  # held out for generalisation (at most max_eval_records); 0: train on all
     max_eval_records: int = 100
     seed: int = 42
-    checkpoint_every: int = 20  # steps; and at least 4 times per run, and every checkpoint_every_s seconds
+    checkpoint_every: int = 50  # steps; and at least 4 times per run, and every checkpoint_every_s seconds
     checkpoint_every_s: float = 300.0
     eval_every: int = 0  # held-out loss every N steps; 0: once an epoch
     early_stopping_patience: int = 0  # stop after N held-out checks without a better loss; 0: never

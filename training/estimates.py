@@ -8,8 +8,9 @@ the logits: batch x sequence x vocabulary x 8 bytes for logits and their gradien
 allowance for the framework's workspace.
 
 Time = loading + training + evaluation + attribution. Training: 6 x parameters x training tokens
-(forward + backward) / the sustained rate the trainer reaches on the device, measured with
-`bench/learning.py` (bf16 on a CPU with AVX512-BF16; fp32 elsewhere). Training tokens: the records
+(forward + backward) / the sustained rate the trainer reaches on the device, plus a fixed cost a step
+(the small operations of every layer and adapter, which a batch of short records does not amortise),
+both measured with `bench/learning.py` (bf16 on a CPU with AVX512-BF16; fp32 elsewhere). Training tokens: the records
 that train (the held-out split does not) x epochs x tokens a record, which the Datanet counts as
 words and punctuation: a model token is about half a word of invented or technical text, and the
 chat template adds about 32 tokens a record. Evaluation answers up to 2 x ``task_eval_examples``
@@ -19,11 +20,15 @@ questions with each model; attribution takes one gradient of every record.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 # Sustained 6N FLOP/s of a training step: measured on a 2-core AVX512-BF16 CPU (bench/learning.py);
 # a rough figure for one modern GPU.
-SUSTAINED_FLOPS = {"cpu": 2.6e11, "cuda": 1.5e14}
+SUSTAINED_FLOPS = {"cpu": 4.2e11, "cuda": 1.5e14}
+# A step's cost beyond its FLOPs, per layer of the model: 0.2 s for the bundled model's 30 layers on the
+# 2-core CPU, where a step of one short record spends more on it than on its matmuls.
+STEP_SECONDS_PER_LAYER = {"cpu": 0.0067, "cuda": 0.0004}
 LOAD_SECONDS = 15
 TEMPLATE_TOKENS = 32
 TOKENS_PER_WORD = 2.0
@@ -78,9 +83,14 @@ def estimate(
     peak = int((weights + adapter + activations) * 1.15)
     rate = SUSTAINED_FLOPS.get(device, SUSTAINED_FLOPS["cpu"])
     speedup = rate / SUSTAINED_FLOPS["cpu"]
-    train = 6 * parameters * train_tokens / rate
+    per_step = shape["layers"] * STEP_SECONDS_PER_LAYER.get(device, STEP_SECONDS_PER_LAYER["cpu"])
+    steps = math.ceil(train_tokens / max(seq_len * batch_size, 1))
+    train = 6 * parameters * train_tokens / rate + steps * per_step
     evaluate = 2 * 2 * questions * ANSWER_SECONDS / speedup
-    attribute = ATTRIBUTION_PASSES * 6 * parameters * attributed_tokens / rate
+    # One gradient a record, each a step of one record.
+    attribute = (
+        ATTRIBUTION_PASSES * 6 * parameters * attributed_tokens / rate + attributed_tokens / max(seq_len, 1) * per_step
+    )
     seconds = LOAD_SECONDS + train + evaluate + attribute
     return {
         "peak_memory_bytes": peak,

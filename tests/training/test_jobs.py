@@ -203,11 +203,13 @@ def test_estimates_grow_with_the_settings_and_favour_qlora():
     qlora = estimates.estimate(method="qlora", batch_size=4, **args)
     lora = estimates.estimate(method="lora", batch_size=4, **args)
     bigger = estimates.estimate(method="qlora", batch_size=16, **args)
+    one_by_one = estimates.estimate(method="qlora", batch_size=1, **args)
     assert qlora["peak_memory_bytes"] < lora["peak_memory_bytes"] < 4 * 10**9
     assert bigger["peak_memory_bytes"] > qlora["peak_memory_bytes"]
     assert qlora["weights_bytes"] == int(134_515_008 * 0.53)
     assert 1_000_000 < qlora["trainable_parameters"] < 10_000_000  # r=8 on all linear layers: ~2.4M here
     assert qlora["seconds"] > 0
+    assert one_by_one["train_seconds"] > qlora["train_seconds"]  # the same tokens in 4x the steps
 
 
 def test_an_upload_is_ingested_while_a_fine_tune_runs(
