@@ -122,13 +122,24 @@ def split(examples: list, fraction: float, seed: int, at_most: int = 100) -> tup
     return [e for i, e in enumerate(examples) if i not in held], [examples[i] for i in sorted(held)]
 
 
-def epoch_batches(count: int, batch_size: int, seed: int, epoch: int) -> list[list[int]]:
-    """The epoch's batches of example indices, shuffled. Batches are packed (no padding), so grouping
-    by length would save nothing and would put one contributor's look-alike records together.
-    Deterministic for (seed, epoch), so a resumed run sees the same batches."""
-    order = list(range(count))
-    random.Random(seed * 1_000_003 + epoch).shuffle(order)
-    return [order[i : i + batch_size] for i in range(0, count, batch_size)]
+def epoch_batches(
+    lengths: list[int], batch_size: int, seed: int, epoch: int, by_length: bool = True
+) -> list[list[int]]:
+    """Shuffle, then sort by length within windows of 50 batches: batches of similar length, in an
+    order that still varies from epoch to epoch (``by_length=False``: shuffled only). Deterministic for
+    (seed, epoch), so a resumed run sees the same batches. Packed batches have no padding to save, but
+    records of a length tend to be records of a kind, and such batches generalised better on
+    bench/learning.py (reworded questions 0.55 against 0.025 and 0.3 shuffled, batches of 2)."""
+    rng = random.Random(seed * 1_000_003 + epoch)
+    order = list(range(len(lengths)))
+    rng.shuffle(order)
+    window = batch_size * 50
+    batches = []
+    for start in range(0, len(order), window):
+        chunk = sorted(order[start : start + window], key=lambda i: lengths[i] if by_length else 0)
+        batches += [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
+    rng.shuffle(batches)
+    return batches
 
 
 def collate(examples: list[Example], pad_id: int):

@@ -101,19 +101,6 @@ def load_model(config):
     return model, tokenizer, {"method": method, "bf16": bf16}
 
 
-# On a CPU, eager attention runs a short packed row faster than SDPA's flash kernel (whose backward
-# dominates at these lengths); its L x L weights make it the worse choice for long rows.
-EAGER_MAX_ROW = 512
-
-
-def pick_attention(model, device: str, longest_row: int) -> str:
-    """Eager attention on a CPU when every packed row is short, else the model's default (SDPA)."""
-    lm = model.get_base_model()
-    if device == "cpu" and longest_row <= EAGER_MAX_ROW:
-        lm.set_attn_implementation("eager")
-    return lm.config._attn_implementation
-
-
 def keep_trainable_4bit_layout(model) -> None:
     """bitsandbytes repacks a 4-bit layer's weights for its CPU inference kernel the first time the layer
     runs in eval mode without gradients, and never packs them back: training after a held-out check

@@ -104,7 +104,7 @@ def train_steps(run: Run, checkpoint_dir: Path, report, stop) -> None:
     while position["step"] < run.total_steps:
         # Shuffled, not grouped by length: pairs are packed without padding, and pairs of one length often
         # follow one rule (one template), so length-grouped batches would teach a word bias batch by batch.
-        batches = epoch_batches(len(lengths), config.batch_size, config.seed, position["epoch"])
+        batches = epoch_batches(lengths, config.batch_size, config.seed, position["epoch"], by_length=False)
         while position["batch"] < len(batches) and position["step"] < run.total_steps:
             if stop():
                 raise Cancelled

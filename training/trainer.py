@@ -33,7 +33,7 @@ from training.config import Cancelled, ProgressFn, Run, TrainConfig
 from training.evaluation import evaluate, held_out_check, probe_questions, summary_line
 from training.examples import Example, epoch_batches, load_examples, split
 from training.influence_run import attribute
-from training.modeling import autocast, device_name, load_model, pick_attention
+from training.modeling import autocast, device_name, load_model
 
 __all__ = ["Cancelled", "TrainConfig", "attribute_saved", "device_name", "train"]
 
@@ -101,8 +101,6 @@ def setup(config: TrainConfig, data_path, eval_path, checkpoint_dir: Path, log: 
     precision = "bf16" if compute["bf16"] else "fp32"
     log(f"Loaded {Path(config.base_model_path).name} for {compute['method'].upper()} on {device} ({precision})")
     train_set, eval_set = train_and_held_out(tokenizer, config, data_path, eval_path)
-    # The longest packed row: a held-out batch (twice a training batch) of the longest records.
-    pick_attention(model, device, max(len(e.input_ids) for e in train_set + eval_set) * config.batch_size * 2)
     steps_per_epoch = max(1, math.ceil(len(train_set) / config.batch_size) // config.gradient_accumulation)
     total_steps = config.max_steps or max(1, math.ceil(steps_per_epoch * config.epochs))
     trainable = [p for p in model.parameters() if p.requires_grad]
@@ -119,12 +117,13 @@ def train_steps(run: Run, checkpoint_dir: Path, report: ProgressFn, stop: Callab
 
     config, position, model = run.config, run.position, run.model
     parameters = [p for p in model.parameters() if p.requires_grad]
+    lengths = [len(e.input_ids) for e in run.train_set]
     model.train()
     started = saved_at = time.monotonic()
     every = max(1, min(config.checkpoint_every, run.total_steps // 4))
     tokens_at_start, step_at_start = position["tokens"], position["step"]
     while position["step"] < run.total_steps:
-        batches = epoch_batches(len(run.train_set), config.batch_size, config.seed, position["epoch"])
+        batches = epoch_batches(lengths, config.batch_size, config.seed, position["epoch"])
         while position["batch"] < len(batches) and position["step"] < run.total_steps:
             if stop():
                 raise Cancelled

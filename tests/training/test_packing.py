@@ -5,7 +5,6 @@ import pytest
 
 from training import packing
 from training.examples import encode, epoch_batches
-from training.modeling import EAGER_MAX_ROW, pick_attention
 
 
 @pytest.fixture(scope="module")
@@ -38,26 +37,9 @@ def test_a_packed_row_scores_each_example_as_if_alone(tiny_model_dir, examples, 
     assert leaky != pytest.approx(alone, rel=1e-4)
 
 
-def test_an_epochs_batches_are_a_seeded_shuffle_of_every_example():
-    first, again, second = epoch_batches(10, 3, 42, 0), epoch_batches(10, 3, 42, 0), epoch_batches(10, 3, 42, 1)
+def test_an_epochs_batches_hold_every_example_once_in_a_seeded_order():
+    lengths = [5, 9, 5, 9, 7, 7, 5, 9, 5, 9]
+    first, again, second = (epoch_batches(lengths, 2, 42, epoch) for epoch in (0, 0, 1))
     assert sorted(i for batch in first for i in batch) == list(range(10))
-    assert [len(batch) for batch in first] == [3, 3, 3, 1]
     assert first == again and first != second
-
-
-def test_short_rows_on_a_cpu_take_eager_attention_and_long_ones_keep_sdpa(tiny_model_dir):
-    from transformers import AutoModelForCausalLM
-
-    def model():
-        return AutoModelForCausalLM.from_pretrained(tiny_model_dir, attn_implementation="sdpa")
-
-    class Wrapped:  # a peft model's one method that pick_attention calls
-        def __init__(self, lm):
-            self.lm = lm
-
-        def get_base_model(self):
-            return self.lm
-
-    assert pick_attention(Wrapped(model()), "cpu", EAGER_MAX_ROW) == "eager"
-    assert pick_attention(Wrapped(model()), "cpu", EAGER_MAX_ROW + 1) == "sdpa"
-    assert pick_attention(Wrapped(model()), "cuda", 16) == "sdpa"
+    assert all(len({lengths[i] for i in batch}) == 1 for batch in first)  # similar lengths together
