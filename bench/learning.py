@@ -5,6 +5,7 @@ worded in ways never trained, steps, wall time, tokens/s and peak RSS.
 
     .venv/bin/python bench/learning.py                        # every preset, the bundled model
     .venv/bin/python bench/learning.py --preset auto --set learning_rate=2e-3 --set epochs=8
+    .venv/bin/python bench/learning.py --preset standard --set batch_size=1 --curve 2   # recall every 2 epochs
 
 Each run is its own process, so its peak RSS is its own. The Datanet: 4 contributors, each teaching
 60 facts of its own kind (made-up things in a made-up realm, `testkit/synthetic.py`); 40 of the
@@ -68,7 +69,34 @@ def show(event: dict) -> None:
         print(f"  {event['message']}", file=sys.stderr, flush=True)
 
 
-def run_one(args) -> dict:
+def curve(config, paths: dict, every: int, directory: Path) -> None:
+    """The trainer's own loop, with the trained and reworded questions answered by the fine-tune every
+    ``every`` epochs (at the held-out check that ends an epoch); one JSON line each on stdout, its
+    elapsed seconds counted from the first step, earlier probes included."""
+    from training import taskeval, trainer
+    from training.evaluation import probe_questions
+    from training.modeling import autocast
+
+    run = trainer.setup(config, paths["data"], None, directory / "checkpoint", lambda message: None)
+    probes = probe_questions(run.tokenizer, {k: paths[k] for k in ("trained", "reworded")}, config)
+    started = time.monotonic()
+
+    def probe(event: dict) -> None:
+        show(event)
+        epoch = run.position["epoch"] + 1
+        if event["event"] != "eval" or (epoch % every and event["step"] < run.total_steps):
+            return
+        row = {"epoch": epoch, "step": event["step"], "elapsed_s": round(time.monotonic() - started)}
+        for name, questions in probes.items():
+            with autocast(run.device, run.compute["bf16"]):
+                scored = taskeval.answer_and_score(run.model, run.tokenizer, questions, 32, run.device)
+            row[name] = round(sum(s["contains"] for s in scored) / len(scored), 3)
+        print(json.dumps(row), flush=True)
+
+    trainer.train_steps(run, directory / "checkpoint", probe, lambda: False)
+
+
+def run_one(args) -> dict | None:
     """One training run in this process (called in a child process)."""
     from training import presets, trainer
 
@@ -77,6 +105,8 @@ def run_one(args) -> dict:
     config = trainer.TrainConfig.from_dict({**settings, "base_model_path": args.model})
     with tempfile.TemporaryDirectory() as tmp:
         paths = write_data(Path(tmp), args.kinds, args.facts, args.asked, config.eval_fraction, args.seed)
+        if args.curve:
+            return curve(config, paths, args.curve, Path(tmp))
         started = time.monotonic()
         metrics = trainer.train(
             config,
@@ -155,12 +185,15 @@ def main() -> int:
     parser.add_argument("--facts", type=int, default=60)
     parser.add_argument("--asked", type=int, default=10, help="trained facts asked per kind")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--curve", type=int, default=0, metavar="K", help="print recall every K epochs instead")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--overrides", default="{}", help=argparse.SUPPRESS)
     parser.add_argument("--records", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(run_one(args)))
+        result = run_one(args)
+        if result:
+            print(json.dumps(result))
         return 0
     from training import presets
 
@@ -189,10 +222,17 @@ def main() -> int:
             json.dumps(overrides),
             "--records",
             str(args.kinds * args.facts),
+            "--curve",
+            str(args.curve),
         ]
+        if args.curve:
+            subprocess.run(command, check=True, cwd=ROOT)
+            continue
         out = subprocess.run(command, check=True, stdout=subprocess.PIPE, text=True, cwd=ROOT)
         rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
         print(json.dumps(rows[-1]), flush=True)
+    if args.curve:
+        return 0
     print(
         f"\n{'preset':<10} {'method':<6} {'trained':>8} {'reworded':>8} {'base tr/rw':>10} {'steps':>6} "
         f"{'train s':>8} {'wall s':>7} {'est. s':>7} {'tok/s':>7} {'smp/s':>6} {'RSS MB':>7}"
