@@ -8,6 +8,11 @@ from datanets.models import Record
 from tests.datanets.test_browser_flow import log_in
 
 pytestmark = pytest.mark.browser
+SAID_WHILE_WAITING = """() => {
+  window.saidWhileWaiting = [];
+  new MutationObserver(() => document.querySelectorAll('.loading-message').forEach(
+    e => window.saidWhileWaiting.push(e.textContent))).observe(document.body, {subtree: true, childList: true, characterData: true});
+}"""
 
 
 def test_chat_in_the_playground_and_see_the_attribution(
@@ -22,11 +27,17 @@ def test_chat_in_the_playground_and_see_the_attribution(
 
     page.get_by_label("Message").fill("What does code 4 mean?")
     page.get_by_label("Temperature").fill("0")
+    # Every text the waiting answer shows before its first token (the first answer loads the model).
+    page.evaluate(SAID_WHILE_WAITING)
     page.get_by_role("button", name="Send").click()
     adapter_answer = page.locator('.turn [data-side="adapter"]').last
     mark = adapter_answer.locator("mark.attributed").first
     mark.wait_for(timeout=120_000)
     page.locator('.turn [data-side="base"] .answer-text:not(.streaming)').last.wait_for()
+
+    said = page.evaluate("window.saidWhileWaiting")
+    assert any("loading the model" in text.lower() and "step 1 of" in text for text in said), said
+    assert page.locator(".loading").count() == 0  # gone once the answers stream
 
     answer = adapter_answer.locator(".answer-text").inner_text()
     record = next(r for r in Record.objects.filter(contributor__username="alice") if r.content["output"] in answer)
