@@ -55,7 +55,7 @@ def contribute_and_curate(page, url, tmp_path):
     page.get_by_role("button", name="Publish a version").click()
     page.get_by_text("Published version 1: 12 records").wait_for()
     page.screenshot(path=str(tmp_path / "curator-datanet.png"), full_page=True)
-    return datanet, first
+    return datanet, curator, first
 
 
 def wizard(page, url, datanet, builder, tmp_path):
@@ -139,6 +139,7 @@ def publish(page, team, tmp_path) -> None:
     page.wait_for_url("**/adapters/codes-expert/v1/")
     assert page.locator("#influence-method").inner_text() == "datainf"
     assert page.locator("td.influence-share").count() == 2
+    assert page.locator(".contributor-name").count() == 0  # pseudonyms only, for the builder
     assert all(0 <= float(share) <= 1 for share in page.locator("td.influence-share").all_inner_texts())
     card = page.locator("#model-card")
     assert card.locator("h1, h2, h3").count() > 1 and "---" not in card.inner_text()  # rendered, not raw
@@ -189,12 +190,17 @@ def test_contribute_curate_train_publish_and_download_as_each_newcomer(
     live_server, celery_worker_process, page, tiny_base_model, tmp_path
 ):
     url = live_server.url
-    datanet, contributor = contribute_and_curate(page, url, tmp_path)
+    datanet, curator, contributor = contribute_and_curate(page, url, tmp_path)
     builder, member = UserFactory(), UserFactory()
     team = MembershipFactory(user=builder, role="owner").team
     MembershipFactory(team=team, user=member)
+    MembershipFactory(team=team, user=curator)  # the Datanet's curator works with the team too
     wizard(page, url, datanet, builder, tmp_path)
     watch_the_run(page, tmp_path)
     publish(page, team, tmp_path)
+    # The Datanet's curator sees who is who where the builder sees pseudonyms.
+    log_in(page, url, curator)
+    page.goto(f"{url}/adapters/codes-expert/v1/")
+    assert contributor.username in page.locator(".contributor-name").all_inner_texts()
     receipt(page, url, contributor, tmp_path)
     token_and_download(page, url, member, tmp_path)
