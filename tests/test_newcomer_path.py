@@ -38,7 +38,10 @@ def contribute_and_curate(page, url, tmp_path):
     for n, person in enumerate((first, second)):
         log_in(page, url, person)
         assert page.locator("nav").get_by_role("link", name="Moderation").count() == 0  # nothing to moderate
-        rows = [{"instruction": f"What does code {n}{i} mean?", "output": f"Code {n}{i} means colour {i}."} for i in range(6)]
+        rows = [
+            {"instruction": f"What does code {n}{i} mean?", "output": f"Code {n}{i} means colour {i}."}
+            for i in range(6)
+        ]
         upload(page, url, datanet, rows, tmp_path / f"codes-{n}.jsonl")
 
     log_in(page, url, curator)
@@ -176,7 +179,9 @@ def token_and_download(page, url, member, tmp_path) -> None:
     page.get_by_role("button", name="Create token").click()
     secret = page.locator("#new-token").inner_text().strip()
     assert page.locator("#copy-token").count() == 1
-    assert secret in page.locator("#curl-snippet").inner_text() and secret in page.locator("#openai-snippet").inner_text()
+    assert (
+        secret in page.locator("#curl-snippet").inner_text() and secret in page.locator("#openai-snippet").inner_text()
+    )
     page.screenshot(path=str(tmp_path / "token.png"), full_page=True)
     request = urllib.request.Request(
         f"{url}/api/v1/adapters/codes-expert/versions/1/download", headers={"Authorization": f"Bearer {secret}"}
