@@ -47,6 +47,7 @@ def contribute_and_curate(page, url, tmp_path):
     log_in(page, url, curator)
     page.locator("nav").get_by_role("link", name="Moderation").click()
     page.goto(f"{url}/moderation/?datanet={datanet.slug}")
+    assert "200 per page" in page.get_by_label("Records per page").inner_text()  # a page size choice
     page.locator("#approve-matching").click()
     page.locator("#confirm-approve-matching").get_by_text("Approve all 12 pending records").wait_for()
     page.get_by_role("button", name="Approve 12 records").click()
@@ -57,6 +58,12 @@ def contribute_and_curate(page, url, tmp_path):
     page.locator("#queue-empty").get_by_role("link", name=f"Open {datanet.name} to publish a version").click()
     page.get_by_role("button", name="Publish a version").click()
     page.get_by_text("Published version 1: 12 records").wait_for()
+    # The export names contributors as manifests do (pseudonyms), never by internal id.
+    page.goto(f"{url}/datanets/{datanet.slug}/versions/1/")
+    with page.expect_download() as download:
+        page.get_by_role("link", name="Export JSONL").click()
+    lines = [json.loads(line) for line in download.value.path().read_text().splitlines()]
+    assert len(lines) == 12 and all("contributor_id" not in line and line["contributor"] for line in lines)
     page.screenshot(path=str(tmp_path / "curator-datanet.png"), full_page=True)
     return datanet, curator, first
 
@@ -129,6 +136,11 @@ def watch_the_run(page, tmp_path) -> FineTuneJob:
     assert settings.get_by_role("rowheader", name="Method").count() == 1
     assert settings.get_by_role("rowheader", name="Learning-rate schedule").count() == 1
     page.screenshot(path=str(tmp_path / "job.png"), full_page=True)
+    # The job list tells jobs apart: method, preset and data beside the name.
+    page.get_by_role("link", name="Jobs").first.click()
+    row = page.locator("tr", has_text="Codes expert").first.inner_text()
+    assert "QLoRA" in row and "Quick" in row and "Rare Disease Codes" in row
+    page.go_back()
     return job
 
 
