@@ -15,6 +15,7 @@ from tests.publishing.conftest import run_job
 pytestmark = pytest.mark.browser
 
 WIDTHS = (1280, 390)
+NOT_FOUND = "/adapters/no-such-adapter/v1/"  # the friendly 404 page
 # The widest elements that reach past the viewport, for the failure message.
 OVERFLOW = """() => {
   const width = document.documentElement.clientWidth;
@@ -75,7 +76,7 @@ def pages(team, datanet, job, adapter) -> list[str]:
         "/adapters/",
         detail,
         detail + "playground/",
-        "/adapters/no-such-adapter/v1/",  # the friendly 404 page
+        NOT_FOUND,
     ]
 
 
@@ -118,7 +119,7 @@ def walk(browser, url, user, paths, width, folder) -> list[str]:
     problems = []
     for path in paths:
         response = page.goto(url + path)
-        if response.status >= 400 and "no-such" not in path:
+        if response.status >= 400 and path != NOT_FOUND:
             problems.append(f"{path} at {width}px: HTTP {response.status}")
             continue
         wide = page.evaluate(OVERFLOW)

@@ -5,8 +5,6 @@ the receipt of an adapter they may not see, and a team member makes a token and 
 with it. A real worker ingests, trains and publishes. Screenshots of each page stay in the test's folder."""
 
 import json
-import subprocess
-import sys
 import urllib.request
 import zipfile
 from pathlib import Path
@@ -16,10 +14,10 @@ import pytest
 from datanets.models import Record
 from tests.datanets.test_browser_flow import log_in
 from tests.factories import DatanetFactory, MembershipFactory, UserFactory
+from tests.publishing.test_receipts import verify
 from training.models import FineTuneJob
 
 pytestmark = pytest.mark.browser
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def upload(page, url, datanet, rows, path: Path) -> None:
@@ -172,9 +170,7 @@ def receipt(page, url, contributor, tmp_path) -> None:
         page.locator("#receipt-download").click()
     path = tmp_path / "receipt.json"
     download.value.save_as(path)
-    result = subprocess.run(
-        [sys.executable, "-m", "attribution.verify", "--receipt", str(path)], cwd=ROOT, capture_output=True, text=True
-    )
+    result = verify("--receipt", path)
     assert result.returncode == 0, result.stderr
     assert "signature valid, 6 records each proven in its Datanet version" in result.stdout
     assert page.goto(f"{url}/adapters/codes-expert/v1/").status == 404  # the adapter itself stays the team's

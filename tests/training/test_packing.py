@@ -1,5 +1,5 @@
 """Packed batches: no token attends across a boundary between examples, whatever the attention
-kernel, and an epoch's batches are a seeded shuffle."""
+kernel, and an epoch's batches are seeded, records of a length together."""
 
 import pytest
 
