@@ -24,8 +24,11 @@ browser:
 	  SUDO=$$(test "$$(id -u)" = 0 || echo sudo); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium; }
 
+# Two pytest processes (pytest-xdist), each taking the next test as it finishes one.
+TEST_PROCESSES ?= 2
+
 test: setup browser
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_PROCESSES) --dist worksteal
 
 lint: setup
 	$(VENV)/bin/ruff check .

