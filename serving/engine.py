@@ -87,6 +87,10 @@ class Engine:
             base_model_path, trust_remote_code=False, use_safetensors=True, dtype=dtype
         ).to(self.device)
         self.base.eval()
+        if self.device == "cpu":
+            from .packed_linear import pack_linears
+
+            pack_linears(self.base)
         self.model = None  # the PeftModel, once an adapter is loaded (it wraps self.base in place)
         self.loaded: OrderedDict[str, int] = OrderedDict()  # adapter name -> bytes, least recently used first
         self.in_use: dict[str, int] = {}

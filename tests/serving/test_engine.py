@@ -155,3 +155,18 @@ def test_batch_is_bounded_and_queued_chats_wait_their_turn(tiny_model_dir, adapt
     expected = [reference(tiny_model_dir, adapter, messages) for adapter, messages, _ in chats]
     assert run_together(engine, chats) == expected
     assert engine.scheduler.most_rows == 2
+
+
+def test_base_linears_run_on_reordered_weights_with_the_same_rows_alone_or_batched(tiny_model_dir):
+    """On the CPU every linear layer of the base model multiplies by a oneDNN-reordered copy of its weight
+    (serving/packed_linear.py): the same products as F.linear, and a row's result does not depend on the
+    other rows of its batch."""
+    engine = Engine(str(tiny_model_dir))
+    linears = [m for m in engine.base.modules() if type(m) is torch.nn.Linear]
+    assert linears and all(m.packed_weight.is_mkldnn for m in linears)
+    layer = linears[0]
+    x = torch.randn(8, 3, layer.in_features)
+    with torch.inference_mode():
+        batched = layer(x)
+        torch.testing.assert_close(batched, torch.nn.functional.linear(x, layer.weight, layer.bias))
+        assert torch.equal(layer(x[2:3]), batched[2:3])
