@@ -297,6 +297,8 @@ SERVING_MAX_ADAPTER_BYTES = int(os.environ.get("SERVING_MAX_ADAPTER_BYTES", 1024
 # Answers decoded together in one batch, and the bytes their KV cache may take (more wait their turn).
 SERVING_MAX_BATCH = int(os.environ.get("SERVING_MAX_BATCH", "16"))
 SERVING_MAX_CACHE_BYTES = int(os.environ.get("SERVING_MAX_CACHE_BYTES", 1024 * 1024 * 1024))
+# The decode loop's math threads on a CPU (0: one a core); one was fastest on 2 cores (README, serving figures).
+SERVING_CPU_THREADS = int(os.environ.get("SERVING_CPU_THREADS", "1"))
 SERVING_TIMEOUT_S = float(os.environ.get("SERVING_TIMEOUT_S", "120"))
 SERVING_MAX_TOKENS = int(os.environ.get("SERVING_MAX_TOKENS", "1024"))
 SERVING_DEFAULT_MAX_TOKENS = int(os.environ.get("SERVING_DEFAULT_MAX_TOKENS", "256"))

@@ -99,8 +99,9 @@ class Batch:
 class Scheduler:
     """The waiting queue and the decode loop thread (started with the first request).
 
-    ``engine`` supplies ``prefill(requests) -> (logits, cache)``, ``step(batch) -> logits`` (one row
-    each), ``pick(request, logits) -> token``, ``stop_ids`` and ``release(request)``."""
+    ``engine`` supplies ``init_thread()`` (run first in the loop's thread), ``prefill(requests) -> (logits,
+    cache)``, ``step(batch) -> logits`` (one row each), ``pick(request, logits) -> token``, ``stop_ids`` and
+    ``release(request)``."""
 
     def __init__(self, engine, *, max_batch: int, max_cache_tokens: int, max_prefill_tokens: int = 2048):
         self.engine, self.max_batch, self.max_cache_tokens = engine, max(1, max_batch), max_cache_tokens
@@ -158,6 +159,7 @@ class Scheduler:
             return admitted
 
     def _loop(self) -> None:
+        self.engine.init_thread()
         while True:
             for group in self._groups(self._admit()):
                 self._guard(group, lambda g=group: self._prefill(g))

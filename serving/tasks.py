@@ -38,6 +38,7 @@ def engine_for(base_model_path: str):
             max_adapter_bytes=settings.SERVING_MAX_ADAPTER_BYTES,
             max_batch=settings.SERVING_MAX_BATCH,
             max_cache_bytes=settings.SERVING_MAX_CACHE_BYTES,
+            cpu_threads=settings.SERVING_CPU_THREADS,
         )
         _engines[base_model_path] = engine
         return engine
