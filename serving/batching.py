@@ -10,8 +10,10 @@ and by the bytes its padded cache may take (a request waits in the queue until i
 
 from __future__ import annotations
 
+import atexit
 import threading
 import time
+import weakref
 from collections import deque
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -96,6 +98,17 @@ class Batch:
         }
 
 
+_schedulers: weakref.WeakSet = weakref.WeakSet()  # those whose decode loop thread is running
+
+
+@atexit.register
+def _close_all() -> None:
+    """End every decode loop before the interpreter finalises: a daemon thread still waiting there when
+    the process exits made it abort ("terminate called without an active exception", exit status 134)."""
+    for scheduler in list(_schedulers):
+        scheduler.close()
+
+
 class Scheduler:
     """The waiting queue and the decode loop thread (started with the first request).
 
@@ -111,6 +124,7 @@ class Scheduler:
         self.ready = threading.Condition()
         self.thread: threading.Thread | None = None
         self.held = 0
+        self.closed = False
         self.most_rows = 0  # the largest batch stepped so far
         self.step_seconds: dict[int, tuple[int, float]] = {}  # rows -> (steps, seconds in the forward pass)
 
@@ -129,10 +143,21 @@ class Scheduler:
     def submit(self, request: Request) -> None:
         with self.ready:
             self.waiting.append(request)
+            if self.closed:
+                raise RuntimeError("the engine is shutting down")
             if self.thread is None:
                 self.thread = threading.Thread(target=self._loop, name="engine-decode", daemon=True)
                 self.thread.start()
+                _schedulers.add(self)
             self.ready.notify()
+
+    def close(self, timeout: float = 10) -> None:
+        """Stop the decode loop after its current step; requests not finished get no more tokens."""
+        with self.ready:
+            self.closed = True
+            self.ready.notify_all()
+        if self.thread is not None and self.thread is not threading.current_thread():
+            self.thread.join(timeout)
 
     def _fits(self, request: Request, admitted: list[Request]) -> bool:
         rows = self.batch.rows + admitted
@@ -143,10 +168,13 @@ class Scheduler:
         widest = max(request.reserve, *(r.reserve for r in rows))
         return (len(rows) + 1) * widest <= self.max_cache_tokens
 
-    def _admit(self) -> list[Request]:
+    def _admit(self) -> list[Request] | None:
+        """The waiting requests that fit beside the running rows; None once the scheduler is closed."""
         with self.ready:
-            while not self.batch.rows and (self.held or not self.waiting):
+            while not self.closed and not self.batch.rows and (self.held or not self.waiting):
                 self.ready.wait()
+            if self.closed:
+                return None
             admitted = []
             while (
                 not self.held and self.waiting and (self.waiting[0].cancelled or self._fits(self.waiting[0], admitted))
@@ -160,8 +188,8 @@ class Scheduler:
 
     def _loop(self) -> None:
         self.engine.init_thread()
-        while True:
-            for group in self._groups(self._admit()):
+        while (admitted := self._admit()) is not None:
+            for group in self._groups(admitted):
                 self._guard(group, lambda g=group: self._prefill(g))
             if self.batch.rows:
                 self._guard(self.batch.rows, self._step)

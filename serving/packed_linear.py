@@ -28,8 +28,11 @@ def pack_linears(model) -> int:
         weight = getattr(module, "weight", None)
         if type(module) is not torch.nn.Linear or weight.dtype != torch.float32 or weight.device.type != "cpu":
             continue
-        with torch.no_grad():
-            module.packed_weight = torch.ops.mkldnn._reorder_linear_weight(weight.detach(), ROWS_HINT)
+        try:
+            with torch.no_grad():
+                module.packed_weight = torch.ops.mkldnn._reorder_linear_weight(weight.detach(), ROWS_HINT)
+        except RuntimeError:  # a CPU or build oneDNN cannot serve: the layer keeps PyTorch's own linear
+            continue
         module.forward = MethodType(_packed_forward, module)
         packed += 1
     return packed

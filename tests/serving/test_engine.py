@@ -1,7 +1,10 @@
 """The engine on the tiny model: adapters, alone or batched together, answer exactly as peft + generate does."""
 
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -12,6 +15,7 @@ from serving.engine import AdapterRef, Engine, Sampling
 
 MESSAGES = [{"role": "user", "content": "What is the capital of France?"}]
 GREEDY = Sampling(temperature=0, max_tokens=12)
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -170,3 +174,17 @@ def test_base_linears_run_on_reordered_weights_with_the_same_rows_alone_or_batch
         batched = layer(x)
         torch.testing.assert_close(batched, torch.nn.functional.linear(x, layer.weight, layer.bias))
         assert torch.equal(layer(x[2:3]), batched[2:3])
+
+
+def test_a_process_that_served_exits_cleanly(tiny_model_dir):
+    """The decode loop ends at exit: before, a process often aborted there (SIGABRT)."""
+    script = (
+        "import sys; from serving.engine import Engine, Sampling; engine = Engine(sys.argv[1]); "
+        "print(len(list(engine.generate([{'role': 'user', 'content': 'Hi'}], sampling=Sampling(temperature=0, max_tokens=4)))))"
+    )
+    for _ in range(3):  # each run aborted with a chance of about one half
+        done = subprocess.run(
+            [sys.executable, "-c", script, str(tiny_model_dir)], cwd=ROOT, capture_output=True, text=True, timeout=120
+        )
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert done.stdout.strip() == "4"
