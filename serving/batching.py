@@ -142,9 +142,9 @@ class Scheduler:
 
     def submit(self, request: Request) -> None:
         with self.ready:
-            self.waiting.append(request)
             if self.closed:
                 raise RuntimeError("the engine is shutting down")
+            self.waiting.append(request)
             if self.thread is None:
                 self.thread = threading.Thread(target=self._loop, name="engine-decode", daemon=True)
                 self.thread.start()
