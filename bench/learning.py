@@ -160,6 +160,7 @@ def estimated_seconds(model: str, data: Path, settings: dict, metrics: dict) -> 
         train_tokens=int(trained * per_record * settings["epochs"]),
         questions=min(trained, 40) + min(held_out, 40),
         attributed_tokens=int(len(records) * per_record),
+        compiled=metrics.get("compiled", False),
     )
     return result["seconds"]
 

@@ -16,6 +16,9 @@ VAR_DIR.mkdir(parents=True, exist_ok=True)
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+# Compiled decoder layers (training/modeling.py) are cached here, so a worker compiles a model's layer once
+# per machine rather than once per boot.
+os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(VAR_DIR / "cache" / "torchinductor"))
 
 
 def env_bool(name: str, default: bool) -> bool:

@@ -32,4 +32,5 @@ os.environ.setdefault("CACHE_KEY_PREFIX", f"mf-test-{uuid.uuid4().hex[:8]}")
 os.environ["HEALTH_WORKER_TIMEOUT"] = "1.0"
 os.environ["JOB_HEARTBEAT_STALE_S"] = "3"
 os.environ["JOB_WORK_DIR"] = str(TEST_VAR / "jobs")
+os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(TEST_ROOT / "torchinductor")  # compiled layers: shared, kept
 shutil.rmtree(TEST_VAR / "jobs", ignore_errors=True)  # scratch of earlier runs

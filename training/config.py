@@ -24,6 +24,7 @@ class TrainConfig:
     objective: str = "sft"  # "sft" (supervised), or "dpo" / "orpo" on preference records (training/preference.py)
     beta: float = 0.1  # DPO's and ORPO's beta
     precision: str = "auto"  # "auto": bf16 where the device computes it fast, else fp32; or "bf16", "fp32"
+    compile_layers: str = "auto"  # "on", "off", or "auto": where it pays (training/modeling.py, compiles)
     lora_r: int = 8
     lora_alpha: int = 16
     lora_dropout: float = 0.05
@@ -70,6 +71,8 @@ class TrainConfig:
             problems.append("objective must be sft, dpo or orpo, with beta > 0")
         if self.precision not in ("auto", "bf16", "fp32"):
             problems.append("precision must be auto, bf16 or fp32")
+        if self.compile_layers not in ("auto", "on", "off"):
+            problems.append("compile_layers must be auto, on or off")
         if self.lora_r < 1 or self.lora_alpha < 1:
             problems.append("rank and alpha must be at least 1")
         if not 0 <= self.lora_dropout < 1:
@@ -106,7 +109,7 @@ class Run:
     model: object
     tokenizer: object
     device: str
-    compute: dict  # {"method", "bf16"}
+    compute: dict  # {"method", "bf16", "compiled"}
     train_set: list[Example]
     eval_set: list[Example]
     optimizer: object

@@ -29,6 +29,10 @@ SUSTAINED_FLOPS = {"cpu": 4.2e11, "cuda": 1.5e14}
 # A step's cost beyond its FLOPs, per layer of the model: 0.2 s for the bundled model's 30 layers on the
 # 2-core CPU, where a step of one short record spends more on it than on its matmuls.
 STEP_SECONDS_PER_LAYER = {"cpu": 0.0067, "cuda": 0.0004}
+# With compiled decoder layers (training/modeling.py, compiles) on a CPU: most of those small operations are
+# fused, at the price of a first compile.
+COMPILED_STEP_SECONDS_PER_LAYER = 0.0025
+COMPILE_SECONDS = 20
 LOAD_SECONDS = 15
 TEMPLATE_TOKENS = 32
 TOKENS_PER_WORD = 2.0
@@ -74,6 +78,7 @@ def estimate(
     device: str = "cpu",
     questions: int = 0,
     attributed_tokens: int = 0,
+    compiled: bool = False,
 ) -> dict:
     bytes_per_weight = 0.53 if method == "qlora" else (4 if device == "cpu" else 2)
     weights = parameters * bytes_per_weight
@@ -85,7 +90,10 @@ def estimate(
     speedup = rate / SUSTAINED_FLOPS["cpu"]
     per_step = shape["layers"] * STEP_SECONDS_PER_LAYER.get(device, STEP_SECONDS_PER_LAYER["cpu"])
     steps = math.ceil(train_tokens / max(seq_len * batch_size, 1))
-    train = 6 * parameters * train_tokens / rate + steps * per_step
+    step_cost = (
+        shape["layers"] * COMPILED_STEP_SECONDS_PER_LAYER + COMPILE_SECONDS / max(steps, 1) if compiled else per_step
+    )
+    train = 6 * parameters * train_tokens / rate + steps * step_cost
     evaluate = 2 * 2 * questions * ANSWER_SECONDS / speedup
     # One gradient a record, each a step of one record.
     attribute = (

@@ -15,6 +15,12 @@ from training.examples import Example, load_examples, template_ids
 from training.modeling import autocast
 
 
+def pass_size(config: TrainConfig) -> int:
+    """Records a pass without an optimiser step (held-out loss, attribution's gradients): what they give does
+    not depend on it, and a pass of one short record costs mostly a step's fixed cost, so never fewer than 8."""
+    return max(8, config.batch_size * 2)
+
+
 def evaluate_loss(model, examples: list[Example], batch_size: int, device: str, bf16: bool = False) -> float:
     """Mean loss per response token over ``examples``."""
     import torch
@@ -49,7 +55,7 @@ def held_out_check(run: Run, report: ProgressFn) -> bool:
     """Measure the held-out loss, keep the adapter if it is the best so far; True when the run should stop
     early (no better loss for ``early_stopping_patience`` checks)."""
     config, history = run.config, run.history
-    loss = evaluate_loss(run.model, run.eval_set, config.batch_size * 2, run.device, run.compute["bf16"])
+    loss = evaluate_loss(run.model, run.eval_set, pass_size(config), run.device, run.compute["bf16"])
     step = run.position["step"]
     history["eval"].append({"step": step, "loss": round(loss, 5)})
     report({"event": "eval", "step": step, "loss": loss})
@@ -114,7 +120,7 @@ def probe_questions(tokenizer, paths: dict[str, Path | str] | None, config: Trai
 def evaluate(run: Run, probes: dict[str, list[dict]], stop: Callable[[], bool]) -> dict:
     """Held-out loss and perplexity (or the trained sample's, with no held-out split) and the task scores."""
     losses = run.eval_set or run.train_set[: max(run.config.task_eval_examples, 40)]
-    bf16, size = run.compute["bf16"], run.config.batch_size * 2
+    bf16, size = run.compute["bf16"], pass_size(run.config)
     tuned_loss = evaluate_loss(run.model, losses, size, run.device, bf16)
     with run.model.disable_adapter():
         base_loss = evaluate_loss(run.model, losses, size, run.device, bf16)
@@ -139,6 +145,7 @@ def run_summary(run: Run) -> dict:
     return {
         "method": run.compute["method"],
         "precision": "bf16" if run.compute["bf16"] else "fp32",
+        "compiled": run.compute.get("compiled", False),
         "train_examples": len(run.train_set),
         "eval_examples": len(run.eval_set),
         "loss_on": "held_out" if run.eval_set else "trained",

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from training.config import ProgressFn, Run
+from training.evaluation import pass_size
 
 
 def attribute(run: Run, output_dir: Path, report: ProgressFn, **loss) -> dict:
@@ -34,7 +35,7 @@ def attribute(run: Run, output_dir: Path, report: ProgressFn, **loss) -> dict:
             methods=tuple(config.influence_methods),
             projection_dim=config.influence_projection_dim,
             aggregation=config.influence_aggregation,
-            batch_size=config.batch_size * 2,
+            batch_size=pass_size(config),
             seed=config.seed,
         ),
         progress=lambda done, total: report({"event": "attributing", "done": done, "total": total}),

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+from contextlib import nullcontext
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -117,3 +119,40 @@ def autocast(device: str, bf16: bool):
     import torch
 
     return torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=bf16)
+
+
+def compiles(config, device: str, method: str) -> bool:
+    """Whether the training steps run compiled decoder layers. "auto": a supervised LoRA run on a CPU, for a
+    model big enough that a step's time is worth a first compile of about 20 s (5 s once inductor's cache
+    holds the layer), where a C++ compiler is at hand: a step of the bundled model's one record takes 0.20 s
+    compiled against 0.35 s eager. Not QLoRA or DoRA (bitsandbytes' and DoRA's layers break the graph), and
+    not on a GPU, where it has not been measured."""
+    if config.compile_layers != "auto":
+        return config.compile_layers == "on"
+    return (
+        device == "cpu"
+        and config.objective == "sft"
+        and method == "lora"
+        and stored_bytes(config.base_model_path) >= BF16_MIN_BYTES
+        and shutil.which(os.environ.get("CXX", "g++")) is not None
+    )
+
+
+def compile_layers(model) -> None:
+    """Regional compilation (PyTorch's recipe for a stack of identical blocks): every decoder layer is compiled
+    on its own and they share one graph, so the first compile costs one layer's, not the model's. Shapes are
+    dynamic (records of any length). Attention runs as plain matmuls and softmax, which inductor fuses: a
+    step of one short record is 14% faster than with SDPA's kernels."""
+    lm = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if os.environ.get("MF_ATTN", "eager") == "eager":
+        lm.set_attn_implementation("eager")
+    for layer in lm.get_decoder().layers:
+        layer.compile(dynamic=True)
+
+
+def eager(compute: dict):
+    """A context that runs compiled layers eagerly: evaluation, attribution and held-out checks run without
+    gradients or with other hooks, each of which would otherwise cost a compile of its own."""
+    import torch
+
+    return torch.compiler.set_stance("force_eager") if compute.get("compiled") else nullcontext()

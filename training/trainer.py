@@ -27,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
-from training import packing
+from training import modeling, packing
 from training.checkpoints import report_step, restore_adapter, save_checkpoint, start_run
 from training.config import Cancelled, ProgressFn, Run, TrainConfig
 from training.evaluation import evaluate, held_out_check, probe_questions, summary_line
@@ -98,8 +98,14 @@ def setup(config: TrainConfig, data_path, eval_path, checkpoint_dir: Path, log: 
     torch.manual_seed(config.seed)
     device = device_name()
     model, tokenizer, compute = load_model(config)
+    compute["compiled"] = modeling.compiles(config, device, compute["method"])
+    if compute["compiled"]:
+        modeling.compile_layers(model)
     precision = "bf16" if compute["bf16"] else "fp32"
-    log(f"Loaded {Path(config.base_model_path).name} for {compute['method'].upper()} on {device} ({precision})")
+    compiled = ", compiled layers" if compute["compiled"] else ""
+    log(
+        f"Loaded {Path(config.base_model_path).name} for {compute['method'].upper()} on {device} ({precision}{compiled})"
+    )
     train_set, eval_set = train_and_held_out(tokenizer, config, data_path, eval_path)
     steps_per_epoch = max(1, math.ceil(len(train_set) / config.batch_size) // config.gradient_accumulation)
     total_steps = config.max_steps or max(1, math.ceil(steps_per_epoch * config.epochs))
@@ -137,7 +143,7 @@ def train_steps(run: Run, checkpoint_dir: Path, report: ProgressFn, stop: Callab
                     loss = packing.summed_loss(model, packing.pack(chunk), run.device) / denominator
                 loss.backward()
                 step_loss += loss.item()
-            torch.nn.utils.clip_grad_norm_(parameters, config.max_grad_norm)
+            torch.nn.utils.clip_grad_norm_(parameters, config.max_grad_norm, foreach=True)
             run.optimizer.step()
             run.scheduler.step()
             run.optimizer.zero_grad(set_to_none=True)
@@ -148,7 +154,7 @@ def train_steps(run: Run, checkpoint_dir: Path, report: ProgressFn, stop: Callab
             report_step(run, report, figures, time.monotonic() - started, tokens_at_start, step_at_start)
             epoch_end = position["batch"] >= len(batches)
             due = position["step"] % config.eval_every == 0 if config.eval_every else epoch_end
-            if run.eval_set and due and held_out_check(run, report):
+            if run.eval_set and due and checked(run, report):
                 best = run.history["best"]
                 report(
                     {
@@ -166,6 +172,11 @@ def train_steps(run: Run, checkpoint_dir: Path, report: ProgressFn, stop: Callab
         if position["batch"] >= len(batches):
             position["epoch"] += 1
             position["batch"] = 0
+
+
+def checked(run: Run, report: ProgressFn) -> bool:
+    with modeling.eager(run.compute):
+        return held_out_check(run, report)
 
 
 def train(
@@ -209,13 +220,14 @@ def train(
 
     report({"event": "evaluating"})
     log("Evaluating the base model and the fine-tune: held-out loss and answers to questions")
-    metrics = evaluate(run, probe_questions(run.tokenizer, probes, config), stop)
-    attribution = None
-    if config.influence_methods:
-        log(f"Measuring each record's influence on the held-out loss ({', '.join(config.influence_methods)})")
-        attribution = attribute(run, output_dir, report)
-        if stop():
-            raise Cancelled
+    with modeling.eager(run.compute):
+        metrics = evaluate(run, probe_questions(run.tokenizer, probes, config), stop)
+        attribution = None
+        if config.influence_methods:
+            log(f"Measuring each record's influence on the held-out loss ({', '.join(config.influence_methods)})")
+            attribution = attribute(run, output_dir, report)
+            if stop():
+                raise Cancelled
     adapter_dir = output_dir / "adapter"
     shutil.rmtree(adapter_dir, ignore_errors=True)
     run.model.save_pretrained(adapter_dir)

@@ -12,7 +12,7 @@ from django.utils import timezone
 from datanets import policy as datanet_policy
 from datanets.models import DatanetVersion
 from modelfactory.exceptions import ApplicationError
-from training import display, estimates, objectives, presets, trainer
+from training import display, estimates, modeling, objectives, presets, trainer
 from training.jobs.log import job_log_append
 from training.models import BaseModel, FineTuneJob
 
@@ -38,10 +38,12 @@ def job_estimate(*, base_model: BaseModel, versions, config: dict, device: str =
     held_out = min(config.get("max_eval_records", 100), round(records * config.get("eval_fraction", 0.05)))
     trained = records - held_out
     shape = estimates.model_shape(base_model.local_path)
+    method = "qlora" if config["method"] == "auto" and device == "cuda" else config["method"]
+    settings = trainer.TrainConfig.from_dict({**config, "base_model_path": base_model.local_path})
     result = estimates.estimate(
         parameters=base_model.parameter_count,
         shape=shape,
-        method="qlora" if config["method"] == "auto" and device == "cuda" else config["method"],
+        method=method,
         rank=config["lora_r"],
         batch_size=config["batch_size"],
         seq_len=min(config["max_seq_length"], int(per_record)),
@@ -49,6 +51,7 @@ def job_estimate(*, base_model: BaseModel, versions, config: dict, device: str =
         device=device,
         questions=min(trained, 40) + min(held_out, 40),
         attributed_tokens=int(records * per_record),
+        compiled=modeling.compiles(settings, device, "lora" if method == "auto" else method),
     )
     return {**result, "records": records, "tokens": tokens}
 
