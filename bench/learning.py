@@ -132,6 +132,9 @@ def run_one(args) -> dict | None:
         "best_step": metrics["best_step"],
         "train_s": metrics["train_seconds"],
         "wall_s": round(wall, 1),
+        # The job's own wall time: without the reworded probe set, which only this benchmark asks (its
+        # "trained" probe set takes the place of the job's own sample of trained records).
+        "job_s": round(wall - task["reworded"]["seconds"], 1),
         "tokens_per_s": round(metrics["tokens"] / metrics["train_seconds"], 1),
         "samples_per_s": round(metrics["steps"] * config.batch_size / metrics["train_seconds"], 2),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
@@ -236,13 +239,13 @@ def main() -> int:
         return 0
     print(
         f"\n{'preset':<10} {'method':<6} {'trained':>8} {'reworded':>8} {'base tr/rw':>10} {'steps':>6} "
-        f"{'train s':>8} {'wall s':>7} {'est. s':>7} {'tok/s':>7} {'smp/s':>6} {'RSS MB':>7}"
+        f"{'train s':>8} {'wall s':>7} {'job s':>6} {'est. s':>7} {'tok/s':>7} {'smp/s':>6} {'RSS MB':>7}"
     )
     for r in rows:
         print(
             f"{r['preset']:<10} {r['method']:<6} {r['trained']:>8.3f} {r['reworded']:>8.3f} "
             f"{r['base_trained']:>4.2f}/{r['base_reworded']:<4.2f} {r['steps']:>6} {r['train_s']:>8.1f} "
-            f"{r['wall_s']:>7.1f} {r['estimate_s']:>7.0f} {r['tokens_per_s']:>7.1f} {r['samples_per_s']:>6.2f} {r['peak_rss_mb']:>7}"
+            f"{r['wall_s']:>7.1f} {r['job_s']:>6.1f} {r['estimate_s']:>7.0f} {r['tokens_per_s']:>7.1f} {r['samples_per_s']:>6.2f} {r['peak_rss_mb']:>7}"
         )
     return 0
 

@@ -95,10 +95,9 @@ def estimate(
     )
     train = 6 * parameters * train_tokens / rate + steps * step_cost
     evaluate = 2 * 2 * questions * ANSWER_SECONDS / speedup
-    # One gradient a record, each a step of one record.
-    attribute = (
-        ATTRIBUTION_PASSES * 6 * parameters * attributed_tokens / rate + attributed_tokens / max(seq_len, 1) * per_step
-    )
+    # One gradient a record, in passes of at least 8 records (training/evaluation.py, pass_size), run eagerly.
+    passes = attributed_tokens / max(seq_len, 1) / max(8, 2 * batch_size)
+    attribute = ATTRIBUTION_PASSES * 6 * parameters * attributed_tokens / rate + passes * per_step
     seconds = LOAD_SECONDS + train + evaluate + attribute
     return {
         "peak_memory_bytes": peak,

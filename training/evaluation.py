@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import random
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -83,6 +84,7 @@ def task_evaluation(run: Run, probes: dict[str, list[dict]], stop: Callable[[], 
             continue
         if stop():
             raise Cancelled
+        started = time.monotonic()
         longest = max(len(run.tokenizer(q["reference"])["input_ids"]) for q in questions)
         new_tokens = min(config.max_new_tokens, longest + 8)
         with autocast(run.device, run.compute["bf16"]):
@@ -104,7 +106,12 @@ def task_evaluation(run: Run, probes: dict[str, list[dict]], stop: Callable[[], 
             }
             for t, b in zip(tuned, base, strict=False)
         ]
-        out[name] = {"base": taskeval.summarise(base), "tuned": taskeval.summarise(tuned), "examples": examples}
+        out[name] = {
+            "base": taskeval.summarise(base),
+            "tuned": taskeval.summarise(tuned),
+            "examples": examples,
+            "seconds": round(time.monotonic() - started, 1),
+        }
     return out
 
 

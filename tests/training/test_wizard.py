@@ -87,7 +87,7 @@ def test_the_wizard_preselects_what_it_can_and_shows_the_presets_values(client, 
     page = client.get(step(3)).content.decode()
     assert re.search(r'value="standard"[^>]*checked', page) and "Standard (default)" in page
     assert 'placeholder="16"' in _field(page, "lora_r")  # the standard preset's rank
-    assert 'placeholder="12.0"' in _field(page, "epochs")  # sized to 40 records: the preset's most
+    assert 'placeholder="24.0"' in _field(page, "epochs")  # sized to 40 records: the preset's most
     assert 'placeholder="0.05"' in _field(page, "eval_fraction")  # the trainer's default
     assert "the preset&#x27;s (cosine)" in page or "the preset's (cosine)" in page
     assert "Learning-rate schedule" in page and re.search(r'"quick": \{[^}]*"lora_r": 8', page)  # for the script
