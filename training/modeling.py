@@ -123,9 +123,9 @@ def autocast(device: str, bf16: bool):
 
 def compiles(config, device: str, method: str) -> bool:
     """Whether the training steps run compiled decoder layers. "auto": a supervised LoRA run on a CPU, for a
-    model big enough that a step's time is worth a first compile of about 20 s (5 s once inductor's cache
-    holds the layer), where a C++ compiler is at hand: a step of the bundled model's one record takes 0.20 s
-    compiled against 0.35 s eager. Not QLoRA or DoRA (bitsandbytes' and DoRA's layers break the graph), and
+    model big enough that a step's time is worth a first compile of 20 to 35 s (about 6 s once inductor's
+    cache holds the layer), where a C++ compiler is at hand: a step of one of the bundled model's short
+    records takes about 0.2 s compiled against 0.35 s eager. Not QLoRA or DoRA (bitsandbytes' and DoRA's layers break the graph), and
     not on a GPU, where it has not been measured."""
     if config.compile_layers != "auto":
         return config.compile_layers == "on"
@@ -142,10 +142,10 @@ def compile_layers(model) -> None:
     """Regional compilation (PyTorch's recipe for a stack of identical blocks): every decoder layer is compiled
     on its own and they share one graph, so the first compile costs one layer's, not the model's. Shapes are
     dynamic (records of any length). Attention runs as plain matmuls and softmax, which inductor fuses: a
-    step of one short record is 14% faster than with SDPA's kernels."""
+    step of one short record is 14% faster than with SDPA's kernels. The switch stays for the rest of the
+    run (evaluation and attribution too)."""
     lm = model.get_base_model() if hasattr(model, "get_base_model") else model
-    if os.environ.get("MF_ATTN", "eager") == "eager":
-        lm.set_attn_implementation("eager")
+    lm.set_attn_implementation("eager")
     for layer in lm.get_decoder().layers:
         layer.compile(dynamic=True)
 
