@@ -90,10 +90,8 @@ def estimate(
     speedup = rate / SUSTAINED_FLOPS["cpu"]
     per_step = shape["layers"] * STEP_SECONDS_PER_LAYER.get(device, STEP_SECONDS_PER_LAYER["cpu"])
     steps = math.ceil(train_tokens / max(seq_len * batch_size, 1))
-    step_cost = (
-        shape["layers"] * COMPILED_STEP_SECONDS_PER_LAYER + COMPILE_SECONDS / max(steps, 1) if compiled else per_step
-    )
-    train = 6 * parameters * train_tokens / rate + steps * step_cost
+    step_cost = shape["layers"] * COMPILED_STEP_SECONDS_PER_LAYER if compiled else per_step
+    train = 6 * parameters * train_tokens / rate + steps * step_cost + (COMPILE_SECONDS if compiled else 0)
     evaluate = 2 * 2 * questions * ANSWER_SECONDS / speedup
     # One gradient a record, in passes of at least 8 records (training/evaluation.py, pass_size), run eagerly.
     passes = attributed_tokens / max(seq_len, 1) / max(8, 2 * batch_size)

@@ -92,7 +92,7 @@ def epochs_for(preset: str, records: int, objective: str = "sft") -> float:
 
 
 def learning_rate(preset: str, objective: str = "sft") -> float:
-    """The preset's learning rate for the objective (preference objectives take a share of it)."""
+    """The preset's learning rate for the objective (preference objectives have their own, PREFERENCE)."""
     return PRESETS[preset]["learning_rate"] if objective == "sft" else PREFERENCE["learning_rate"][preset]
 
 
