@@ -264,6 +264,9 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
 JOB_WORK_DIR = Path(os.environ.get("JOB_WORK_DIR", VAR_DIR / "jobs"))
 # A running job whose heartbeat is older than this is taken as orphaned and re-queued by the reaper.
 JOB_HEARTBEAT_STALE_S = int(os.environ.get("JOB_HEARTBEAT_STALE_S", "60"))
+# Devices a gpu-queue worker offers a job (training/workers.py): 0 counts its GPUs (1 on a CPU). A CPU worker
+# given N runs N-process jobs on the gloo backend.
+WORKER_DEVICES = int(os.environ.get("WORKER_DEVICES", "0"))
 # An upload still validating after this long, that no worker ingests, is failed by the reaper.
 UPLOAD_STALE_S = int(os.environ.get("UPLOAD_STALE_S", "60"))
 REAP_EVERY_S = float(os.environ.get("REAP_EVERY_S", "30"))  # how often beat runs the reapers

@@ -30,6 +30,7 @@ SETTINGS = {
     "early_stopping_patience": "Early stopping (held-out checks without a better loss)",
     "task_eval_examples": "Questions scored per set",
     "seed": "Seed",
+    "devices": "Devices (GPUs, or processes on a CPU worker)",
     "max_steps": "Step limit",
     "checkpoint_every": "Checkpoint every (steps)",
     "precision": "Precision",

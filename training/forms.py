@@ -93,6 +93,13 @@ class MethodForm(forms.Form):
         "rises while recall of trained ones still improves.",
     )
     seed = forms.IntegerField(required=False, min_value=0)
+    devices = forms.IntegerField(
+        required=False,
+        min_value=1,
+        max_value=64,
+        help_text="Train on this many GPUs of one worker together (DDP under torchrun): each takes a share of every "
+        "batch, so the batch is at least this large. Only a worker with this many devices takes the job.",
+    )
 
     def __init__(self, *args, preset_values: dict[str, dict] | None = None, **kwargs):
         """``preset_values``: each preset's value of every advanced field, shown in the empty fields."""

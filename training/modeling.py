@@ -77,7 +77,7 @@ def load_model(config):
             bnb_4bit_use_double_quant=True,
             bnb_4bit_compute_dtype=compute_dtype,
         )
-        kwargs["device_map"] = {"": 0} if device == "cuda" else {"": "cpu"}
+        kwargs["device_map"] = {"": torch.cuda.current_device()} if device == "cuda" else {"": "cpu"}
     model = AutoModelForCausalLM.from_pretrained(config.base_model_path, **kwargs)
     if method == "qlora" and device == "cpu":
         keep_trainable_4bit_layout(model)

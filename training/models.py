@@ -104,6 +104,11 @@ class FineTuneJob(models.Model):
         return self.status in self.FINISHED
 
     @property
+    def devices(self) -> int:
+        """Devices (GPUs, or processes on a CPU worker) the run trains on together."""
+        return int((self.config or {}).get("devices", 1))
+
+    @property
     def percent(self) -> int:
         return int(100 * self.step / self.total_steps) if self.total_steps else 0
 

@@ -78,6 +78,7 @@ ADVANCED_FIELDS = (
     "eval_fraction",
     "early_stopping_patience",
     "seed",
+    "devices",
 )
 
 
@@ -109,4 +110,6 @@ def resolve(preset: str, method: str, overrides: dict | None = None, *, records:
     for key, value in (overrides or {}).items():
         if key in ADVANCED_FIELDS and value not in (None, ""):
             config[key] = value
+    if "batch_size" not in (overrides or {}):  # each device takes a share of every batch
+        config["batch_size"] = max(config["batch_size"], config.get("devices", 1))
     return config

@@ -27,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
-from training import modeling, packing
+from training import distributed, modeling, packing
 from training.checkpoints import report_step, restore_adapter, save_checkpoint, start_run
 from training.config import Cancelled, ProgressFn, Run, TrainConfig
 from training.evaluation import evaluate, held_out_check, probe_questions, summary_line
@@ -97,6 +97,7 @@ def setup(config: TrainConfig, data_path, eval_path, checkpoint_dir: Path, log: 
     random.seed(config.seed)
     torch.manual_seed(config.seed)
     device = device_name()
+    distributed.start(device)
     model, tokenizer, compute = load_model(config)
     compute["compiled"] = modeling.compiles(config, device, compute["method"])
     if compute["compiled"]:
@@ -123,6 +124,7 @@ def train_steps(run: Run, checkpoint_dir: Path, report: ProgressFn, stop: Callab
 
     config, position, model = run.config, run.position, run.model
     parameters = [p for p in model.parameters() if p.requires_grad]
+    replicas = distributed.Replicas(model, run.device)
     lengths = [len(e.input_ids) for e in run.train_set]
     model.train()
     started = saved_at = time.monotonic()
@@ -137,12 +139,12 @@ def train_steps(run: Run, checkpoint_dir: Path, report: ProgressFn, stop: Callab
             chunks = [[run.train_set[i] for i in batch] for batch in group]
             denominator = max(sum(packing.target_count(chunk) for chunk in chunks), 1)
             step_loss = 0.0
-            for chunk in chunks:
+            for i, chunk in enumerate(chunks):
                 # Every response token weighs the same, whatever batch of the step it fell in. Compiled layers
                 # run without autocast: the bf16 base computes in bf16 as it is, and peft computes the adapters
                 # in their fp32, whose small matmuls a CPU does 2-4x faster than bf16's.
                 with autocast(run.device, run.compute["bf16"] and not run.compute["compiled"]):
-                    loss = packing.summed_loss(model, packing.pack(chunk), run.device) / denominator
+                    loss = replicas.loss(chunk, last=i == len(chunks) - 1) / denominator
                 loss.backward()
                 step_loss += loss.item()
             torch.nn.utils.clip_grad_norm_(parameters, config.max_grad_norm, foreach=True)
@@ -152,7 +154,7 @@ def train_steps(run: Run, checkpoint_dir: Path, report: ProgressFn, stop: Callab
             position["batch"] += len(group)
             position["step"] += 1
             position["tokens"] += sum(len(e.input_ids) for chunk in chunks for e in chunk)
-            figures = {"loss": round(step_loss, 5)}
+            figures = {"loss": round(replicas.mean(step_loss), 5)}
             report_step(run, report, figures, time.monotonic() - started, tokens_at_start, step_at_start)
             epoch_end = position["batch"] >= len(batches)
             due = position["step"] % config.eval_every == 0 if config.eval_every else epoch_end
@@ -167,7 +169,7 @@ def train_steps(run: Run, checkpoint_dir: Path, report: ProgressFn, stop: Callab
                 )
                 return
             due = position["step"] % every == 0 or time.monotonic() - saved_at >= config.checkpoint_every_s
-            if due and position["step"] < run.total_steps:
+            if due and position["step"] < run.total_steps and replicas.rank == 0:
                 save_checkpoint(run, checkpoint_dir)
                 saved_at = time.monotonic()
                 report({"event": "checkpoint", "step": position["step"]})
@@ -199,7 +201,10 @@ def train(
         from training import preference_run
 
         return preference_run.train(config, data_path, output_dir, progress, should_stop, eval_path, probes)
-    report = progress or (lambda event: None)
+    rank, size = distributed.world()
+    if size > config.batch_size:
+        raise ValueError(f"a batch of {config.batch_size} records cannot be shared by {size} processes")
+    report = (progress if rank == 0 else None) or (lambda event: None)
     stop = should_stop or (lambda: False)
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -213,7 +218,12 @@ def train(
     if run.position["step"]:
         report({"event": "resumed", "step": run.position["step"]})
     train_seconds = time.monotonic()
-    train_steps(run, checkpoint_dir, report, stop)
+    try:
+        train_steps(run, checkpoint_dir, report, stop)
+    finally:
+        distributed.stop()
+    if rank:
+        return {}  # rank 0 evaluates, attributes and saves
     train_seconds = time.monotonic() - train_seconds
     best = run.history["best"] if config.early_stopping_patience else None
     if best and run.best_state is not None and best["step"] != run.position["step"]:
@@ -255,13 +265,18 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
 
     parser = argparse.ArgumentParser(description="Fine-tune a LoRA/QLoRA adapter from a config file.")
-    parser.add_argument("config", help="JSON file: TrainConfig fields plus data_path and output_dir")
+    parser.add_argument("config", help="JSON file: TrainConfig fields plus data_path, output_dir and eval_path")
+    parser.add_argument("--events", help="append the run's events to this file as JSON lines (rank 0's)")
     args = parser.parse_args(argv)
     raw = json.loads(Path(args.config).read_text())
-    data_path, output_dir = raw.pop("data_path"), raw.pop("output_dir")
+    data_path, output_dir, eval_path = raw.pop("data_path"), raw.pop("output_dir"), raw.pop("eval_path", None)
+    events = open(args.events, "a") if args.events else None  # noqa: SIM115 - open for the whole run
 
     def show(event: dict) -> None:
-        if event["event"] == "step":
+        if events:
+            events.write(json.dumps(event) + "\n")
+            events.flush()
+        elif event["event"] == "step":
             print(
                 f"step {event['step']}/{event['total_steps']} loss {event['loss']:.4f} "
                 f"lr {event['lr']:.2e} {event['tokens_per_s']:.0f} tok/s",
@@ -270,8 +285,12 @@ def main(argv: list[str] | None = None) -> int:
         elif event["event"] == "log":
             print(event["message"], flush=True)
 
-    metrics = train(TrainConfig.from_dict(raw), data_path, output_dir, progress=show)
-    print(json.dumps({k: metrics[k] for k in ("steps", "base", "tuned")}, indent=2))
+    restarts = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", 0))
+    if restarts:
+        show({"event": "log", "message": f"A process of the run failed: all {distributed.world()[1]} restarted"})
+    metrics = train(TrainConfig.from_dict(raw), data_path, output_dir, progress=show, eval_path=eval_path)
+    if metrics:  # rank 0
+        print(json.dumps({k: metrics[k] for k in ("steps", "base", "tuned")}, indent=2))
     return 0
 
 

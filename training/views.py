@@ -157,6 +157,7 @@ def _review(user, state, versions_qs, models_qs) -> dict:
         "preset_name": display.preset_name(state["preset"]),
         "estimates": estimates,
         "online": online,
+        "devices_online": any(w.get("devices", 1) >= config.get("devices", 1) for w in online),
         "licence_warnings": jobs.licence_conflicts(versions),
     }
 

@@ -63,6 +63,12 @@ def review_estimates(*, base_model: BaseModel, versions, config: dict) -> tuple[
             base_model=base_model, versions=versions, config=config, device="cuda" if device == "cuda" else "cpu"
         )
         peak = estimate["peak_memory_bytes"]
-        fits = [w for w in online if w.get("device") == device and w.get("memory_bytes", 0) >= peak]
+        fits = [
+            w
+            for w in online
+            if w.get("device") == device
+            and w.get("memory_bytes", 0) >= peak
+            and w.get("devices", 1) >= config.get("devices", 1)
+        ]
         estimates.append({"device": device, "estimate": estimate, "fits": fits})
     return online, estimates

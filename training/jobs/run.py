@@ -18,7 +18,7 @@ from django.db.models import F, Q
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from training import display, trainer
+from training import display, launch, trainer
 from training.jobs.influence import influence_store
 from training.jobs.log import job_log_append
 from training.jobs.outputs import outputs_store, work_dir, write_versions
@@ -173,9 +173,8 @@ def _train(job: FineTuneJob, directory: Path, progress: RunProgress) -> dict:
         write_versions([job.validation_version], eval_path)
     config = trainer.TrainConfig.from_dict({**job.config, "base_model_path": job.base_model.local_path})
     output = directory / "output"
-    result = trainer.train(
-        config, data_path, output, progress=progress, should_stop=progress.should_stop, eval_path=eval_path
-    )
+    run = launch.train if config.devices > 1 else trainer.train  # several processes: under torchrun
+    result = run(config, data_path, output, progress=progress, should_stop=progress.should_stop, eval_path=eval_path)
     if result.get("influence"):
         influence_store(job=job, output_dir=output)
     return result
@@ -200,7 +199,7 @@ def job_run(*, job_id: int, worker: str) -> str:
     if not _claim(job.pk, worker):
         return "taken"
     job.refresh_from_db()
-    job.device = trainer.device_name()
+    job.device = trainer.device_name() + (f" x{job.devices}" if job.devices > 1 else "")
     job.save(update_fields=["device"])
     heartbeat = Heartbeat(job.pk)
     heartbeat.start()

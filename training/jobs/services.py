@@ -7,12 +7,13 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from datanets import policy as datanet_policy
 from datanets.models import DatanetVersion
 from modelfactory.exceptions import ApplicationError
-from training import display, estimates, modeling, objectives, presets, trainer
+from training import display, estimates, modeling, objectives, presets, trainer, workers
 from training.jobs.log import job_log_append
 from training.models import BaseModel, FineTuneJob
 
@@ -114,16 +115,25 @@ def job_create(
             validation_version=validation_version,
         )
         job.datanet_versions.set(versions)
-        from training.jobs.tasks import job_run_task
-
-        job_run_task.delay_on_commit(job.pk)
+        job_enqueue(job)
     return job
 
 
+def job_enqueue(job: FineTuneJob) -> None:
+    """Once the transaction commits: the job's run, on the queue of the workers that have the devices it needs."""
+    from training.jobs.tasks import job_run_task
+
+    queue = workers.queue_for(job.devices)
+    transaction.on_commit(lambda: job_run_task.apply_async((job.pk,), queue=queue))
+
+
 def queue_position(job: FineTuneJob) -> int | None:
+    """The job's place among the queued jobs that need as many devices (they wait on one queue)."""
     if job.status != FineTuneJob.Status.QUEUED:
         return None
-    return FineTuneJob.objects.filter(status=FineTuneJob.Status.QUEUED, created_at__lt=job.created_at).count() + 1
+    same = Q(config__devices=job.devices) if job.devices > 1 else Q(config__devices__isnull=True) | Q(config__devices=1)
+    earlier = FineTuneJob.objects.filter(same, status=FineTuneJob.Status.QUEUED, created_at__lt=job.created_at)
+    return earlier.count() + 1
 
 
 def job_cancel(*, job: FineTuneJob, by) -> FineTuneJob:
@@ -151,23 +161,20 @@ def job_retry(*, job: FineTuneJob, by) -> FineTuneJob:
     with transaction.atomic():
         job.status, job.error, job.cancel_requested, job.finished_at = FineTuneJob.Status.QUEUED, "", False, None
         job.save(update_fields=["status", "error", "cancel_requested", "finished_at"])
-        from training.jobs.tasks import job_run_task
-
-        job_run_task.delay_on_commit(job.pk)
+        job_enqueue(job)
     return job
 
 
 def jobs_reap(*, stale_after_s: int | None = None) -> list[int]:
     """Re-queue running jobs whose worker stopped beating (killed, lost its machine)."""
-    from training.jobs.tasks import job_run_task
-
     stale = timezone.now() - timedelta(seconds=stale_after_s or settings.JOB_HEARTBEAT_STALE_S)
-    orphans = dict(
-        FineTuneJob.objects.filter(status__in=FineTuneJob.WORKING, heartbeat_at__lt=stale).values_list("pk", "metrics")
+    orphans = FineTuneJob.objects.filter(status__in=FineTuneJob.WORKING, heartbeat_at__lt=stale).only(
+        "config", "metrics"
     )
-    for pk, metrics in orphans.items():
-        saved = (metrics or {}).get("checkpoint_step")
+    for job in orphans:
+        saved = (job.metrics or {}).get("checkpoint_step")
         where = f"its last checkpoint, at step {saved}" if saved else "step 0: it saved no checkpoint"
-        job_log_append(pk, f"The worker stopped answering; the job goes back to the queue and resumes from {where}.")
-        job_run_task.delay(pk)
-    return list(orphans)
+        message = f"The worker stopped answering; the job goes back to the queue and resumes from {where}."
+        job_log_append(job.pk, message)
+        job_enqueue(job)
+    return [job.pk for job in orphans]
