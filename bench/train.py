@@ -4,6 +4,7 @@ the ratio, and achieved FLOP/s as a fraction of this machine's measured matmul p
 
     .venv/bin/python bench/train.py                      # bundled SmolLM2 if imported, else a small model
     .venv/bin/python bench/train.py --model var/models/smollm2-135m-instruct --steps 30 --method qlora
+    .venv/bin/python bench/train.py --processes 1,2      # ours on 1 and on 2 processes (DDP, gloo on a CPU)
 
 Each side runs in its own process so that its peak memory (RSS, or CUDA max allocated) is its own.
 """
@@ -48,10 +49,12 @@ def peak_memory_mb() -> float:
 
 
 def run_ours(args) -> dict:
+    from training import launch
     from training.trainer import TrainConfig, train
 
     events = []
     config = TrainConfig(
+        devices=args.processes_side,
         base_model_path=args.model,
         method=args.method,
         batch_size=args.batch,
@@ -65,8 +68,15 @@ def run_ours(args) -> dict:
         lr_scheduler="constant",
         seed=0,
     )
+    def keep(event: dict) -> None:
+        if event["event"] == "step":
+            events.append(event)
+
     with tempfile.TemporaryDirectory() as out:
-        train(config, args.data, out, progress=lambda e: events.append(e) if e["event"] == "step" else None)
+        if config.devices > 1:  # the ranks' peak memory is their own: not measured here
+            launch.train(config, args.data, out, keep, lambda: False)
+        else:
+            train(config, args.data, out, progress=keep)
     first, last = events[0], events[-1]
     # Time from the end of the first step to the end of the last: warm-up and set-up excluded.
     seconds = last["elapsed_s"] - first["elapsed_s"]
@@ -75,7 +85,7 @@ def run_ours(args) -> dict:
         "seconds": seconds,
         "samples": (len(events) - 1) * args.batch,
         "tokens": tokens,
-        "peak_mb": peak_memory_mb(),
+        "peak_mb": peak_memory_mb() if config.devices == 1 else float("nan"),
     }
 
 
@@ -200,7 +210,9 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--seq", type=int, default=256)
     parser.add_argument("--records", type=int, default=400)
+    parser.add_argument("--processes", help="ours on each of these numbers of processes (1,2), no reference")
     parser.add_argument("--side", choices=["ours", "reference"])
+    parser.add_argument("--processes-side", type=int, default=1)
     parser.add_argument("--data")
     args = parser.parse_args()
     if args.side:
@@ -212,12 +224,15 @@ def main() -> None:
         data = Path(tmp) / "data.jsonl"
         make_data(data, args.records)
         results = {}
-        for side in ("reference", "ours"):
+        sides = [(f"ours x{n}", "ours", n) for n in map(int, args.processes.split(","))] if args.processes else []
+        for name, side, processes in sides or [("reference", "reference", 1), ("ours", "ours", 1)]:
             command = [
                 sys.executable,
                 __file__,
                 "--side",
                 side,
+                "--processes-side",
+                str(processes),
                 "--data",
                 str(data),
                 "--model",
@@ -235,7 +250,7 @@ def main() -> None:
             if out.returncode:
                 print(out.stderr[-4000:])
                 raise SystemExit(out.returncode)
-            results[side] = json.loads(out.stdout.strip().splitlines()[-1])
+            results[name] = json.loads(out.stdout.strip().splitlines()[-1])
     import torch
 
     params = parameter_count(args.model)
@@ -252,6 +267,12 @@ def main() -> None:
             f"{side:<12}{r['samples'] / r['seconds']:>10.2f}{r['tokens'] / r['seconds']:>10.0f}{r['peak_mb']:>9.0f}"
             f"{flops:>14.3e}{flops / peak:>9.1%}"
         )
+    if args.processes:
+        one = results[next(iter(results))]
+        for name, r in results.items():
+            speed = (r["samples"] / r["seconds"]) / (one["samples"] / one["seconds"])
+            print(f"{name}: {speed:.2f}x the samples/s of {next(iter(results))}")
+        return
     ours, ref = results["ours"], results["reference"]
     print(
         f"tokens/s ratio (ours / reference): {(ours['tokens'] / ours['seconds']) / (ref['tokens'] / ref['seconds']):.2f}x;"
