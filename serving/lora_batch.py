@@ -2,12 +2,13 @@
 
 peft's mixed adapter batches (``adapter_names=``) loop over the adapters in every layer, two small
 matmuls and two indexing ops per adapter per layer; with 8 adapters that is over 3,000 small ops a
-decoding step. Here, as in Punica's BGMV kernel, each LoRA layer keeps its adapters' A and B
-matrices stacked (slot 0 all zeros: the base model), and a forward hook adds
-``x @ A[slot] @ B[slot]`` for all rows at once with two gathered batched matmuls, whatever the
-number of adapters. The scaling is folded into B. Layers peft runs differently (DoRA and other
-variants, LoRA on embeddings, LoRA biases) make ``build`` return None, and the engine falls back to
-peft's own mixed batches.
+decoding step. Here, as in Punica's and S-LoRA's gathered kernels, each LoRA layer keeps its adapters'
+matrices in slots of two stacked tensors, A as (slots, in, rank) and B, scaled, as (slots, rank, out);
+slot 0 stays all zeros for rows on the base model. A forward hook gathers each row's slot and adds
+``x @ A[slot] @ B[slot]`` with two batched matmuls, so a step costs the same whether 2 adapters are
+loaded or 128. An adapter takes a slot when it is loaded and gives it back when it is evicted: nothing
+is restacked. Layers peft runs differently (DoRA and other variants, LoRA on embeddings, LoRA biases)
+make ``build`` return None, and the engine falls back to peft's own mixed batches.
 """
 
 from __future__ import annotations
@@ -18,34 +19,86 @@ from functools import partial
 import torch
 
 
-class MixedLora:
-    """Stacked LoRA weights of the loaded adapters and the hooks that apply them per row."""
+class _Slots:
+    """One LoRA layer's adapters, stacked; grows (doubling) in slots and in rank as adapters need."""
 
-    def __init__(self, names: list[str]):
-        self.names = names  # the adapters in stacking order
-        self.dtype = torch.float32
-        self.masks = None  # per step: rank -> (rows, adapters * rank) one-hot of each row's adapter's block
+    def __init__(self, module):
+        self.module = module
+        like = module.base_layer.weight
+        self.a = torch.zeros(2, module.in_features, 1, dtype=like.dtype, device=like.device)
+        self.b = torch.zeros(2, 1, module.out_features, dtype=like.dtype, device=like.device)
+
+    def write(self, slot: int, name: str) -> None:
+        module = self.module
+        rank = module.lora_A[name].weight.shape[0] if name in module.lora_A else 0
+        if slot >= self.a.shape[0] or rank > self.rank:
+            self._grow(max(self.a.shape[0], 2 * slot), max(self.rank, rank))
+        self.a[slot].zero_()
+        self.b[slot].zero_()
+        if name in module.lora_A:  # an adapter may leave some layers alone
+            r = module.lora_A[name].weight.shape[0]
+            self.a[slot, :, :r] = module.lora_A[name].weight.T
+            self.b[slot, :r] = module.lora_B[name].weight.T * module.scaling[name]
+
+    @property
+    def rank(self) -> int:
+        return self.a.shape[2]
+
+    def _grow(self, slots: int, rank: int) -> None:
+        a = self.a.new_zeros(slots, self.a.shape[1], rank)
+        b = self.b.new_zeros(slots, rank, self.b.shape[2])
+        a[: self.a.shape[0], :, : self.rank] = self.a
+        b[: self.b.shape[0], : self.rank] = self.b
+        self.a, self.b = a, b
+
+
+class MixedLora:
+    """The loaded adapters' slots in every LoRA layer, and the hooks that apply each row's adapter."""
+
+    def __init__(self):
+        self.slot: dict[str, int] = {}  # adapter name -> slot (from 1; 0 is the base model)
+        self.layers: list[_Slots] = []
         self.handles = []
-        self.layers = []
-        self.ranks: set[int] = set()  # the layers' stacked ranks (the widest adapter's in each layer)
+        self.rows_slots = None  # per step: each row's slot
 
     @classmethod
+    @torch.inference_mode()
     def build(cls, model, names: list[str]):
-        """Stack the adapters' weights in every LoRA layer of the peft model; None if some layer needs peft."""
+        """Slots for the adapters in every LoRA layer of the peft model; None if some layer needs peft."""
         from peft.tuners.lora.layer import Linear
 
-        mixed = cls(names)
+        mixed = cls()
         for module in model.modules():
             if not hasattr(module, "lora_A"):
                 continue
             if type(module) is not Linear or module.lora_variant or any(module.lora_bias.values()):
+                mixed.remove()
                 return None
-            a, b = _stack(module, names)
-            mixed.dtype = a.dtype
-            mixed.layers.append(module)
-            mixed.ranks.add(a.shape[1] // len(names))
-            mixed.handles.append(module.register_forward_hook(partial(mixed._add_delta, a, b)))
+            slots = _Slots(module)
+            mixed.layers.append(slots)
+            mixed.handles.append(module.register_forward_hook(partial(mixed._add_delta, slots)))
+        for name in names:
+            if not mixed.add(name):
+                mixed.remove()
+                return None
         return mixed
+
+    @torch.inference_mode()  # the slots are inference tensors: built, written and read in inference mode
+    def add(self, name: str) -> bool:
+        """Give a newly loaded adapter a slot; False if one of its layers needs peft's own path."""
+        for slots in self.layers:
+            module = slots.module
+            if name in module.lora_A and (module.lora_variant.get(name) or module.lora_bias.get(name)):
+                return False
+        free = next(i for i in range(1, len(self.slot) + 2) if i not in self.slot.values())
+        self.slot[name] = free
+        for slots in self.layers:
+            slots.write(free, name)
+        return True
+
+    def drop(self, name: str) -> None:
+        """An evicted adapter's slot is free for the next one."""
+        self.slot.pop(name, None)
 
     def remove(self) -> None:
         for handle in self.handles:
@@ -57,38 +110,20 @@ class MixedLora:
         """Within the block, forward passes give row i the delta of adapter names[i] (None: none).
 
         peft's own LoRA path is switched off meanwhile, so that its layers compute the base layer alone."""
-        slots = torch.tensor([self.names.index(n) if n else -1 for n in names], device=device)
-        self.masks = {}
-        for rank in self.ranks:
-            block = torch.arange(len(self.names) * rank, device=device) // rank
-            self.masks[rank] = (block[None, :] == slots[:, None]).to(self.dtype)
-        for layer in self.layers:
-            layer._disable_adapters = True
+        self.rows_slots = torch.tensor([self.slot[n] if n else 0 for n in names], device=device)
+        for slots in self.layers:
+            slots.module._disable_adapters = True
         try:
             yield
         finally:
-            self.masks = None
+            self.rows_slots = None
 
-    def _add_delta(self, a, b, module, args, output):
-        """x @ [A_1 .. A_n] gives every adapter's low-rank activations, the mask keeps each row's own."""
-        if self.masks is None:
+    def _add_delta(self, slots: _Slots, module, args, output):
+        """x @ A[slot] @ B[slot] for each row: the rows' matrices gathered, then two batched matmuls."""
+        if self.rows_slots is None:
             return None
         x = args[0]
-        h = x.reshape(x.shape[0], -1, x.shape[-1]).to(a.dtype) @ a
-        h = h * self.masks[a.shape[1] // len(self.names)][:, None, :]
-        return output + (h @ b).reshape(*output.shape).to(output.dtype)
-
-
-def _stack(module, names: list[str]):
-    """A layer's adapters side by side: A as (in, n * rank), B scaled as (n * rank, out); zeros where absent."""
-    present = [n for n in names if n in module.lora_A]
-    rank = max((module.lora_A[n].weight.shape[0] for n in present), default=1)
-    like = module.lora_A[present[0]].weight if present else module.base_layer.weight
-    a = torch.zeros(module.in_features, len(names) * rank, dtype=like.dtype, device=like.device)
-    b = torch.zeros(len(names) * rank, module.out_features, dtype=like.dtype, device=like.device)
-    for slot, n in enumerate(names):
-        if n in present:
-            r = module.lora_A[n].weight.shape[0]
-            a[:, slot * rank : slot * rank + r] = module.lora_A[n].weight.T
-            b[slot * rank : slot * rank + r] = module.lora_B[n].weight.T * module.scaling[n]
-    return a, b
+        x = x.reshape(x.shape[0], -1, x.shape[-1]).to(slots.a.dtype)
+        h = torch.bmm(x, slots.a.index_select(0, self.rows_slots))
+        delta = torch.bmm(h, slots.b.index_select(0, self.rows_slots))
+        return output + delta.reshape(*output.shape).to(output.dtype)

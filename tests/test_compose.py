@@ -39,6 +39,15 @@ def test_compose_has_every_service_with_health_checks():
     assert inference["command"][inference["command"].index("-Q") + 1] == "inference" and "healthcheck" in inference
 
 
+def test_the_multi_gpu_worker_offers_the_gpus_it_reserves():
+    services = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
+    multi = services["worker-gpu-multi"]
+    reserved = multi["deploy"]["resources"]["reservations"]["devices"][0]["count"]
+    assert int(multi["environment"]["WORKER_DEVICES"]) == reserved > 1
+    assert multi["environment"]["DATABASE_URL"] == services["worker-gpu"]["environment"]["DATABASE_URL"]
+    assert multi["command"][multi["command"].index("-Q") + 1] == "gpu" and "healthcheck" in multi
+
+
 def test_compose_config_validates_where_a_compose_client_exists():
     command = compose_command()
     if command is None:

@@ -94,6 +94,34 @@ def test_loaded_adapters_are_bounded_by_count_and_bytes(tiny_model_dir, adapters
     assert ids(engine, adapters[0]) == reference(tiny_model_dir, adapters[0])  # reloaded after eviction
 
 
+def test_mixed_batches_over_many_adapters_of_different_ranks_answer_as_each_alone(tiny_model_dir, tmp_path):
+    """Slots are taken and given back as adapters come and go; ranks and target layers differ."""
+    made = []
+    for seed, (rank, targets) in enumerate([(2, "all-linear"), (8, ["q_proj", "v_proj"]), (4, "all-linear")] * 2):
+        torch.manual_seed(10 + seed)
+        config = LoraConfig(r=rank, target_modules=targets, init_lora_weights=False, task_type="CAUSAL_LM")
+        get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir), config).save_pretrained(tmp_path / str(seed))
+        made.append(AdapterRef(f"m{seed}", str(tmp_path / str(seed))))
+    alone = {a.key: ids(Engine(str(tiny_model_dir)), a) for a in made[:3]}
+    alone.update({a.key: reference(tiny_model_dir, a) for a in made[3:]})
+    engine = Engine(str(tiny_model_dir), max_adapters=4)
+    for group in (made[:3], made[3:], made[:3]):  # the third reloads evicted adapters into freed slots
+        results, barrier = {}, threading.Barrier(len(group))
+
+        def chat(adapter, results=results, barrier=barrier):
+            barrier.wait()
+            results[adapter.key] = ids(engine, adapter)
+
+        threads = [threading.Thread(target=chat, args=(a,)) for a in group]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert results == {a.key: alone[a.key] for a in group}
+    assert engine.mixed and engine.cold_loads > len(made)  # the gathered path ran, with evictions between
+    assert len(engine.loaded) <= 4 and set(engine.mixed.slot) == set(engine.loaded)
+
+
 def test_sampling_is_reproducible_with_a_seed(tiny_model_dir, adapters):
     engine = Engine(str(tiny_model_dir))
     sampling = Sampling(temperature=1.0, top_p=0.9, max_tokens=10, seed=7)
