@@ -215,20 +215,24 @@ def many_adapters(model_path: str, args) -> None:
     """Requests spread over N distinct adapters, in turn and at random, from 8 concurrent clients: throughput
     against one adapter's, time to first token and adapters loaded from disk while measured. Each engine first
     loads every adapter once (its LRU keeps what it can), so the figures are the steady state's. "LRU of 8" is
-    the engine as it was before #20 (at most 8 adapters loaded); "memory-bound" keeps as many as
+    the engine's bound before #20 (at most 8 adapters loaded, ``--lru``); "memory-bound" keeps as many as
     SERVING_MAX_ADAPTER_BYTES holds."""
     import random
 
-    from serving.engine import Engine, Sampling
+    from serving.engine import Sampling
 
     counts = [int(n) for n in args.many.split(",")]
     adapters = make_adapters(model_path, max(counts))
     sampling = Sampling(temperature=0.7, max_tokens=args.many_tokens)
     memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 4  # SERVING_MAX_ADAPTER_BYTES's default
-    designs = {"LRU of 8": {"max_adapters": 8}, "memory-bound": {"max_adapter_bytes": memory}}
-    for design, bound in designs.items():
-        engine = Engine(model_path, **bound)
+    designs = {f"LRU of {args.lru}": {"max_adapters": args.lru}, "memory-bound": {"max_adapter_bytes": memory}}
+    designs = list(designs.items())[: 1 if args.lru_only else 2]
+    if args.backend == "vllm":  # its own loads happen inside vLLM: "cold loads" counts first sightings only
+        designs = [("vLLM multi-LoRA", None)]
+    for design, bound in designs:
+        engine = new_engine(model_path, bound)
         engine.stop_ids = set()  # every answer is max_tokens long
+        loads = count_loads(engine)
         one = None
         for n, order in [(1, "in turn"), *[(n, o) for n in counts for o in ("in turn", "at random")]]:
             for adapter in adapters[:n]:
@@ -236,9 +240,9 @@ def many_adapters(model_path: str, args) -> None:
             rng = random.Random(n)
             requests = max(args.many_requests, 2 * n)
             plan = [adapters[i % n] if order == "in turn" else adapters[rng.randrange(n)] for i in range(requests)]
-            first, lock, loads = [], threading.Lock(), engine.cold_loads
+            first, lock, loads_before = [], threading.Lock(), loads[0]
 
-            def client(plan=plan, first=first, lock=lock):
+            def client(plan=plan, first=first, lock=lock, engine=engine):
                 while True:
                     with lock:
                         if not plan:
@@ -260,10 +264,34 @@ def many_adapters(model_path: str, args) -> None:
             print(
                 f"{design}: {n} adapter(s) {order}, {requests} requests: {rate:.1f} tokens/s ({rate / one:.2f}x one "
                 f"adapter's), first token p50 {pct(first, 50) * 1000:.0f} ms p95 {pct(first, 95) * 1000:.0f} ms, "
-                f"{engine.cold_loads - loads} cold loads",
+                f"{loads[0] - loads_before} cold loads",
                 flush=True,
             )
-        engine.scheduler.close()
+        if hasattr(engine, "scheduler"):
+            engine.scheduler.close()
+
+
+def new_engine(model_path: str, bound: dict | None):
+    """Our engine with the given bound on adapters, or (None) vLLM's (serving/vllm_engine.py)."""
+    if bound is None:
+        from serving.vllm_engine import VllmEngine
+
+        return VllmEngine(model_path, max_cpu_loras=256)
+    from serving.engine import Engine
+
+    return Engine(model_path, **bound)
+
+
+def count_loads(engine) -> list[int]:
+    """Adapters the engine loads from disk from now on (the engines of older commits too)."""
+    loads, ensure = [0], engine.ensure_adapter
+
+    def counted(adapter):
+        loads[0] += not engine.has_adapter(adapter.key)
+        return ensure(adapter)
+
+    engine.ensure_adapter = counted
+    return loads
 
 
 def bench_index(args) -> None:
@@ -315,6 +343,9 @@ def main() -> None:
     parser.add_argument("--many", default="8,32,128", help="distinct adapter counts to cycle through ('': none)")
     parser.add_argument("--many-requests", type=int, default=64, help="requests a run (at least twice the adapters)")
     parser.add_argument("--many-tokens", type=int, default=16)
+    parser.add_argument("--lru", type=int, default=8, help="the count bound of the design before (8)")
+    parser.add_argument("--lru-only", action="store_true", help="only the count-bound design (an older engine's)")
+    parser.add_argument("--backend", choices=["engine", "vllm"], default="engine", help="vllm: on a GPU with vLLM")
     args = parser.parse_args()
     import torch
 

@@ -70,6 +70,7 @@ def run_ours(args) -> dict:
         lr_scheduler="constant",
         seed=0,
     )
+
     def keep(event: dict) -> None:
         if event["event"] == "step":
             events.append(event)

@@ -302,6 +302,15 @@ SERVING_MAX_BASE_MODELS = int(os.environ.get("SERVING_MAX_BASE_MODELS", "1"))
 # counts twice its files: peft's weights and their slot in the mixed-batch stack), by default a quarter of the
 # machine's memory; SERVING_MAX_ADAPTERS, if set, also bounds their number.
 SERVING_MAX_ADAPTERS = int(os.environ.get("SERVING_MAX_ADAPTERS", "0"))
+# Which engine answers: "engine" (serving/engine.py: CPUs and small GPU deployments) or "vllm" (GPU inference
+# workers with vLLM installed, requirements-vllm.txt): multi-LoRA with up to SERVING_VLLM_MAX_LORAS adapters in a
+# batch, SERVING_VLLM_MAX_CPU_LORAS kept in host memory, of rank up to SERVING_VLLM_MAX_LORA_RANK.
+SERVING_BACKEND = os.environ.get("SERVING_BACKEND", "engine")
+if SERVING_BACKEND not in ("engine", "vllm"):
+    raise ImproperlyConfigured(f"SERVING_BACKEND is engine or vllm, not {SERVING_BACKEND!r}")
+SERVING_VLLM_MAX_LORAS = int(os.environ.get("SERVING_VLLM_MAX_LORAS", "8"))
+SERVING_VLLM_MAX_CPU_LORAS = int(os.environ.get("SERVING_VLLM_MAX_CPU_LORAS", "128"))
+SERVING_VLLM_MAX_LORA_RANK = int(os.environ.get("SERVING_VLLM_MAX_LORA_RANK", "64"))
 SERVING_MAX_ADAPTER_BYTES = int(
     os.environ.get("SERVING_MAX_ADAPTER_BYTES", 0) or os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 4
 )

@@ -98,7 +98,6 @@ class Engine:
         self.model = None  # the PeftModel, once an adapter is loaded (it wraps self.base in place)
         self.loaded: OrderedDict[str, int] = OrderedDict()  # adapter name -> bytes, least recently used first
         self.in_use: dict[str, int] = {}
-        self.cold_loads = 0  # adapters loaded from disk since start
         self.max_adapters, self.max_adapter_bytes = max_adapters, max_adapter_bytes
         self.lock = threading.RLock()
         eos = self.base.generation_config.eos_token_id
@@ -131,7 +130,6 @@ class Engine:
                 self.model.load_adapter(adapter.path, adapter_name=name)
             self.model.eval()
             self.loaded[name] = 2 * _adapter_bytes(adapter.path)  # peft's weights, and their slot in self.mixed
-            self.cold_loads += 1
             self._evict(keep=name)
             self.layers, self.state = None, _UNKNOWN  # peft changed the layers and their flags
             if not (self.mixed and self.mixed.add(name)):  # built again at the next mixed step

@@ -20,7 +20,7 @@ import torch
 
 
 class _Slots:
-    """One LoRA layer's adapters, stacked; grows (doubling) in slots and in rank as adapters need."""
+    """One LoRA layer's adapters, stacked; grows (by a quarter) in slots, and in rank, as adapters need."""
 
     def __init__(self, module):
         self.module = module
@@ -32,7 +32,8 @@ class _Slots:
         module = self.module
         rank = module.lora_A[name].weight.shape[0] if name in module.lora_A else 0
         if slot >= self.a.shape[0] or rank > self.rank:
-            self._grow(max(self.a.shape[0], 2 * slot), max(self.rank, rank))
+            capacity = self.a.shape[0]
+            self._grow(max(slot + 1, capacity + capacity // 4) if slot >= capacity else capacity, max(self.rank, rank))
         self.a[slot].zero_()
         self.b[slot].zero_()
         if name in module.lora_A:  # an adapter may leave some layers alone

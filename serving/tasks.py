@@ -22,24 +22,38 @@ _engines: OrderedDict[str, object] = OrderedDict()
 _indexes: OrderedDict[str, object] = OrderedDict()
 
 
-def engine_for(base_model_path: str):
-    """This process's engine for a base model, loading it once; the least recently used goes first."""
+def new_engine(base_model_path: str):
+    """The configured backend's engine: serving/engine.py, or vLLM (serving/vllm_engine.py) on GPU workers."""
+    if settings.SERVING_BACKEND == "vllm":
+        from .vllm_engine import VllmEngine
+
+        return VllmEngine(
+            base_model_path,
+            max_loras=settings.SERVING_VLLM_MAX_LORAS,
+            max_cpu_loras=settings.SERVING_VLLM_MAX_CPU_LORAS,
+            max_lora_rank=settings.SERVING_VLLM_MAX_LORA_RANK,
+        )
     from .engine import Engine
 
+    return Engine(
+        base_model_path,
+        max_adapters=settings.SERVING_MAX_ADAPTERS,
+        max_adapter_bytes=settings.SERVING_MAX_ADAPTER_BYTES,
+        max_batch=settings.SERVING_MAX_BATCH,
+        max_cache_bytes=settings.SERVING_MAX_CACHE_BYTES,
+        cpu_threads=settings.SERVING_CPU_THREADS,
+    )
+
+
+def engine_for(base_model_path: str):
+    """This process's engine for a base model, loading it once; the least recently used goes first."""
     with _lock:
         if base_model_path in _engines:
             _engines.move_to_end(base_model_path)
             return _engines[base_model_path]
         while len(_engines) >= settings.SERVING_MAX_BASE_MODELS:
             _engines.popitem(last=False)
-        engine = Engine(
-            base_model_path,
-            max_adapters=settings.SERVING_MAX_ADAPTERS,
-            max_adapter_bytes=settings.SERVING_MAX_ADAPTER_BYTES,
-            max_batch=settings.SERVING_MAX_BATCH,
-            max_cache_bytes=settings.SERVING_MAX_CACHE_BYTES,
-            cpu_threads=settings.SERVING_CPU_THREADS,
-        )
+        engine = new_engine(base_model_path)
         _engines[base_model_path] = engine
         return engine
 

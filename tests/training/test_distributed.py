@@ -54,7 +54,9 @@ def test_two_processes_follow_the_single_process_loss_curve(tiny_model_dir, tmp_
     data = records_file(tmp_path / "data.jsonl")
     single = trainer.train(config(tiny_model_dir, max_steps=12), data, tmp_path / "one")
     events = []
-    double = processes.train(config(tiny_model_dir, max_steps=12, devices=2), data, tmp_path / "two", events.append, never)
+    double = processes.train(
+        config(tiny_model_dir, max_steps=12, devices=2), data, tmp_path / "two", events.append, never
+    )
     reference = {p["step"]: p["loss"] for p in single["history"]["train"]}
     assert sorted(losses(events)) == list(range(1, 13))
     assert_follows(losses(events), reference)
@@ -114,9 +116,7 @@ def test_a_two_device_job_waits_for_a_worker_that_has_two_and_learns_as_one_devi
 ):
     common = {"owner": trainer_user, "base_model": tiny_base_model, "versions": [version]}
     changes = {"max_steps": 20, "influence_methods": [], "task_eval_examples": 0}
-    two = launch(
-        django_capture_on_commit_callbacks, **common, overrides={**FAST, "devices": 2}, config_changes=changes
-    )
+    two = launch(django_capture_on_commit_callbacks, **common, overrides={**FAST, "devices": 2}, config_changes=changes)
     one = launch(django_capture_on_commit_callbacks, **common, overrides=FAST, config_changes=changes)
     assert two.config["devices"] == 2 and workers.queue_for(2) == "gpu.2"
     one = wait_for(one, lambda j: j.finished)
