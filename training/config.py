@@ -88,6 +88,8 @@ class TrainConfig:
             problems.append("batch size and gradient accumulation must be at least 1")
         if not 1 <= self.devices <= min(self.batch_size, 64):
             problems.append("devices must be at least 1 and at most the batch size: each takes a share of a batch")
+        if self.devices > 1 and (self.objective != "sft" or self.method == "full"):
+            problems.append("several devices train supervised LoRA, QLoRA or DoRA runs only")
         if self.epochs <= 0 and self.max_steps <= 0:
             problems.append("train for some epochs or steps")
         if not 16 <= self.max_seq_length <= 32768:

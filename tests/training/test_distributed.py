@@ -93,9 +93,13 @@ def test_a_two_process_checkpoint_resumes_on_one_process_and_on_two(tiny_model_d
         assert_follows(losses(resumed), losses(whole))
 
 
-def test_a_batch_smaller_than_the_processes_is_refused(tiny_model_dir):
+def test_settings_several_devices_cannot_train_are_refused(tiny_model_dir):
     with pytest.raises(ValueError, match="at most the batch size"):
         config(tiny_model_dir, devices=2, batch_size=1).validate()
+    for changes in ({"objective": "dpo"}, {"method": "full"}):
+        with pytest.raises(ValueError, match="supervised LoRA, QLoRA or DoRA runs only"):
+            config(tiny_model_dir, devices=2, **changes).validate()
+    config(tiny_model_dir, devices=2, method="dora").validate()
 
 
 def rank_pid(job, rank: int) -> int | None:
