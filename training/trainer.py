@@ -194,7 +194,9 @@ def train(
 ) -> dict:
     """Train, evaluate, attribute and save the adapter; return the metrics. Resumes from OUTPUT/checkpoint.
     ``eval_path``: held-out records to evaluate and attribute on, instead of a split of the data;
-    ``probes``: named question files (JSONL records) whose answers are scored too."""
+    ``probes``: named question files (JSONL records) whose answers are scored too. Under torchrun
+    (training/distributed.py) every rank trains; rank 0 alone reports and goes on to evaluate, attribute and
+    save, and the others return {} when training ends."""
     started = time.monotonic()
     config.validate()
     if config.objective != "sft":
@@ -285,9 +287,6 @@ def main(argv: list[str] | None = None) -> int:
         elif event["event"] == "log":
             print(event["message"], flush=True)
 
-    restarts = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", 0))
-    if restarts:
-        show({"event": "log", "message": f"A process of the run failed: all {distributed.world()[1]} restarted"})
     metrics = train(TrainConfig.from_dict(raw), data_path, output_dir, progress=show, eval_path=eval_path)
     if metrics:  # rank 0
         print(json.dumps({k: metrics[k] for k in ("steps", "base", "tuned")}, indent=2))

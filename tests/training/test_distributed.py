@@ -12,6 +12,7 @@ import pytest
 
 from tests.conftest import WorkerProcess, database_url_for_workers
 from tests.training.test_jobs import FAST, launch, wait_for
+from tests.waiting import wait_until
 from training import launch as processes
 from training import trainer, workers
 from training.jobs.outputs import work_dir
@@ -162,6 +163,30 @@ def test_a_killed_rank_restarts_every_rank_from_the_last_checkpoint(
         worker.stop()
     assert job.status == "succeeded", (job.error, job.logs)
     assert job.resumed_from_step >= 20 and job.resumed_from_step % 20 == 0
-    assert any("A process of the run failed: all 2 restarted" in line for line in job.logs)
+    assert any("A process of the run failed (exit 1): all 2 start again" in line for line in job.logs)
     assert any("Resumed from the checkpoint" in line for line in job.logs)
     assert job.step == 300 and [p["step"] for p in job.metrics["train"]] == list(range(1, 301))
+
+
+def test_a_killed_worker_takes_its_ranks_with_it(
+    transactional_db, tiny_base_model, trainer_user, version, django_capture_on_commit_callbacks, tmp_path
+):
+    """No orphaned rank keeps training in the job's folder after the reaper hands the job to another worker."""
+    worker = WorkerProcess(database_url_for_workers(), tmp_path / "worker.log", env={"WORKER_DEVICES": "2"})
+    try:
+        job = launch(
+            django_capture_on_commit_callbacks,
+            owner=trainer_user,
+            base_model=tiny_base_model,
+            versions=[version],
+            overrides={**FAST, "devices": 2},
+            config_changes={"max_steps": 100000, "influence_methods": []},
+        )
+        job = wait_for(job, lambda j: j.step >= 5)
+        ranks = [rank_pid(job, 0), rank_pid(job, 1)]
+        assert all(ranks), ranks
+        os.kill(worker.process.pid, signal.SIGKILL)
+        worker.process.wait()
+        wait_until(lambda: [rank_pid(job, 0), rank_pid(job, 1)], lambda pids: pids == [None, None], timeout=30)
+    finally:
+        worker.stop()
