@@ -67,7 +67,22 @@ def _name(key: str) -> str:
     return "a_" + "".join(c if c.isalnum() else "_" for c in key)  # peft adapter names become module keys
 
 
-class Engine:
+class Chat:
+    """What every backend does with its tokenizer: a conversation's prompt ids, an answer's text."""
+
+    tokenizer: object
+
+    def prompt_ids(self, messages: list[dict]) -> list[int]:
+        ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+        if hasattr(ids, "keys"):
+            ids = ids["input_ids"]
+        return list(ids)
+
+    def decode(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=True)
+
+
+class Engine(Chat):
     def __init__(
         self,
         base_model_path: str,
@@ -183,12 +198,6 @@ class Engine:
 
     # Generation -------------------------------------------------------------------------------
 
-    def prompt_ids(self, messages: list[dict]) -> list[int]:
-        ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
-        if hasattr(ids, "keys"):
-            ids = ids["input_ids"]
-        return list(ids)
-
     def generate(
         self,
         messages: list[dict],
@@ -291,9 +300,6 @@ class Engine:
         if request.adapter:
             with self.lock:
                 self.in_use[request.adapter] -= 1
-
-    def decode(self, ids: list[int]) -> str:
-        return self.tokenizer.decode(ids, skip_special_tokens=True)
 
 
 def _sample(logits, sampling: Sampling, generator) -> int:

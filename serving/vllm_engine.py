@@ -18,7 +18,7 @@ import threading
 import uuid
 from collections.abc import Callable, Iterator
 
-from .engine import AdapterRef, Sampling, Token, _Decoder
+from .engine import AdapterRef, Chat, Sampling, Token, _Decoder
 
 _END = object()
 MISSING = (
@@ -72,7 +72,7 @@ def lora_kwargs(adapter: AdapterRef, ids: AdapterIds) -> dict:
     return {"lora_name": adapter.key, "lora_int_id": ids[adapter.key], "lora_path": adapter.path}
 
 
-class VllmEngine:
+class VllmEngine(Chat):
     def __init__(self, base_model_path: str, *, max_loras: int = 8, max_cpu_loras: int = 128, max_lora_rank: int = 64):
         try:
             import torch
@@ -101,13 +101,6 @@ class VllmEngine:
     def ensure_adapter(self, adapter: AdapterRef) -> str:
         """Give the adapter its id; vLLM loads it with the first request that names it."""
         return str(self.adapters[adapter.key])
-
-    def prompt_ids(self, messages: list[dict]) -> list[int]:
-        ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
-        return list(ids["input_ids"] if hasattr(ids, "keys") else ids)
-
-    def decode(self, ids: list[int]) -> str:
-        return self.tokenizer.decode(ids, skip_special_tokens=True)
 
     def generate(
         self,

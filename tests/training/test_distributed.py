@@ -141,6 +141,10 @@ def test_a_two_device_job_waits_for_a_worker_that_has_two_and_learns_as_one_devi
     assert two.evaluation["tuned"]["eval_loss"] < two.evaluation["base"]["eval_loss"]
 
 
+def two_devices(owner, base_model, version) -> dict:
+    return {"owner": owner, "base_model": base_model, "versions": [version], "overrides": {**FAST, "devices": 2}}
+
+
 def test_a_killed_rank_restarts_every_rank_from_the_last_checkpoint(
     transactional_db, tiny_base_model, trainer_user, version, django_capture_on_commit_callbacks, tmp_path
 ):
@@ -148,10 +152,7 @@ def test_a_killed_rank_restarts_every_rank_from_the_last_checkpoint(
     try:
         job = launch(
             django_capture_on_commit_callbacks,
-            owner=trainer_user,
-            base_model=tiny_base_model,
-            versions=[version],
-            overrides={**FAST, "devices": 2},
+            **two_devices(trainer_user, tiny_base_model, version),
             config_changes={"max_steps": 300, "checkpoint_every": 20, "influence_methods": []},
         )
         job = wait_for(job, lambda j: (j.metrics or {}).get("checkpoint_step", 0) >= 20)
@@ -176,10 +177,7 @@ def test_a_killed_worker_takes_its_ranks_with_it(
     try:
         job = launch(
             django_capture_on_commit_callbacks,
-            owner=trainer_user,
-            base_model=tiny_base_model,
-            versions=[version],
-            overrides={**FAST, "devices": 2},
+            **two_devices(trainer_user, tiny_base_model, version),
             config_changes={"max_steps": 100000, "influence_methods": []},
         )
         job = wait_for(job, lambda j: j.step >= 5)
