@@ -13,8 +13,8 @@ import pytest
 from tests.conftest import WorkerProcess, database_url_for_workers
 from tests.training.test_jobs import FAST, launch, wait_for
 from tests.waiting import wait_until
+from training import jobs, trainer, workers
 from training import launch as processes
-from training import trainer, workers
 from training.jobs.outputs import work_dir
 
 
@@ -169,22 +169,38 @@ def test_a_killed_rank_restarts_every_rank_from_the_last_checkpoint(
     assert job.step == 300 and [p["step"] for p in job.metrics["train"]] == list(range(1, 301))
 
 
-def test_a_killed_worker_takes_its_ranks_with_it(
+def test_cancel_stops_every_rank_and_a_killed_worker_takes_its_ranks_with_it(
     transactional_db, tiny_base_model, trainer_user, version, django_capture_on_commit_callbacks, tmp_path
 ):
-    """No orphaned rank keeps training in the job's folder after the reaper hands the job to another worker."""
+    """No rank outlives its run: not after a cancel, and not after the worker's kill -9 (else the reaper's
+    re-run on another worker would share the job's folder with it)."""
+
+    def ranks(job) -> list:
+        return [rank_pid(job, 0), rank_pid(job, 1)]
+
     worker = WorkerProcess(database_url_for_workers(), tmp_path / "worker.log", env={"WORKER_DEVICES": "2"})
     try:
-        job = launch(
+        endless = {"max_steps": 100000, "influence_methods": []}
+        cancelled = launch(
             django_capture_on_commit_callbacks,
             **two_devices(trainer_user, tiny_base_model, version),
-            config_changes={"max_steps": 100000, "influence_methods": []},
+            config_changes=endless,
         )
-        job = wait_for(job, lambda j: j.step >= 5)
-        ranks = [rank_pid(job, 0), rank_pid(job, 1)]
-        assert all(ranks), ranks
+        cancelled = wait_for(cancelled, lambda j: j.step >= 5)
+        assert all(ranks(cancelled))
+        jobs.job_cancel(job=cancelled, by=trainer_user)
+        cancelled = wait_for(cancelled, lambda j: j.finished, timeout=60)
+        assert cancelled.status == "cancelled" and ranks(cancelled) == [None, None]
+
+        killed = launch(
+            django_capture_on_commit_callbacks,
+            **two_devices(trainer_user, tiny_base_model, version),
+            config_changes=endless,
+        )
+        killed = wait_for(killed, lambda j: j.step >= 5)
+        assert all(ranks(killed))
         os.kill(worker.process.pid, signal.SIGKILL)
         worker.process.wait()
-        wait_until(lambda: [rank_pid(job, 0), rank_pid(job, 1)], lambda pids: pids == [None, None], timeout=30)
+        wait_until(lambda: ranks(killed), lambda pids: pids == [None, None], timeout=30)
     finally:
         worker.stop()
