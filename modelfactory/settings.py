@@ -2,6 +2,7 @@
 
 import os
 import secrets
+import socket
 from datetime import timedelta
 from pathlib import Path
 
@@ -267,6 +268,8 @@ JOB_HEARTBEAT_STALE_S = int(os.environ.get("JOB_HEARTBEAT_STALE_S", "60"))
 # Devices a gpu-queue worker offers a job (training/workers.py): 0 counts its GPUs (1 on a CPU). A CPU worker
 # given N runs N-process jobs on the gloo backend.
 WORKER_DEVICES = int(os.environ.get("WORKER_DEVICES", "0"))
+# The address other nodes reach this worker at, when a job it runs spans several nodes (torchrun's rendezvous).
+WORKER_ADDRESS = os.environ.get("WORKER_ADDRESS") or socket.gethostname()
 # An upload still validating after this long, that no worker ingests, is failed by the reaper.
 UPLOAD_STALE_S = int(os.environ.get("UPLOAD_STALE_S", "60"))
 REAP_EVERY_S = float(os.environ.get("REAP_EVERY_S", "30"))  # how often beat runs the reapers

@@ -24,6 +24,7 @@ class TrainConfig:
     objective: str = "sft"  # "sft" (supervised), or "dpo" / "orpo" on preference records (training/preference.py)
     beta: float = 0.1  # DPO's and ORPO's beta
     devices: int = 1  # processes (GPUs) the run trains on, under torchrun (training/distributed.py)
+    nodes: int = 1  # machines, each with ``devices`` of them (training/launch.py)
     precision: str = "auto"  # "auto": bf16 where the device computes it fast, else fp32; or "bf16", "fp32"
     compile_layers: str = "auto"  # "on", "off", or "auto": where it pays (training/modeling.py, compiles)
     lora_r: int = 8
@@ -86,9 +87,12 @@ class TrainConfig:
             problems.append("schedule must be cosine, linear or constant")
         if self.batch_size < 1 or self.gradient_accumulation < 1:
             problems.append("batch size and gradient accumulation must be at least 1")
-        if not 1 <= self.devices <= min(self.batch_size, 64):
-            problems.append("devices must be at least 1 and at most the batch size: each takes a share of a batch")
-        if self.devices > 1 and (self.objective != "sft" or self.method == "full"):
+        if not (1 <= self.devices <= 64 and 1 <= self.nodes <= 16 and self.devices * self.nodes <= self.batch_size):
+            problems.append(
+                "devices and nodes must be at least 1, and devices times nodes at most the batch size: each device "
+                "takes a share of a batch"
+            )
+        if self.devices * self.nodes > 1 and (self.objective != "sft" or self.method == "full"):
             problems.append("several devices train supervised LoRA, QLoRA or DoRA runs only")
         if self.epochs <= 0 and self.max_steps <= 0:
             problems.append("train for some epochs or steps")

@@ -31,6 +31,7 @@ SETTINGS = {
     "task_eval_examples": "Questions scored per set",
     "seed": "Seed",
     "devices": "Devices (GPUs, or processes on a CPU worker)",
+    "nodes": "Nodes (workers, each with that many devices)",
     "max_steps": "Step limit",
     "checkpoint_every": "Checkpoint every (steps)",
     "precision": "Precision",

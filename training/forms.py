@@ -93,6 +93,13 @@ class MethodForm(forms.Form):
         "rises while recall of trained ones still improves.",
     )
     seed = forms.IntegerField(required=False, min_value=0)
+    nodes = forms.IntegerField(
+        required=False,
+        min_value=1,
+        max_value=16,
+        help_text="Train across this many workers, each with the devices above (torchrun's rendezvous); they need "
+        "JOB_WORK_DIR on storage they share.",
+    )
     devices = forms.IntegerField(
         required=False,
         min_value=1,

@@ -1,5 +1,5 @@
-"""A run on several processes (GPUs) of this machine: the trainer under torchrun, its events passed on as
-they come. No Django.
+"""A run on several processes (GPUs), of this machine or of several: the trainer under torchrun, its events
+passed on as they come. No Django.
 
 torchrun starts ``config.devices`` ranks (training/distributed.py) and stops them all when one dies (a
 kill -9, an out-of-memory kill). This process then starts them again under a new torchrun, with a new
@@ -7,6 +7,11 @@ rendezvous, up to ``restarts`` times: each start resumes from the run's last che
 restarts reuse its rendezvous store, where the dead ranks' addresses linger: the new ranks' gloo mesh
 failed to connect.) Past that, or when a run fails before its first step, the run fails and its
 checkpoint stays for the job's retry. Rank 0 appends its events to ``OUTPUT/events.jsonl``.
+
+Several nodes (``config.nodes``): this machine is node 0 and hosts the rendezvous (torchrun's static
+rendezvous on ``address:port``, a new port each attempt); before each attempt ``companions(address, port)``
+asks the other nodes to join, and each of them runs ``follow``. The output folder must be one shared
+folder: rank 0 writes the checkpoints every node resumes from.
 """
 
 from __future__ import annotations
@@ -15,9 +20,11 @@ import ctypes
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
@@ -34,13 +41,20 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child between 
     _prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
-def command(spec: Path, events: Path, devices: int) -> list[str]:
+def command(spec: Path, events: Path, config: TrainConfig, node: int = 0, rendezvous: tuple | None = None) -> list[str]:
+    """torchrun for one node: a rendezvous of its own on a free port (one node), else node ``node`` of the
+    static rendezvous at ``rendezvous`` (address, port)."""
+    if config.nodes == 1:
+        where = ["--standalone"]
+    else:
+        address, port = rendezvous
+        where = [f"--nnodes={config.nodes}", f"--node-rank={node}", f"--master-addr={address}", f"--master-port={port}"]
     return [
         sys.executable,
         "-m",
         "torch.distributed.run",
-        "--standalone",  # a rendezvous of its own on a free port, each attempt
-        f"--nproc-per-node={devices}",
+        *where,
+        f"--nproc-per-node={config.devices}",
         "--max-restarts=0",
         "-m",
         "training.trainer",
@@ -48,6 +62,12 @@ def command(spec: Path, events: Path, devices: int) -> list[str]:
         "--events",
         str(events),
     ]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("", 0))
+        return probe.getsockname()[1]
 
 
 class Events:
@@ -75,57 +95,72 @@ def train(
     should_stop,
     eval_path: Path | str | None = None,
     restarts: int = 2,
+    address: str = "127.0.0.1",
+    companions: Callable[[str, int], None] | None = None,
 ) -> dict:
-    """Train on ``config.devices`` processes; the metrics as trainer.train returns them."""
+    """Train on ``config.devices`` processes of each of ``config.nodes`` nodes, this one node 0 (its
+    rendezvous on ``address``); the metrics as trainer.train returns them."""
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     spec, events, log = output_dir / "run.json", output_dir / "events.jsonl", output_dir / "processes.log"
     log.unlink(missing_ok=True)
-    spec.write_text(
-        json.dumps(
-            {
-                **asdict(config),
-                "data_path": str(data_path),
-                "output_dir": str(output_dir),
-                "eval_path": str(eval_path) if eval_path else None,
-            }
-        )
-    )
+    paths = {"data_path": str(data_path), "output_dir": str(output_dir), "eval_path": str(eval_path or "") or None}
+    spec.write_text(json.dumps({**asdict(config), **paths}))
     events.unlink(missing_ok=True)
     (output_dir / "metrics.json").unlink(missing_ok=True)
-    reader = Events(events)
+    reader, processes = Events(events), config.devices * config.nodes
     restarted = 0
     while True:
-        code, trained = _attempt(config, spec, reader, log, progress, should_stop)
+        rendezvous = None
+        if config.nodes > 1:
+            rendezvous = (address, free_port())
+            (output_dir / "rendezvous.json").write_text(json.dumps(rendezvous))
+            companions(*rendezvous)
+        argv = command(spec, events, config, 0, rendezvous)
+        code, trained = _attempt(argv, config.devices, log, should_stop, reader, progress)
         if code == 0:
             return json.loads((output_dir / "metrics.json").read_text())
         if restarted == restarts or not trained:  # a run that fails before its first step fails again
             tail = log.read_text(errors="replace")[-1500:]
-            raise RuntimeError(f"the {config.devices} training processes failed (exit {code}): {tail}")
+            raise RuntimeError(f"the {processes} training processes failed (exit {code}): {tail}")
         restarted += 1
         message = (
-            f"A process of the run failed (exit {code}): all {config.devices} start again from the last checkpoint "
+            f"A process of the run failed (exit {code}): all {processes} start again from the last checkpoint "
             f"(restart {restarted} of at most {restarts})"
         )
         progress({"event": "log", "message": message})
 
 
-def _attempt(config: TrainConfig, spec: Path, reader: Events, log: Path, progress, should_stop) -> tuple[int, bool]:
-    """One torchrun of the ranks, its events passed on; its exit code, and whether it trained a step."""
+def follow(output_dir: Path | str, node: int, rendezvous: tuple[str, int], should_stop) -> int:
+    """Node ``node`` of the run node 0 started in the shared ``output_dir``: its ranks train and report
+    nothing. Returns its torchrun's exit code."""
+    output_dir = Path(output_dir)
+    spec, current = output_dir / "run.json", output_dir / "rendezvous.json"
+    if not current.exists() or tuple(json.loads(current.read_text())) != tuple(rendezvous):
+        return -1  # a call for an attempt that has ended (or an output folder this node does not share)
+    settings = {k: v for k, v in json.loads(spec.read_text()).items() if k in TrainConfig.__dataclass_fields__}
+    config = TrainConfig.from_dict(settings)
+    argv = command(spec, output_dir / "events.jsonl", config, node, rendezvous)
+    return _attempt(argv, config.devices, output_dir / f"processes-node{node}.log", should_stop)[0]
+
+
+def _attempt(argv, devices: int, log: Path, should_stop, reader: Events | None = None, progress=None):
+    """One torchrun of this node's ranks, rank 0's events passed on; its exit code, and whether it trained a
+    step."""
     trained = False
     with log.open("a") as stream:
         process = subprocess.Popen(
-            command(spec, reader.path, config.devices),
+            argv,
             stdout=stream,
             stderr=subprocess.STDOUT,
-            env={**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", str(_threads(config.devices)))},
+            env={**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", str(_threads(devices)))},
             preexec_fn=_die_with_parent,
             start_new_session=True,
         )
         try:
             while True:
                 done = process.poll() is not None
-                for event in reader.read():
+                for event in reader.read() if reader else []:
                     trained = trained or event["event"] == "step"
                     progress(event)
                 if done:

@@ -109,6 +109,11 @@ class FineTuneJob(models.Model):
         return int((self.config or {}).get("devices", 1))
 
     @property
+    def nodes(self) -> int:
+        """Workers the run spans, each with ``devices`` devices."""
+        return int((self.config or {}).get("nodes", 1))
+
+    @property
     def percent(self) -> int:
         return int(100 * self.step / self.total_steps) if self.total_steps else 0
 

@@ -79,6 +79,7 @@ ADVANCED_FIELDS = (
     "early_stopping_patience",
     "seed",
     "devices",
+    "nodes",
 )
 
 
@@ -111,5 +112,5 @@ def resolve(preset: str, method: str, overrides: dict | None = None, *, records:
         if key in ADVANCED_FIELDS and value not in (None, ""):
             config[key] = value
     if "batch_size" not in (overrides or {}):  # each device takes a share of every batch
-        config["batch_size"] = max(config["batch_size"], config.get("devices", 1))
+        config["batch_size"] = max(config["batch_size"], config.get("devices", 1) * config.get("nodes", 1))
     return config

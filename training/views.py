@@ -157,7 +157,8 @@ def _review(user, state, versions_qs, models_qs) -> dict:
         "preset_name": display.preset_name(state["preset"]),
         "estimates": estimates,
         "online": online,
-        "devices_online": any(w.get("devices", 1) >= config.get("devices", 1) for w in online),
+        "devices_online": sum(w.get("devices", 1) >= config.get("devices", 1) for w in online)
+        >= config.get("nodes", 1),
         "licence_warnings": jobs.licence_conflicts(versions),
     }
 

@@ -141,6 +141,35 @@ def test_a_two_device_job_waits_for_a_worker_that_has_two_and_learns_as_one_devi
     assert two.evaluation["tuned"]["eval_loss"] < two.evaluation["base"]["eval_loss"]
 
 
+def test_a_two_node_job_trains_across_two_workers_as_one_device_does(
+    celery_worker_process, tiny_base_model, trainer_user, version, django_capture_on_commit_callbacks, tmp_path
+):
+    """Node 0's worker hosts the rendezvous and asks another worker to join; both share JOB_WORK_DIR."""
+    common = {"owner": trainer_user, "base_model": tiny_base_model, "versions": [version]}
+    changes = {"max_steps": 20, "influence_methods": [], "task_eval_examples": 0}
+    one = launch(django_capture_on_commit_callbacks, **common, overrides=FAST, config_changes=changes)
+    one = wait_for(one, lambda j: j.finished)
+    second = WorkerProcess(database_url_for_workers(), tmp_path / "worker2.log")
+    try:
+        two = launch(
+            django_capture_on_commit_callbacks, **common, overrides={**FAST, "nodes": 2}, config_changes=changes
+        )
+        two = wait_for(two, lambda j: j.finished, timeout=180)
+    finally:
+        second.stop()
+    assert one.status == two.status == "succeeded", (two.error, two.logs)
+    assert two.device == "cpu on 2 nodes" and two.step == 20
+    leader = two.worker.split("@")[0]
+    joined = [line for line in two.logs if "Node 2 of 2 joins on" in line]
+    assert len(joined) == 1 and leader not in joined[0]  # the other worker ran node 2
+    assert two.evaluation["tuned"]["eval_loss"] == pytest.approx(one.evaluation["tuned"]["eval_loss"], rel=0.02)
+
+
+def test_a_node_called_for_an_ended_attempt_does_not_join(tmp_path):
+    (tmp_path / "rendezvous.json").write_text(json.dumps(["127.0.0.1", 29500]))
+    assert processes.follow(tmp_path, 1, ("127.0.0.1", 29400), never) == -1
+
+
 def two_devices(owner, base_model, version) -> dict:
     return {"owner": owner, "base_model": base_model, "versions": [version], "overrides": {**FAST, "devices": 2}}
 

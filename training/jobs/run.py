@@ -18,7 +18,7 @@ from django.db.models import F, Q
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from training import display, launch, trainer
+from training import display, launch, trainer, workers
 from training.jobs.influence import influence_store
 from training.jobs.log import job_log_append
 from training.jobs.outputs import outputs_store, work_dir, write_versions
@@ -100,8 +100,8 @@ class RunProgress:
         self.metrics = dict(job.metrics or {})
         self.metrics.setdefault("train", [])
         self.metrics.setdefault("eval", [])
-        self.last_write = self.last_cancel_check = 0.0
-        self.cancel = False
+        self.last_write = 0.0
+        self.should_stop = StopCheck(job.pk)
         if job.attempts > 1 and not checkpoint_exists:
             job_log_append(self.pk, "No checkpoint of the earlier attempt is here: training starts again from step 0.")
             self.metrics["train"] = []
@@ -152,10 +152,17 @@ class RunProgress:
             FineTuneJob.objects.filter(pk=self.pk).update(**fields)
             self.last_write = now
 
-    def should_stop(self) -> bool:
+
+class StopCheck:
+    """Whether the owner asked the run to stop, asked of the database at most every CANCEL_CHECK_EVERY_S."""
+
+    def __init__(self, pk: int):
+        self.pk, self.checked_at, self.cancel = pk, 0.0, False
+
+    def __call__(self) -> bool:
         now = time.monotonic()
-        if now - self.last_cancel_check >= CANCEL_CHECK_EVERY_S:
-            self.last_cancel_check = now
+        if now - self.checked_at >= CANCEL_CHECK_EVERY_S:
+            self.checked_at = now
             self.cancel = FineTuneJob.objects.filter(pk=self.pk, cancel_requested=True).exists()
         return self.cancel
 
@@ -173,8 +180,26 @@ def _train(job: FineTuneJob, directory: Path, progress: RunProgress) -> dict:
         write_versions([job.validation_version], eval_path)
     config = trainer.TrainConfig.from_dict({**job.config, "base_model_path": job.base_model.local_path})
     output = directory / "output"
-    run = launch.train if config.devices > 1 else trainer.train  # several processes: under torchrun
-    result = run(config, data_path, output, progress=progress, should_stop=progress.should_stop, eval_path=eval_path)
+    if config.devices * config.nodes > 1:  # several processes, under torchrun
+
+        def companions(address: str, port: int) -> None:
+            from training.jobs.tasks import job_follow_task
+
+            for node in range(1, config.nodes):
+                job_follow_task.apply_async((job.pk, node, address, port), queue=workers.queue_for(config.devices))
+
+        result = launch.train(
+            config,
+            data_path,
+            output,
+            progress,
+            progress.should_stop,
+            eval_path,
+            address=settings.WORKER_ADDRESS,
+            companions=companions,
+        )
+    else:
+        result = trainer.train(config, data_path, output, progress, progress.should_stop, eval_path)
     if result.get("influence"):
         influence_store(job=job, output_dir=output)
     return result
@@ -200,6 +225,7 @@ def job_run(*, job_id: int, worker: str) -> str:
         return "taken"
     job.refresh_from_db()
     job.device = trainer.device_name() + (f" x{job.devices}" if job.devices > 1 else "")
+    job.device += f" on {job.nodes} nodes" if job.nodes > 1 else ""
     job.save(update_fields=["device"])
     heartbeat = Heartbeat(job.pk)
     heartbeat.start()
@@ -220,3 +246,18 @@ def job_run(*, job_id: int, worker: str) -> str:
         return _finish(job, directory, FineTuneJob.Status.FAILED, message, error=message)
     finally:
         heartbeat.done.set()
+
+
+def job_follow(*, job_id: int, node: int, address: str, port: int, worker: str) -> str:
+    """Node ``node`` of a job's run that another worker claimed and leads (training/launch.py, follow): this
+    worker's ranks join its rendezvous at ``address:port`` and train in the job's shared work directory."""
+    job = FineTuneJob.objects.filter(pk=job_id).first()
+    if job is None or job.finished:
+        return "finished"
+    output = work_dir(job) / "output"
+    if not (output / "run.json").exists():
+        job_log_append(job.pk, f"Node {node + 1} on {worker} cannot see the job's work directory: share JOB_WORK_DIR.")
+        return "no shared work directory"
+    job_log_append(job.pk, f"Node {node + 1} of {job.nodes} joins on {worker}")
+    code = launch.follow(output, node, (address, port), StopCheck(job.pk))  # else it ends with node 0's ranks
+    return "done" if code == 0 else f"ended ({code})"
