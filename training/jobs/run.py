@@ -12,6 +12,7 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
+from celery import current_app
 from django.conf import settings
 from django.db import close_old_connections
 from django.db.models import F, Q
@@ -182,11 +183,10 @@ def _train(job: FineTuneJob, directory: Path, progress: RunProgress) -> dict:
     output = directory / "output"
     if config.devices * config.nodes > 1:  # several processes, under torchrun
 
-        def companions(address: str, port: int) -> None:
-            from training.jobs.tasks import job_follow_task
-
+        def companions(address: str, port: int) -> None:  # training/jobs/tasks.py, job_follow_task
             for node in range(1, config.nodes):
-                job_follow_task.apply_async((job.pk, node, address, port), queue=workers.queue_for(config.devices))
+                args = (job.pk, node, address, port)
+                current_app.send_task("gpu.fine_tune_follow", args, queue=workers.queue_for(config.devices))
 
         result = launch.train(
             config,
