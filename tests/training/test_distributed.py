@@ -69,8 +69,8 @@ def test_two_processes_follow_the_single_process_loss_curve(tiny_model_dir, tmp_
 def test_a_two_process_checkpoint_resumes_on_one_process_and_on_two(tiny_model_dir, tmp_path):
     data = records_file(tmp_path / "data.jsonl")
     settings = {"max_steps": 40, "checkpoint_every": 5}
-    whole = []
-    processes.train(config(tiny_model_dir, devices=2, **settings), data, tmp_path / "whole", whole.append, never)
+    whole = []  # the reference: one process, never stopped
+    trainer.train(config(tiny_model_dir, **settings), data, tmp_path / "whole", progress=whole.append)
     cut = []
     with pytest.raises(trainer.Cancelled):  # every rank stops; the checkpoint stays
         processes.train(
@@ -174,6 +174,7 @@ def two_devices(owner, base_model, version) -> dict:
     return {"owner": owner, "base_model": base_model, "versions": [version], "overrides": {**FAST, "devices": 2}}
 
 
+@pytest.mark.one_pass  # torchrun's processes, not the database, are what it measures
 def test_a_killed_rank_restarts_every_rank_from_the_last_checkpoint(
     transactional_db, tiny_base_model, trainer_user, version, django_capture_on_commit_callbacks, tmp_path
 ):
@@ -198,6 +199,7 @@ def test_a_killed_rank_restarts_every_rank_from_the_last_checkpoint(
     assert job.step == 300 and [p["step"] for p in job.metrics["train"]] == list(range(1, 301))
 
 
+@pytest.mark.one_pass  # torchrun's processes, not the database, are what it measures
 def test_cancel_stops_every_rank_and_a_killed_worker_takes_its_ranks_with_it(
     transactional_db, tiny_base_model, trainer_user, version, django_capture_on_commit_callbacks, tmp_path
 ):
