@@ -1,7 +1,9 @@
 """A fine-tune job's run on a GPU-queue worker: claim it, beat, train, store what came out.
 
 Idempotent and resumable: a finished job, or one another live worker holds, is left alone; a job whose
-worker died continues from its last checkpoint in its work directory.
+worker died continues from its last checkpoint in its work directory. A job on several devices runs
+under torchrun (training/launch.py); one on several nodes is led by the worker that claimed it, and
+``job_follow`` runs each other node's ranks on another worker.
 """
 
 from __future__ import annotations
