@@ -121,3 +121,26 @@ def test_train_on_this_version_opens_the_wizard_with_it_chosen(client, tiny_base
     assert client.post(link, {"versions": [version.pk], "go": "next"})["Location"] == reverse("wizard", args=[2])
     assert client.session["wizard"]["versions"] == [version.pk]
     assert f'value="{version.pk}"' in client.get(reverse("wizard", args=[1])).content.decode()
+
+
+def test_a_run_on_several_devices_and_nodes_from_the_wizard(
+    client, tiny_base_model, trainer_user, version, django_capture_on_commit_callbacks
+):
+    client.force_login(trainer_user)
+    step = lambda n: reverse("wizard", args=[n])  # noqa: E731
+    client.post(step(1), {"versions": [version.pk], "go": "next"})
+    client.post(step(2), {"base_model": tiny_base_model.pk, "go": "next"})
+    page = client.get(step(3)).content.decode()
+    assert 'placeholder="1"' in _field(page, "devices") and 'placeholder="1"' in _field(page, "nodes")
+    chosen = {"method": "lora", "preset": "standard", "devices": "2", "nodes": "2", "go": "next"}
+    too_small = client.post(step(3), {**chosen, "batch_size": "3"}).content.decode()
+    assert "devices times nodes at most the batch size" in too_small
+    assert client.post(step(3), chosen)["Location"] == step(4)
+
+    review = client.get(step(4)).content.decode()
+    assert "batch 4 × 1" in review and "on 2 devices together on each of 2 nodes" in review  # the preset's 1, raised
+    assert "The time is one device&#x27;s" in review or "The time is one device's" in review
+    with django_capture_on_commit_callbacks(execute=False):
+        client.post(step(4), {"go": "next"})
+    job = FineTuneJob.objects.get()
+    assert (job.devices, job.nodes, job.config["batch_size"]) == (2, 2, 4)
