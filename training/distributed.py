@@ -94,6 +94,18 @@ class Replicas:
         with contextlib.nullcontext() if last else self.ddp.no_sync():
             return self.ddp(packing.pack(share or records[:1])) * weight
 
+    def rank_zeros(self, decision: bool) -> bool:
+        """Rank 0's decision on every rank (to stop early: ranks on other machines may round a held-out loss
+        differently, and a rank that stopped alone would leave the others waiting)."""
+        if self.size == 1:
+            return decision
+        import torch
+        import torch.distributed as dist
+
+        flag = torch.tensor([int(decision)], device=self.device)  # NCCL reduces CUDA tensors only
+        dist.broadcast(flag, src=0)
+        return bool(flag.item())
+
     def mean(self, value: float) -> float:
         """A figure averaged over the ranks: the step's loss, which each rank holds scaled by the world."""
         if self.size == 1:
@@ -101,6 +113,6 @@ class Replicas:
         import torch
         import torch.distributed as dist
 
-        figure = torch.tensor([value], dtype=torch.float64)
+        figure = torch.tensor([value], dtype=torch.float64, device=self.device)
         dist.all_reduce(figure)
         return float(figure.item()) / self.size

@@ -158,7 +158,7 @@ def train_steps(run: Run, checkpoint_dir: Path, report: ProgressFn, stop: Callab
             report_step(run, report, figures, time.monotonic() - started, tokens_at_start, step_at_start)
             epoch_end = position["batch"] >= len(batches)
             due = position["step"] % config.eval_every == 0 if config.eval_every else epoch_end
-            if run.eval_set and due and checked(run, report):
+            if run.eval_set and due and replicas.rank_zeros(checked(run, report)):
                 best = run.history["best"]
                 report(
                     {

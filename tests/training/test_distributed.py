@@ -66,6 +66,21 @@ def test_two_processes_follow_the_single_process_loss_curve(tiny_model_dir, tmp_
     assert (tmp_path / "two" / "adapter" / "adapter_model.safetensors").exists()
 
 
+def test_two_processes_stop_early_where_one_process_does(tiny_model_dir, tmp_path):
+    """Early stopping under DDP: every rank stops at the step one process stops at (rank 0 decides for all)."""
+    data = records_file(tmp_path / "data.jsonl")
+    changes = {
+        "learning_rate": 0.05,
+        "max_steps": 40,
+        "early_stopping_patience": 1,
+        "eval_every": 2,
+        "eval_fraction": 0.2,
+    }
+    single = trainer.train(config(tiny_model_dir, **changes), data, tmp_path / "one")
+    double = processes.train(config(tiny_model_dir, devices=2, **changes), data, tmp_path / "two", [].append, never)
+    assert single["steps"] < 40 and (double["steps"], double["best_step"]) == (single["steps"], single["best_step"])
+
+
 def test_a_two_process_checkpoint_resumes_on_one_process_and_on_two(tiny_model_dir, tmp_path):
     data = records_file(tmp_path / "data.jsonl")
     settings = {"max_steps": 40, "checkpoint_every": 5}
