@@ -198,7 +198,7 @@ def test_a_killed_rank_restarts_every_rank_from_the_last_checkpoint(
         job = launch(
             django_capture_on_commit_callbacks,
             **two_devices(trainer_user, tiny_base_model, version),
-            config_changes={"max_steps": 300, "checkpoint_every": 20, "influence_methods": []},
+            config_changes={"max_steps": 120, "checkpoint_every": 20, "influence_methods": []},
         )
         job = wait_for(job, lambda j: (j.metrics or {}).get("checkpoint_step", 0) >= 20)
         pid = rank_pid(job, 1)
@@ -211,7 +211,7 @@ def test_a_killed_rank_restarts_every_rank_from_the_last_checkpoint(
     assert job.resumed_from_step >= 20 and job.resumed_from_step % 20 == 0
     assert any("A process of the run failed (exit 1): all 2 start again" in line for line in job.logs)
     assert any("Resumed from the checkpoint" in line for line in job.logs)
-    assert job.step == 300 and [p["step"] for p in job.metrics["train"]] == list(range(1, 301))
+    assert job.step == 120 and [p["step"] for p in job.metrics["train"]] == list(range(1, 121))
 
 
 @pytest.mark.one_pass  # torchrun's processes, not the database, are what it measures
