@@ -131,53 +131,54 @@ def rank_pid(job, rank: int) -> int | None:
     return None
 
 
-def test_a_two_device_job_waits_for_a_worker_that_has_two_and_learns_as_one_device_does(
+@pytest.mark.one_pass  # processes and queues; queue_position's lookups run on both databases (test below)
+def test_two_device_and_two_node_jobs_wait_for_workers_that_have_them_and_learn_as_one_device_does(
     celery_worker_process, tiny_base_model, trainer_user, version, django_capture_on_commit_callbacks, tmp_path
 ):
+    """A 2-device job waits until a worker with two devices is online. In a 2-node job, node 0's worker hosts
+    the rendezvous and asks another worker to join; both share JOB_WORK_DIR."""
     common = {"owner": trainer_user, "base_model": tiny_base_model, "versions": [version]}
     changes = {"max_steps": 20, "influence_methods": [], "task_eval_examples": 0}
-    two = launch(django_capture_on_commit_callbacks, **common, overrides={**FAST, "devices": 2}, config_changes=changes)
+    devices = launch(
+        django_capture_on_commit_callbacks, **common, overrides={**FAST, "devices": 2}, config_changes=changes
+    )
     one = launch(django_capture_on_commit_callbacks, **common, overrides=FAST, config_changes=changes)
-    assert two.config["devices"] == 2 and workers.queue_for(2) == "gpu.2"
+    assert devices.config["devices"] == 2 and workers.queue_for(2) == "gpu.2"
     one = wait_for(one, lambda j: j.finished)
     assert one.status == "succeeded", (one.error, one.logs)
-    two.refresh_from_db()
-    assert two.status == "queued" and two.worker == ""  # the worker has one device: it never took the job
+    devices.refresh_from_db()
+    assert devices.status == "queued" and devices.worker == ""  # the worker has one device: it never took the job
 
     second = WorkerProcess(database_url_for_workers(), tmp_path / "worker2.log", env={"WORKER_DEVICES": "2"})
     try:
-        two = wait_for(two, lambda j: j.finished, timeout=180)
-    finally:
-        second.stop()
-    assert two.status == "succeeded", (two.error, two.logs)
-    assert two.device == "cpu x2" and two.worker.startswith(second.name.split("@")[0])
-    assert two.step == 20 and len(two.metrics["train"]) == 20
-    assert two.evaluation["tuned"]["eval_loss"] == pytest.approx(one.evaluation["tuned"]["eval_loss"], rel=0.02)
-    assert two.evaluation["tuned"]["eval_loss"] < two.evaluation["base"]["eval_loss"]
-
-
-def test_a_two_node_job_trains_across_two_workers_as_one_device_does(
-    celery_worker_process, tiny_base_model, trainer_user, version, django_capture_on_commit_callbacks, tmp_path
-):
-    """Node 0's worker hosts the rendezvous and asks another worker to join; both share JOB_WORK_DIR."""
-    common = {"owner": trainer_user, "base_model": tiny_base_model, "versions": [version]}
-    changes = {"max_steps": 20, "influence_methods": [], "task_eval_examples": 0}
-    one = launch(django_capture_on_commit_callbacks, **common, overrides=FAST, config_changes=changes)
-    one = wait_for(one, lambda j: j.finished)
-    second = WorkerProcess(database_url_for_workers(), tmp_path / "worker2.log")
-    try:
-        two = launch(
+        devices = wait_for(devices, lambda j: j.finished, timeout=180)
+        nodes = launch(
             django_capture_on_commit_callbacks, **common, overrides={**FAST, "nodes": 2}, config_changes=changes
         )
-        two = wait_for(two, lambda j: j.finished, timeout=180)
+        nodes = wait_for(nodes, lambda j: j.finished, timeout=180)
     finally:
         second.stop()
-    assert one.status == two.status == "succeeded", (two.error, two.logs)
-    assert two.device == "cpu on 2 nodes" and two.step == 20
-    leader = two.worker.split("@")[0]
-    joined = [line for line in two.logs if "Node 2 of 2 joins on" in line]
-    assert len(joined) == 1 and leader not in joined[0]  # the other worker ran node 2
-    assert two.evaluation["tuned"]["eval_loss"] == pytest.approx(one.evaluation["tuned"]["eval_loss"], rel=0.02)
+    assert devices.status == nodes.status == "succeeded", (devices.error, nodes.error, nodes.logs)
+    assert devices.device == "cpu x2" and devices.worker.startswith(second.name.split("@")[0])
+    assert devices.step == 20 and len(devices.metrics["train"]) == 20
+    assert nodes.device == "cpu on 2 nodes" and nodes.step == 20
+    joined = [line for line in nodes.logs if "Node 2 of 2 joins on" in line]
+    assert len(joined) == 1 and nodes.worker.split("@")[0] not in joined[0]  # the other worker ran node 2
+    for job in (devices, nodes):
+        assert job.evaluation["tuned"]["eval_loss"] == pytest.approx(one.evaluation["tuned"]["eval_loss"], rel=0.02)
+        assert job.evaluation["tuned"]["eval_loss"] < job.evaluation["base"]["eval_loss"]
+
+
+def test_a_job_queues_behind_the_jobs_that_need_as_many_devices(
+    tiny_base_model, trainer_user, version, django_capture_on_commit_callbacks
+):
+    common = {"owner": trainer_user, "base_model": tiny_base_model, "versions": [version], "method": "lora"}
+    with django_capture_on_commit_callbacks(execute=False):
+        made = [
+            jobs.job_create(name="", preset="quick", **common, overrides={**FAST, **extra})
+            for extra in ({}, {"devices": 2}, {}, {"devices": 2}, {"devices": 4})
+        ]
+    assert [jobs.queue_position(job) for job in made] == [1, 1, 2, 2, 1]
 
 
 def test_a_node_called_for_an_ended_attempt_does_not_join(tmp_path):
@@ -189,64 +190,45 @@ def two_devices(owner, base_model, version) -> dict:
     return {"owner": owner, "base_model": base_model, "versions": [version], "overrides": {**FAST, "devices": 2}}
 
 
-@pytest.mark.one_pass  # torchrun's processes, not the database, are what it measures
-def test_a_killed_rank_restarts_every_rank_from_the_last_checkpoint(
-    transactional_db, tiny_base_model, trainer_user, version, django_capture_on_commit_callbacks, tmp_path
-):
-    worker = WorkerProcess(database_url_for_workers(), tmp_path / "worker.log", env={"WORKER_DEVICES": "2"})
-    try:
-        job = launch(
-            django_capture_on_commit_callbacks,
-            **two_devices(trainer_user, tiny_base_model, version),
-            config_changes={"max_steps": 120, "checkpoint_every": 20, "influence_methods": []},
-        )
-        job = wait_for(job, lambda j: (j.metrics or {}).get("checkpoint_step", 0) >= 20)
-        pid = rank_pid(job, 1)
-        assert pid, "rank 1 is not running"
-        os.kill(pid, signal.SIGKILL)
-        job = wait_for(job, lambda j: j.finished, timeout=240)
-    finally:
-        worker.stop()
-    assert job.status == "succeeded", (job.error, job.logs)
-    assert job.resumed_from_step >= 20 and job.resumed_from_step % 20 == 0
-    assert any("A process of the run failed (exit 1): all 2 start again" in line for line in job.logs)
-    assert any("Resumed from the checkpoint" in line for line in job.logs)
-    assert job.step == 120 and [p["step"] for p in job.metrics["train"]] == list(range(1, 121))
+def ranks(job) -> list:
+    return [rank_pid(job, 0), rank_pid(job, 1)]
 
 
 @pytest.mark.one_pass  # torchrun's processes, not the database, are what it measures
-def test_cancel_stops_every_rank_and_a_killed_worker_takes_its_ranks_with_it(
+def test_a_killed_rank_restarts_every_rank_cancel_stops_them_and_a_killed_worker_takes_them_with_it(
     transactional_db, tiny_base_model, trainer_user, version, django_capture_on_commit_callbacks, tmp_path
 ):
-    """No rank outlives its run: not after a cancel, and not after the worker's kill -9 (else the reaper's
-    re-run on another worker would share the job's folder with it)."""
-
-    def ranks(job) -> list:
-        return [rank_pid(job, 0), rank_pid(job, 1)]
-
+    """No rank outlives its run: a killed rank brings every rank back from the last checkpoint; cancel stops
+    them; so does the worker's kill -9 (else the reaper's re-run elsewhere would share the job's folder)."""
+    job_of = lambda changes: launch(  # noqa: E731
+        django_capture_on_commit_callbacks,
+        **two_devices(trainer_user, tiny_base_model, version),
+        config_changes=changes,
+    )
     worker = WorkerProcess(database_url_for_workers(), tmp_path / "worker.log", env={"WORKER_DEVICES": "2"})
     try:
+        restarted = job_of({"max_steps": 120, "checkpoint_every": 20, "influence_methods": []})
+        restarted = wait_for(restarted, lambda j: (j.metrics or {}).get("checkpoint_step", 0) >= 20)
+        assert all(ranks(restarted))
+        os.kill(rank_pid(restarted, 1), signal.SIGKILL)
+        restarted = wait_for(restarted, lambda j: j.finished, timeout=240)
+
         endless = {"max_steps": 100000, "influence_methods": []}
-        cancelled = launch(
-            django_capture_on_commit_callbacks,
-            **two_devices(trainer_user, tiny_base_model, version),
-            config_changes=endless,
-        )
-        cancelled = wait_for(cancelled, lambda j: j.step >= 5)
+        cancelled = wait_for(job_of(endless), lambda j: j.step >= 5)
         assert all(ranks(cancelled))
         jobs.job_cancel(job=cancelled, by=trainer_user)
         cancelled = wait_for(cancelled, lambda j: j.finished, timeout=60)
         assert cancelled.status == "cancelled" and ranks(cancelled) == [None, None]
 
-        killed = launch(
-            django_capture_on_commit_callbacks,
-            **two_devices(trainer_user, tiny_base_model, version),
-            config_changes=endless,
-        )
-        killed = wait_for(killed, lambda j: j.step >= 5)
+        killed = wait_for(job_of(endless), lambda j: j.step >= 5)
         assert all(ranks(killed))
         os.kill(worker.process.pid, signal.SIGKILL)
         worker.process.wait()
         wait_until(lambda: ranks(killed), lambda pids: pids == [None, None], timeout=30)
     finally:
         worker.stop()
+    assert restarted.status == "succeeded", (restarted.error, restarted.logs)
+    assert restarted.resumed_from_step >= 20 and restarted.resumed_from_step % 20 == 0
+    assert any("A process of the run failed (exit 1): all 2 start again" in line for line in restarted.logs)
+    assert any("Resumed from the checkpoint" in line for line in restarted.logs)
+    assert restarted.step == 120 and [p["step"] for p in restarted.metrics["train"]] == list(range(1, 121))
