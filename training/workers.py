@@ -16,10 +16,11 @@ def queue_for(devices: int) -> str:
     return QUEUE if devices <= 1 else f"{QUEUE}.{devices}"
 
 
-def device_count() -> int:
+def device_count(info: dict | None = None) -> int:
+    """Devices this worker offers a job: WORKER_DEVICES, else what ``device_info`` found."""
     from .devices import device_info
 
-    return settings.WORKER_DEVICES or device_info()["devices"]
+    return settings.WORKER_DEVICES or (info or device_info())["devices"]
 
 
 @celeryd_after_setup.connect
@@ -35,7 +36,8 @@ def register_device(sender=None, **kwargs):
     from .devices import device_info
 
     registry = cache.get(REGISTRY) or {}
-    registry[sender.hostname] = {**device_info(), "devices": device_count()}
+    info = device_info()
+    registry[sender.hostname] = {**info, "devices": device_count(info)}
     cache.set(REGISTRY, registry, timeout=None)
 
 
