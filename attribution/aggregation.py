@@ -1,4 +1,7 @@
-"""How influence scores become contributor shares: the rules a manifest names. No Django, no numpy."""
+"""The influence methods and the rules by which scores become contributor shares, as a manifest names
+them. No Django, no numpy."""
+
+METHODS = ("datainf", "tracin", "tracincp")  # attribution/influence.py, attribution/trace.py
 
 AGGREGATIONS = {  # rule -> the sentence a manifest carries
     "sum": "per contributor: the sum of its records' scores (mean over held-out examples); shares: "

@@ -29,16 +29,17 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from .aggregation import AGGREGATIONS
+from .aggregation import AGGREGATIONS, METHODS
 
-METHODS = ("datainf", "tracin")
+FINAL_ADAPTER = ("datainf", "tracin")  # computed from the trained adapter alone: can be recomputed later
+# tracincp is gathered while the run trains (attribution/trace.py)
 LossFn = Callable[[object, list, str], tuple]  # (model, chunk, device) -> (summed loss, row owners, row weights)
 DEFAULT_METHOD = "datainf"
 
 
 @dataclass
 class InfluenceConfig:
-    methods: tuple[str, ...] = METHODS
+    methods: tuple[str, ...] = ("datainf", "tracin")
     damping: float = 10.0  # DataInf's lambda multiplier
     unit_norm: bool = True  # score each record by its gradient's direction, not its size (as LESS does)
     projection_dim: int = 0  # 0: exact gradients when they fit, else CountSketch to `fallback_dim`
@@ -100,16 +101,38 @@ class GradientCapture:
         import torch
 
         out = []
-        for i, sketch in enumerate(self.sketches):
+        for i in range(len(self.modules)):
             x, g = self.inputs.pop(i).float(), self.grads.pop(i).float()
             if x.dim() == 2:
                 x, g = x.unsqueeze(1), g.unsqueeze(1)
             flat = torch.einsum("bto,bti->boi", g, x).reshape(x.shape[0], -1)
-            if sketch is not None:
-                bucket, sign = (t.to(flat.device) for t in sketch)
-                flat = torch.zeros(flat.shape[0], self.dims[i], device=flat.device).index_add_(1, bucket, flat * sign)
-            out.append(flat.to(device))
+            out.append(self.sketch(i, flat).to(device))
         return out
+
+    def per_record(self, lengths: list[int]) -> list:
+        """[records, size] per module (not projected) for the last backward pass of one packed row holding
+        records of ``lengths`` tokens end to end (training/packing.py): a record's gradient is the sum over
+        its own tokens."""
+        import torch
+        from torch.nn.utils.rnn import pad_sequence
+
+        out = []
+        for i in range(len(self.modules)):
+            x, g = self.inputs.pop(i).float(), self.grads.pop(i).float()
+            x, g = x.reshape(-1, x.shape[-1]), g.reshape(-1, g.shape[-1])
+            xs = pad_sequence(list(x.split(lengths)), batch_first=True)  # [records, longest, in]
+            gs = pad_sequence(list(g.split(lengths)), batch_first=True)
+            out.append(torch.bmm(gs.transpose(1, 2), xs).reshape(len(lengths), -1))
+        return out
+
+    def sketch(self, index: int, flat):
+        """Module ``index``'s gradients [n, size] projected to [n, dim] (as they are where no projection)."""
+        import torch
+
+        if self.sketches[index] is None:
+            return flat
+        bucket, sign = (t.to(flat.device) for t in self.sketches[index])
+        return torch.zeros(flat.shape[0], self.dims[index], device=flat.device).index_add_(1, bucket, flat * sign)
 
     def close(self) -> None:
         for handle in self.handles:
@@ -244,6 +267,12 @@ class InfluenceResult:
     gradient_bytes: int
 
 
+def projection(config: InfluenceConfig, trainable: int, examples: int) -> int:
+    """Per-module sketch size for ``examples`` gradients of ``trainable`` weights: 0 (exact) where they fit."""
+    exact_bytes = 4 * trainable * examples
+    return config.projection_dim or (config.fallback_dim if exact_bytes > config.max_gradient_bytes else 0)
+
+
 def compute(
     model,
     train_examples: list,
@@ -257,9 +286,11 @@ def compute(
     progress: Callable[[int, int], None] | None = None,
     loss_fn: LossFn | None = None,
     target: str = "held-out loss (mean per response token)",
+    traced: dict | None = None,
 ) -> InfluenceResult:
     """Scores of ``train_examples`` (trainer Examples, or what ``loss_fn`` takes) on the held-out examples'
-    loss (``target`` names it)."""
+    loss (``target`` names it). ``traced``: what attribution/trace.py gathered while training
+    (``{"scores": {method: matrix}, "projection": dim, "bytes": n}``), taken as it is."""
     config = config or InfluenceConfig()
     config.validate()
     if len(contributors) != len(train_examples):
@@ -268,34 +299,19 @@ def compute(
         raise ValueError("influence needs training and held-out examples")
     started = time.monotonic()
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    exact_bytes = 4 * trainable * (len(train_examples) + len(held_out))
-    project_to = config.projection_dim or (config.fallback_dim if exact_bytes > config.max_gradient_bytes else 0)
-    capture = GradientCapture(model, project_to, config.seed)
-    total = len(train_examples) + len(held_out)
-    report = progress or (lambda done, total: None)
-    try:
-        common = {
-            "capture": capture,
-            "batch_size": config.batch_size,
-            "pad_id": pad_id,
-            "device": device,
-            "loss_fn": loss_fn,
-        }
-        train = gradients(model, train_examples, per_token=False, progress=lambda d: report(d, total), **common)
-        questions = gradients(
-            model, held_out, per_token=True, progress=lambda d: report(len(train_examples) + d, total), **common
+    traced = traced or {"scores": {}, "projection": 0, "bytes": 0}
+    scores = dict(traced["scores"])
+    if set(config.methods) - set(scores) - set(FINAL_ADAPTER):
+        raise ValueError("tracincp is gathered while the adapter trains: it cannot be computed afterwards")
+    project_to, gradient_bytes = traced["projection"], traced["bytes"]
+    if set(config.methods) - set(scores):
+        project_to = projection(config, trainable, len(train_examples) + len(held_out))
+        common = {"batch_size": config.batch_size, "pad_id": pad_id, "device": device, "loss_fn": loss_fn}
+        final, held = _final_adapter_scores(
+            model, train_examples, held_out, config, project_to, learning_rate, common, progress
         )
-    finally:
-        capture.close()
-    if config.unit_norm:
-        norms = np.sqrt(sum(np.einsum("ij,ij->i", g, g) for g in train))[:, None]
-        norms[norms == 0] = 1.0
-        train = [g / norms for g in train]
-    scores = {}
-    if "tracin" in config.methods:
-        scores["tracin"] = tracin_scores(train, questions, learning_rate)
-    if "datainf" in config.methods:
-        scores["datainf"] = datainf_scores(train, questions, config.damping, capture.sizes)
+        scores.update(final)
+        gradient_bytes = max(gradient_bytes, held)
     tables = {
         method: contributor_table(
             s, contributors, bootstrap=config.bootstrap, seed=config.seed, aggregation=config.aggregation
@@ -312,8 +328,40 @@ def compute(
         "held_out_examples": len(held_out),
         "lora_parameters": trainable,
     }
-    gradient_bytes = sum(g.nbytes for g in train) + sum(v.nbytes for v in questions)
     return InfluenceResult(scores, tables, parameters, time.monotonic() - started, gradient_bytes)
+
+
+def _final_adapter_scores(model, train_examples, held_out, config, project_to, learning_rate, common, progress):
+    """DataInf and TracIn (FINAL_ADAPTER) from one batched gradient pass at the trained adapter; and the
+    bytes the gradients held."""
+    capture = GradientCapture(model, project_to, config.seed)
+    total = len(train_examples) + len(held_out)
+    report = progress or (lambda done, total: None)
+    try:
+        train = gradients(
+            model, train_examples, capture=capture, per_token=False, progress=lambda d: report(d, total), **common
+        )
+        questions = gradients(
+            model,
+            held_out,
+            capture=capture,
+            per_token=True,
+            progress=lambda d: report(len(train_examples) + d, total),
+            **common,
+        )
+    finally:
+        capture.close()
+    held = sum(g.nbytes for g in train) + sum(v.nbytes for v in questions)
+    if config.unit_norm:
+        norms = np.sqrt(sum(np.einsum("ij,ij->i", g, g) for g in train))[:, None]
+        norms[norms == 0] = 1.0
+        train = [g / norms for g in train]
+    scores = {}
+    if "tracin" in config.methods:
+        scores["tracin"] = tracin_scores(train, questions, learning_rate)
+    if "datainf" in config.methods:
+        scores["datainf"] = datainf_scores(train, questions, config.damping, capture.sizes)
+    return scores, held
 
 
 def payouts(amount_cents: int, shares: dict[str, float]) -> dict[str, int]:

@@ -1,8 +1,8 @@
 """Benchmark and proof of influence attribution on generated Datanets with known answers.
 
-    .venv/bin/python bench/influence.py                    # K=4 tasks, 3 data seeds, 2 training seeds
+    .venv/bin/python bench/influence.py                    # K=4 tasks, 3 data seeds, 6 training seeds
     .venv/bin/python bench/influence.py --k 6 --seeds 2
-    .venv/bin/python bench/influence.py --cost-on var/models/smollm2-135m-instruct --epochs 1
+    .venv/bin/python bench/influence.py --cost-on var/models/smollm2-135m-instruct --epochs 1 [--methods tracincp]
 
 For each data seed: a tiny model (testkit.synthetic's tasks, one per contributor) is trained for
 real with attribution on, then retrained once without each contributor (leave-one-contributor-out,
@@ -11,7 +11,8 @@ LOO) under each training seed. Prints, per method:
   the highest influence, and how well do record scores separate that contributor's records;
 - Spearman correlation between the method's contributor x question scores and the real change in
   per-question held-out loss when that contributor is left out (averaged over training seeds), and
-  the noise of that ground truth across training seeds;
+  the noise of that ground truth across training seeds, and how well one training seed's retrainings
+  agree with the others' mean (the most a method read off one run can expect);
 - a canary contributor copying held-out answers: top-1 on the questions it copies;
 - cost: attribution seconds as a fraction of training seconds on the same run, gradient memory and
   peak RSS.
@@ -75,7 +76,18 @@ def without(train_path: Path, contributor: str, target: Path) -> Path:
     return target
 
 
-def run_seed(k: int, seed: int, train_seeds: int, epochs: float, work: Path) -> dict:
+def retrain_agreement(deltas: np.ndarray) -> dict:
+    """How far the ground truth agrees with itself: one training seed's retrainings against the mean of the
+    others' (what a method read off one run could reach at best), per pair and per contributor."""
+    pairs, contributors = [], []
+    for i in range(len(deltas)):
+        rest = np.delete(deltas, i, axis=0).mean(axis=0)
+        pairs.append(spearman(deltas[i].ravel(), rest.ravel()))
+        contributors.append(spearman(deltas[i].mean(axis=1), rest.mean(axis=1)))
+    return {"retrain_pairs": float(np.mean(pairs)), "retrain_contributors": float(np.mean(contributors))}
+
+
+def run_seed(k: int, seed: int, train_seeds: int, epochs: float, work: Path, canary_records: int) -> dict:
     tasks = synthetic.make_tasks(k, 12, seed=seed)
     train_path, questions, owners = synthetic.write_datanet(tasks, work / "data")
     corpus = [" ".join(json.loads(line)["content"].values()) for line in train_path.read_text().splitlines()]
@@ -107,6 +119,7 @@ def run_seed(k: int, seed: int, train_seeds: int, epochs: float, work: Path) -> 
         deltas.append(np.stack(rows))  # [contributors, questions]; positive: leaving it out hurt
     truth = np.mean(deltas, axis=0)
     noise = float(np.std(deltas, axis=0).mean()) if train_seeds > 1 else float("nan")
+    ceiling = retrain_agreement(np.stack(deltas)) if train_seeds > 1 else {}
 
     result = {
         "seed": seed,
@@ -115,6 +128,7 @@ def run_seed(k: int, seed: int, train_seeds: int, epochs: float, work: Path) -> 
         "gradient_bytes": metrics["influence"]["gradient_bytes"],
         "methods": {},
         "truth_noise": noise,
+        **ceiling,
         "truth_mean_abs": float(np.abs(truth).mean()),
     }
 
@@ -133,7 +147,9 @@ def run_seed(k: int, seed: int, train_seeds: int, epochs: float, work: Path) -> 
         }
 
     # The canary: a contributor copying held-out answers of task 0 word for word.
-    train_path, questions, owners = synthetic.write_datanet(tasks, work / "canary", canary_task=0)
+    train_path, questions, owners = synthetic.write_datanet(
+        tasks, work / "canary", canary_task=0, canary_records=canary_records
+    )
     trainer.train(config, train_path, work / "canary-out", eval_path=questions)
     records = json.loads((work / "canary-out" / "influence.json").read_text())["records"]
     contributors = [str(r["contributor"]) for r in records]
@@ -144,12 +160,12 @@ def run_seed(k: int, seed: int, train_seeds: int, epochs: float, work: Path) -> 
     return result
 
 
-def cost_on(model_dir: str, method: str, epochs: float, k: int) -> None:
-    """Attribution cost on a real base model (e.g. the bundled SmolLM2 under QLoRA): one run, both methods."""
+def cost_on(model_dir: str, method: str, epochs: float, k: int, methods: list[str]) -> None:
+    """Attribution cost on a real base model (e.g. the bundled SmolLM2 under QLoRA): one run, ``methods``."""
     with tempfile.TemporaryDirectory() as tmp:
         tasks = synthetic.make_tasks(k, 12, seed=0)
         train_path, questions, owners = synthetic.write_datanet(tasks, Path(tmp) / "data")
-        config = config_for(Path(model_dir), 0, epochs, list(influence.METHODS))
+        config = config_for(Path(model_dir), 0, epochs, methods)
         config.method, config.learning_rate, config.max_seq_length = method, 2e-4, 128
         started = time.monotonic()
         metrics = trainer.train(config, train_path, Path(tmp) / "out", eval_path=questions)
@@ -173,25 +189,29 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--k", type=int, default=4, help="contributors, one invented task each")
     parser.add_argument("--seeds", type=int, default=3, help="data seeds (tasks, model, split)")
-    parser.add_argument("--train-seeds", type=int, default=2, help="training seeds for the LOO ground truth")
+    parser.add_argument("--train-seeds", type=int, default=6, help="training seeds for the LOO ground truth")
+    parser.add_argument("--canary-records", type=int, default=4, help="records of the canary (a task has 12)")
     parser.add_argument("--epochs", type=float, default=3)
     parser.add_argument("--cost-on", metavar="MODEL_DIR", help="only measure the cost on this base model")
     parser.add_argument("--method", default="qlora", help="with --cost-on: qlora or lora")
+    parser.add_argument("--methods", default=",".join(influence.METHODS), help="with --cost-on: influence methods")
     args = parser.parse_args()
     if args.cost_on:
-        cost_on(args.cost_on, args.method, args.epochs, args.k)
+        cost_on(args.cost_on, args.method, args.epochs, args.k, args.methods.split(","))
         return 0
 
     with tempfile.TemporaryDirectory() as tmp:  # warm-up: lazy imports and first-call costs are not timed
-        run_seed(2, 99, 1, 0.5, Path(tmp))
+        run_seed(2, 99, 1, 0.5, Path(tmp), 2)
     results = []
     for seed in range(args.seeds):
         with tempfile.TemporaryDirectory() as tmp:
-            result = run_seed(args.k, seed, args.train_seeds, args.epochs, Path(tmp))
+            result = run_seed(args.k, seed, args.train_seeds, args.epochs, Path(tmp), args.canary_records)
         results.append(result)
         print(
             f"seed {seed}: train {result['train_s']:.1f} s, attribution {result['attribution_s']:.2f} s; LOO loss "
-            f"change |mean| {result['truth_mean_abs']:.4f}, seed-to-seed std {result['truth_noise']:.4f}",
+            f"change |mean| {result['truth_mean_abs']:.4f}, seed-to-seed std {result['truth_noise']:.4f}; one "
+            f"seed's retraining against the others': pairs {result.get('retrain_pairs', np.nan):+.3f} "
+            f"contributors {result.get('retrain_contributors', np.nan):+.3f}",
             flush=True,
         )
         for method, m in result["methods"].items():
@@ -219,11 +239,17 @@ def main() -> int:
             f"{mean['spearman_contributors']:+13.3f}{mean['spearman_sum']:+9.3f}"
             f"{mean['spearman_question_shares']:+14.3f}{mean['canary_top1']:8.3f}"
         )
+    if args.train_seeds > 1:
+        print(
+            f"{'retrain':10s}{'':16s}{np.mean([r['retrain_pairs'] for r in results]):+11.3f}"
+            f"{np.mean([r['retrain_contributors'] for r in results]):+13.3f}   (one training seed's LOO against the "
+            f"others' mean: the most a method read off one run can expect)"
+        )
     train_s = sum(r["train_s"] for r in results)
     attribution_s = sum(r["attribution_s"] for r in results)
     print(
         f"cost: attribution {attribution_s:.2f} s / training {train_s:.1f} s = {attribution_s / train_s:.1%} "
-        f"(both methods, same runs); gradients held {max(r['gradient_bytes'] for r in results) / 2**20:.2f} MiB; "
+        f"(all methods, same runs); gradients held {max(r['gradient_bytes'] for r in results) / 2**20:.2f} MiB; "
         f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB"
     )
     return 0

@@ -42,6 +42,9 @@ METHOD_REFERENCES = {
     "and Diffusion Models', 2023",
     "tracin": "TracIn: Pruthi, Liu, Kale and Sundararajan, 'Estimating Training Data Influence by Tracing Gradient "
     "Descent', 2020 (final checkpoint)",
+    "tracincp": "TracInCP: Pruthi, Liu, Kale and Sundararajan, 'Estimating Training Data Influence by Tracing "
+    "Gradient Descent', 2020 (every step's AdamW update of each record, held-out gradients at the start, the end "
+    "and evenly between)",
 }
 
 

@@ -47,6 +47,7 @@ def save_checkpoint(run: Run, directory: Path) -> None:
             "position": run.position,
             "history": run.history,
             "best_state": run.best_state,
+            "trace": run.trace.state() if run.trace is not None else None,
         },
         staging / "state.pt",
     )
@@ -58,7 +59,7 @@ def save_checkpoint(run: Run, directory: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def load_checkpoint(model, optimizer, scheduler, directory: Path) -> tuple[dict, dict, dict | None]:
+def load_checkpoint(model, optimizer, scheduler, directory: Path, trace=None) -> tuple[dict, dict, dict | None]:
     import torch
 
     from training.full import load_trained_weights
@@ -68,6 +69,8 @@ def load_checkpoint(model, optimizer, scheduler, directory: Path) -> tuple[dict,
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     _set_rng_state(state["rng"])
+    if trace is not None and state.get("trace"):
+        trace.restore(state["trace"])
     return state["position"], state["history"], state.get("best_state")
 
 
@@ -85,9 +88,10 @@ def restore_adapter(model, state: dict) -> None:
 
 
 def start_run(
-    config, model, tokenizer, device, compute, train_set, eval_set, total_steps, checkpoint_dir: Path, log
+    config, model, tokenizer, device, compute, train_set, eval_set, total_steps, checkpoint_dir: Path, log, trace=None
 ) -> Run:
-    """A run's optimiser and schedule over the trainable weights, resumed from ``checkpoint_dir`` if it holds one."""
+    """A run's optimiser and schedule over the trainable weights, resumed from ``checkpoint_dir`` if it holds one;
+    ``trace``: the attribution.trace.StepTrace gathering tracincp, resumed with it."""
     import torch
     from transformers import get_scheduler
 
@@ -127,9 +131,10 @@ def start_run(
         total_steps,
         position,
         history,
+        trace=trace,
     )
     if (checkpoint_dir / "state.pt").exists():
-        run.position, run.history, run.best_state = load_checkpoint(model, optimizer, scheduler, checkpoint_dir)
+        run.position, run.history, run.best_state = load_checkpoint(model, optimizer, scheduler, checkpoint_dir, trace)
         run.history.setdefault("best", None)
         log(f"Resumed from the checkpoint at step {run.position['step']} of {total_steps}")
     return run

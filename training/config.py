@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from attribution.aggregation import AGGREGATIONS
+from attribution.aggregation import METHODS as INFLUENCE_METHODS
 from training.examples import Example
 
 ProgressFn = Callable[[dict], None]
@@ -53,6 +54,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
     influence_methods: list[str] = field(default_factory=lambda: ["datainf", "tracin"])  # []: no attribution
+    influence_anchors: int = 3  # tracincp: held-out gradients at the start, the end and evenly between
     influence_projection_dim: int = 0  # 0: exact LoRA gradients when they fit in memory
     influence_aggregation: str = "sum"  # contributor shares: "sum" or "question_shares" (attribution/aggregation.py)
     extra: dict = field(default_factory=dict)
@@ -102,8 +104,10 @@ class TrainConfig:
             problems.append("evaluation split must be between 0 and 0.5")
         if self.task_eval_examples < 0 or self.early_stopping_patience < 0:
             problems.append("task evaluation size and early-stopping patience cannot be negative")
-        if set(self.influence_methods) - {"datainf", "tracin"}:
-            problems.append("influence methods are datainf and tracin")
+        if set(self.influence_methods) - set(INFLUENCE_METHODS):
+            problems.append(f"influence methods are among {', '.join(INFLUENCE_METHODS)}")
+        if self.influence_anchors < 2:
+            problems.append("influence anchors are at least 2 (the start and the end of training)")
         if self.influence_aggregation not in AGGREGATIONS:
             problems.append(f"influence aggregation is one of {', '.join(AGGREGATIONS)}")
         if problems:
@@ -127,3 +131,4 @@ class Run:
     position: dict
     history: dict
     best_state: dict | None = None  # the adapter weights at the best held-out loss so far
+    trace: object = None  # attribution.trace.StepTrace: influence gathered while training (tracincp)

@@ -3,10 +3,47 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
-from training.config import ProgressFn, Run
+from training import distributed, modeling
+from training.config import ProgressFn, Run, TrainConfig
 from training.evaluation import pass_size
+
+
+def questions_of(train_set: list, eval_set: list) -> list:
+    """What influence is measured on: the held-out set, or with none, the first 40 trained records."""
+    return eval_set or [train_set[i] for i in range(min(len(train_set), 40))]
+
+
+def tracer(config: TrainConfig, model, pad_id: int, device: str, compute: dict, train_set, eval_set, steps: int):
+    """The StepTrace that gathers tracincp while a supervised run trains, or None where it is not asked for
+    or the run is shared by several processes (each would see its own share of the records)."""
+    if "tracincp" not in config.influence_methods or distributed.world()[1] > 1:
+        return None
+    from attribution import influence
+    from attribution.trace import StepTrace
+
+    questions = questions_of(train_set, eval_set)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    settings = influence.InfluenceConfig(projection_dim=config.influence_projection_dim)
+    project_to = influence.projection(settings, trainable, len(train_set) + len(questions))
+
+    def held_out(capture) -> list:
+        with modeling.eager(compute):
+            grads = influence.gradients(
+                model,
+                questions,
+                capture=capture,
+                batch_size=pass_size(config),
+                pad_id=pad_id,
+                device=device,
+                per_token=True,
+            )
+        return grads
+
+    every = max(1, math.ceil(steps / (config.influence_anchors - 1)))
+    return StepTrace(model, len(train_set), held_out, project_to=project_to, seed=config.seed, every=every, steps=steps)
 
 
 def attribute(run: Run, output_dir: Path, report: ProgressFn, **loss) -> dict:
@@ -19,7 +56,10 @@ def attribute(run: Run, output_dir: Path, report: ProgressFn, **loss) -> dict:
     from attribution import influence
 
     config, train_set = run.config, run.train_set
-    questions = run.eval_set or [run.train_set[i] for i in range(min(len(train_set), 40))]
+    questions = questions_of(train_set, run.eval_set)
+    # Under several processes, tracincp was not gathered: the final-adapter methods stand in.
+    methods = [m for m in config.influence_methods if m != "tracincp" or run.trace is not None] or ["datainf"]
+    traced = run.trace.finish() if run.trace is not None else None
     total = len(train_set) + len(questions)
     report({"event": "attributing", "done": 0, "total": total})
     # No autocast: per-example gradients are taken in the adapter's fp32.
@@ -32,19 +72,20 @@ def attribute(run: Run, output_dir: Path, report: ProgressFn, **loss) -> dict:
         device=run.device,
         learning_rate=config.learning_rate,
         config=influence.InfluenceConfig(
-            methods=tuple(config.influence_methods),
+            methods=tuple(methods),
             projection_dim=config.influence_projection_dim,
             aggregation=config.influence_aggregation,
             batch_size=pass_size(config),
             seed=config.seed,
         ),
         progress=lambda done, total: report({"event": "attributing", "done": done, "total": total}),
+        traced=traced,
         **loss,
     )
     summary = {
         "default_method": next(m for m in influence.METHODS if m in result.scores),
         "parameters": result.parameters,
-        "seconds": round(result.seconds, 3),
+        "seconds": round(result.seconds + (traced["seconds"] if traced else 0.0), 3),
         "gradient_bytes": result.gradient_bytes,
         "contributors": result.contributors,
     }

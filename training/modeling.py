@@ -126,7 +126,10 @@ def compiles(config, device: str, method: str) -> bool:
     model big enough that a step's time is worth a first compile of 20 to 35 s (about 6 s once inductor's
     cache holds the layer), where a C++ compiler is at hand: a step of one of the bundled model's short
     records takes about 0.2 s compiled against 0.35 s eager. Not QLoRA or DoRA (bitsandbytes' and DoRA's layers break the graph), and
-    not on a GPU, where it has not been measured."""
+    not on a GPU, where it has not been measured. Never where tracincp is gathered: its hooks on the LoRA layers
+    must run in every training step, which compiled layers would skip."""
+    if "tracincp" in config.influence_methods:
+        return False
     if config.compile_layers != "auto":
         return config.compile_layers == "on"
     return (

@@ -32,7 +32,7 @@ from training.checkpoints import report_step, restore_adapter, save_checkpoint, 
 from training.config import Cancelled, ProgressFn, Run, TrainConfig
 from training.evaluation import evaluate, held_out_check, probe_questions, summary_line
 from training.examples import Example, epoch_batches, load_examples, split
-from training.influence_run import attribute
+from training.influence_run import attribute, tracer
 from training.modeling import autocast, device_name, load_model
 
 __all__ = ["Cancelled", "TrainConfig", "attribute_saved", "device_name", "train"]
@@ -115,7 +115,10 @@ def setup(config: TrainConfig, data_path, eval_path, checkpoint_dir: Path, log: 
         f"{len(train_set)} training and {len(eval_set)} held-out examples; {total_steps} steps; "
         f"{sum(p.numel() for p in trainable):,} trainable parameters"
     )
-    return start_run(config, model, tokenizer, device, compute, train_set, eval_set, total_steps, checkpoint_dir, log)
+    trace = tracer(config, model, tokenizer.pad_token_id, device, compute, train_set, eval_set, total_steps)
+    return start_run(
+        config, model, tokenizer, device, compute, train_set, eval_set, total_steps, checkpoint_dir, log, trace
+    )
 
 
 def train_steps(run: Run, checkpoint_dir: Path, report: ProgressFn, stop: Callable[[], bool]) -> None:
@@ -130,6 +133,8 @@ def train_steps(run: Run, checkpoint_dir: Path, report: ProgressFn, stop: Callab
     started = saved_at = time.monotonic()
     every = max(1, min(config.checkpoint_every, run.total_steps // 4))
     tokens_at_start, step_at_start = position["tokens"], position["step"]
+    if run.trace is not None and run.trace.anchor is None:
+        run.trace.anchor_here()
     while position["step"] < run.total_steps:
         batches = epoch_batches(lengths, config.batch_size, config.seed, position["epoch"])
         while position["batch"] < len(batches) and position["step"] < run.total_steps:
@@ -147,8 +152,13 @@ def train_steps(run: Run, checkpoint_dir: Path, report: ProgressFn, stop: Callab
                     loss = replicas.loss(chunk, last=i == len(chunks) - 1) / denominator
                 loss.backward()
                 step_loss += loss.item()
-            torch.nn.utils.clip_grad_norm_(parameters, config.max_grad_norm, foreach=True)
+                if run.trace is not None:
+                    run.trace.collect(group[i], [len(e.input_ids) for e in chunk])
+            norm = torch.nn.utils.clip_grad_norm_(parameters, config.max_grad_norm, foreach=True)
             run.optimizer.step()
+            if run.trace is not None:
+                clip = min(1.0, config.max_grad_norm / (float(norm) + 1e-6))
+                run.trace.stepped(run.optimizer, clip, position["step"] + 1, position["step"] + 1 == run.total_steps)
             run.scheduler.step()
             run.optimizer.zero_grad(set_to_none=True)
             position["batch"] += len(group)

@@ -3,7 +3,7 @@
 from django.core.management.base import BaseCommand, CommandError
 
 from attribution.aggregation import AGGREGATIONS
-from attribution.influence import METHODS
+from attribution.influence import FINAL_ADAPTER
 from modelfactory.exceptions import ApplicationError
 from publishing.models import Adapter
 from publishing.services import adapter_reattribute
@@ -18,7 +18,7 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("slug")
         parser.add_argument("--from-version", type=int, help="the version to start from (default: the latest)")
-        parser.add_argument("--method", choices=METHODS, required=True)
+        parser.add_argument("--method", choices=FINAL_ADAPTER, required=True)  # tracincp is gathered while training
         parser.add_argument("--projection-dim", type=int, default=0, help="CountSketch size; 0: exact if it fits")
         parser.add_argument("--aggregation", choices=list(AGGREGATIONS), help="share rule (default: the job's)")
 
