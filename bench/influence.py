@@ -27,6 +27,7 @@ import resource
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -39,24 +40,42 @@ from attribution import influence  # noqa: E402
 from testkit import synthetic  # noqa: E402
 from testkit.ranks import spearman  # noqa: E402
 from testkit.tiny_model import build_tiny_model  # noqa: E402
-from training import trainer  # noqa: E402
+from training import presets, trainer  # noqa: E402
 from training.evaluation import evaluate_loss  # noqa: E402
 from training.examples import load_examples  # noqa: E402
 from training.modeling import load_model  # noqa: E402
 
 
-def config_for(model_dir: Path, seed: int, epochs: float, methods: list[str]) -> trainer.TrainConfig:
-    return trainer.TrainConfig(
-        base_model_path=str(model_dir),
-        method="lora",
-        learning_rate=0.005,
-        epochs=epochs,
-        batch_size=4,
-        max_seq_length=96,
-        eval_prompts=0,
-        seed=seed,
-        influence_methods=methods,
-    )
+@dataclass
+class Setup:
+    """The runs a seed makes: the tiny model (built per data seed) with the settings of the last landings, or a
+    real base model under the wizard's default preset (standard, LoRA)."""
+
+    epochs: float = 3
+    bundled: str | None = None  # a base model's folder
+    facts: int = 12  # per task
+
+    def model(self, work: Path, corpus: list[str], seed: int) -> Path:
+        if self.bundled:
+            return Path(self.bundled)
+        return build_tiny_model(work / "model", corpus=corpus, hidden_size=128, seed=seed)
+
+    def config(self, model_dir: Path, seed: int, methods: list[str], records: int) -> trainer.TrainConfig:
+        if self.bundled:
+            settings = presets.resolve("standard", "lora", records=records)
+            settings.update(base_model_path=str(model_dir), eval_prompts=0, task_eval_examples=0)
+            return trainer.TrainConfig.from_dict({**settings, "seed": seed, "influence_methods": methods})
+        return trainer.TrainConfig(
+            base_model_path=str(model_dir),
+            method="lora",
+            learning_rate=0.005,
+            epochs=self.epochs,
+            batch_size=4,
+            max_seq_length=96,
+            eval_prompts=0,
+            seed=seed,
+            influence_methods=methods,
+        )
 
 
 def per_question_loss(config: trainer.TrainConfig, adapter_dir: Path, questions: Path) -> np.ndarray:
@@ -87,13 +106,14 @@ def retrain_agreement(deltas: np.ndarray) -> dict:
     return {"retrain_pairs": float(np.mean(pairs)), "retrain_contributors": float(np.mean(contributors))}
 
 
-def run_seed(k: int, seed: int, train_seeds: int, epochs: float, work: Path, canary_records: int) -> dict:
-    tasks = synthetic.make_tasks(k, 12, seed=seed)
+def run_seed(k: int, seed: int, train_seeds: int, setup: Setup, work: Path, canary_records: int) -> dict:
+    tasks = synthetic.make_tasks(k, setup.facts, seed=seed)
     train_path, questions, owners = synthetic.write_datanet(tasks, work / "data")
-    corpus = [" ".join(json.loads(line)["content"].values()) for line in train_path.read_text().splitlines()]
-    model_dir = build_tiny_model(work / "model", corpus=corpus, hidden_size=128, seed=seed)
+    lines = train_path.read_text().splitlines()
+    corpus = [" ".join(json.loads(line)["content"].values()) for line in lines]
+    model_dir = setup.model(work, corpus, seed)
 
-    config = config_for(model_dir, seed, epochs, list(influence.METHODS))
+    config = setup.config(model_dir, seed, list(influence.METHODS), len(lines))
     started = time.monotonic()
     metrics = trainer.train(config, train_path, work / "full", eval_path=questions)
     total_s = time.monotonic() - started
@@ -108,7 +128,7 @@ def run_seed(k: int, seed: int, train_seeds: int, epochs: float, work: Path, can
     # Leave-one-contributor-out ground truth: loss change per (contributor, question), per training seed.
     deltas = []
     for train_seed in range(train_seeds):
-        plain = config_for(model_dir, train_seed, epochs, [])
+        plain = setup.config(model_dir, train_seed, [], len(lines))
         trainer.train(plain, train_path, work / "base", eval_path=questions)
         full_loss = per_question_loss(plain, work / "base" / "adapter", questions)
         rows = []
@@ -157,6 +177,19 @@ def run_seed(k: int, seed: int, train_seeds: int, epochs: float, work: Path, can
     for method, s in np.load(work / "canary-out" / "influence.npz").items():
         top = synthetic.question_accuracy(s[:, asked], contributors, ["canary"] * len(asked))["top1"]
         result["methods"][method]["canary_top1"] = top
+    # What retraining says of the copied questions: their loss rise without the canary, and without the task's
+    # author (who taught the realm, the attribute and the answer form, but none of these facts).
+    rises = {"canary": [], tasks[0].contributor: []}
+    for train_seed in range(train_seeds):
+        plain = setup.config(model_dir, train_seed, [], len(lines) + canary_records)
+        trainer.train(plain, train_path, work / "canary-base", eval_path=questions)
+        full_loss = per_question_loss(plain, work / "canary-base" / "adapter", questions)[asked]
+        for name, rise in rises.items():
+            trainer.train(plain, without(train_path, name, work / "subset.jsonl"), work / "loo", eval_path=questions)
+            rise.append(
+                float((per_question_loss(plain, work / "loo" / "adapter", questions)[asked] - full_loss).mean())
+            )
+    result["canary_loo"], result["author_loo"] = (float(np.mean(r)) for r in rises.values())
     return result
 
 
@@ -165,7 +198,7 @@ def cost_on(model_dir: str, method: str, epochs: float, k: int, methods: list[st
     with tempfile.TemporaryDirectory() as tmp:
         tasks = synthetic.make_tasks(k, 12, seed=0)
         train_path, questions, owners = synthetic.write_datanet(tasks, Path(tmp) / "data")
-        config = config_for(Path(model_dir), 0, epochs, methods)
+        config = Setup(epochs).config(Path(model_dir), 0, methods, 0)
         config.method, config.learning_rate, config.max_seq_length = method, 2e-4, 128
         started = time.monotonic()
         metrics = trainer.train(config, train_path, Path(tmp) / "out", eval_path=questions)
@@ -192,6 +225,8 @@ def main() -> int:
     parser.add_argument("--train-seeds", type=int, default=6, help="training seeds for the LOO ground truth")
     parser.add_argument("--canary-records", type=int, default=4, help="records of the canary (a task has 12)")
     parser.add_argument("--epochs", type=float, default=3)
+    parser.add_argument("--bundled", metavar="MODEL_DIR", help="train this base model with the standard preset")
+    parser.add_argument("--facts", type=int, default=12, help="facts a task teaches")
     parser.add_argument("--cost-on", metavar="MODEL_DIR", help="only measure the cost on this base model")
     parser.add_argument("--method", default="qlora", help="with --cost-on: qlora or lora")
     parser.add_argument("--methods", default=",".join(influence.METHODS), help="with --cost-on: influence methods")
@@ -200,18 +235,20 @@ def main() -> int:
         cost_on(args.cost_on, args.method, args.epochs, args.k, args.methods.split(","))
         return 0
 
+    setup = Setup(args.epochs, args.bundled, args.facts)
     with tempfile.TemporaryDirectory() as tmp:  # warm-up: lazy imports and first-call costs are not timed
-        run_seed(2, 99, 1, 0.5, Path(tmp), 2)
+        run_seed(2, 99, 1, Setup(0.5), Path(tmp), 2)
     results = []
     for seed in range(args.seeds):
         with tempfile.TemporaryDirectory() as tmp:
-            result = run_seed(args.k, seed, args.train_seeds, args.epochs, Path(tmp), args.canary_records)
+            result = run_seed(args.k, seed, args.train_seeds, setup, Path(tmp), args.canary_records)
         results.append(result)
         print(
             f"seed {seed}: train {result['train_s']:.1f} s, attribution {result['attribution_s']:.2f} s; LOO loss "
             f"change |mean| {result['truth_mean_abs']:.4f}, seed-to-seed std {result['truth_noise']:.4f}; one "
             f"seed's retraining against the others': pairs {result.get('retrain_pairs', np.nan):+.3f} "
-            f"contributors {result.get('retrain_contributors', np.nan):+.3f}",
+            f"contributors {result.get('retrain_contributors', np.nan):+.3f}; copied questions' loss rise without "
+            f"the canary {result['canary_loo']:+.3f}, without their task's author {result['author_loo']:+.3f}",
             flush=True,
         )
         for method, m in result["methods"].items():
@@ -224,8 +261,13 @@ def main() -> int:
             )
 
     print(
-        f"\nK={args.k} contributors, {args.seeds} data seeds x {args.train_seeds} training seeds, tiny Llama "
-        f"(hidden 128), LoRA r=8, {args.epochs:g} epochs"
+        f"\nK={args.k} contributors, {args.seeds} data seeds x {args.train_seeds} training seeds, "
+        + (
+            f"{Path(args.bundled).name}, standard preset (LoRA)"
+            if args.bundled
+            else "tiny Llama (hidden 128), LoRA r=8"
+        )
+        + f", {setup.facts} facts a task"
     )
     print(
         f"{'method':10s}{'top-1':>8s}{'AUC':>8s}{'rho pairs':>11s}{'rho contrib':>13s}{'rho sum':>9s}"
@@ -245,6 +287,11 @@ def main() -> int:
             f"{np.mean([r['retrain_contributors'] for r in results]):+13.3f}   (one training seed's LOO against the "
             f"others' mean: the most a method read off one run can expect)"
         )
+    first = sum(r["canary_loo"] > r["author_loo"] for r in results)
+    print(
+        f"canary ({args.canary_records} records against the author's 12): retraining without it hurts the questions it "
+        f"copies more than retraining without their task's author in {first} of {len(results)} data seeds"
+    )
     train_s = sum(r["train_s"] for r in results)
     attribution_s = sum(r["attribution_s"] for r in results)
     print(

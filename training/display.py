@@ -35,6 +35,7 @@ SETTINGS = {
     "max_steps": "Step limit",
     "checkpoint_every": "Checkpoint every (steps)",
     "precision": "Precision",
+    "influence_methods": "Attribution (influence methods)",
 }
 
 PHASES = {

@@ -93,6 +93,19 @@ class MethodForm(forms.Form):
         "rises while recall of trained ones still improves.",
     )
     seed = forms.IntegerField(required=False, min_value=0)
+    influence_methods = forms.ChoiceField(
+        required=False,
+        choices=[
+            ("", "DataInf and TracIn on the trained adapter (default): one more pass over every record"),
+            (
+                "tracincp",
+                "TracInCP while training: each record's real updates, no pass over the records after training "
+                "(supervised runs on one device; LoRA on a CPU then runs uncompiled)",
+            ),
+        ],
+        help_text="How each record's influence on the held-out loss is measured; DataInf and TracIn can be "
+        "recomputed for a published adapter later, TracInCP only while it trains.",
+    )
     nodes = forms.IntegerField(
         required=False,
         min_value=1,
@@ -124,6 +137,8 @@ class MethodForm(forms.Form):
 
     def advanced(self) -> dict:
         data = {k: v for k, v in self.cleaned_data.items() if k not in ("method", "preset") and v not in (None, "")}
+        if "influence_methods" in data:
+            data["influence_methods"] = [data["influence_methods"]]
         if "target_modules" in data and data["target_modules"] != "all-linear":
             data["target_modules"] = [name.strip() for name in data["target_modules"].split(",") if name.strip()]
         return data

@@ -57,8 +57,10 @@ def attribute(run: Run, output_dir: Path, report: ProgressFn, **loss) -> dict:
 
     config, train_set = run.config, run.train_set
     questions = questions_of(train_set, run.eval_set)
-    # Under several processes, tracincp was not gathered: the final-adapter methods stand in.
     methods = [m for m in config.influence_methods if m != "tracincp" or run.trace is not None] or ["datainf"]
+    if "tracincp" in config.influence_methods and run.trace is None:
+        message = "TracInCP is gathered in supervised runs on one process only: DataInf on the adapter stands in"
+        report({"event": "log", "message": message})
     traced = run.trace.finish() if run.trace is not None else None
     total = len(train_set) + len(questions)
     report({"event": "attributing", "done": 0, "total": total})
@@ -83,7 +85,7 @@ def attribute(run: Run, output_dir: Path, report: ProgressFn, **loss) -> dict:
         **loss,
     )
     summary = {
-        "default_method": next(m for m in influence.METHODS if m in result.scores),
+        "default_method": methods[0],  # the first the run asked for
         "parameters": result.parameters,
         "seconds": round(result.seconds + (traced["seconds"] if traced else 0.0), 3),
         "gradient_bytes": result.gradient_bytes,

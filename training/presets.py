@@ -80,6 +80,7 @@ ADVANCED_FIELDS = (
     "seed",
     "devices",
     "nodes",
+    "influence_methods",
 )
 
 

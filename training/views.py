@@ -39,8 +39,9 @@ def _wizard_form(request, step: int, state: dict, versions_qs, models_qs):
             "preset": state.get("preset", presets.DEFAULT),
             **state.get("advanced", {}),
         }
-        if isinstance(initial.get("target_modules"), list):
-            initial["target_modules"] = ",".join(initial["target_modules"])
+        for name in ("target_modules", "influence_methods"):  # lists in the config, one text in the form
+            if isinstance(initial.get(name), list):
+                initial[name] = ",".join(initial[name])
         chosen = versions_qs.filter(pk__in=state["versions"])
         if "objective" not in initial and chosen and all(v.datanet.schema == "preference" for v in chosen):
             initial["objective"] = "dpo"  # preference pairs train with a preference objective

@@ -26,7 +26,14 @@ def test_wizard_keeps_choices_back_and_forward_and_launches(
     assert client.post(step(2), {"base_model": tiny_base_model.pk, "go": "next"})["Location"] == step(3)
     bad = client.post(step(3), {"method": "qlora", "preset": "quick", "learning_rate": "0.5", "go": "next"})
     assert "Ensure this value is less than or equal to 0.1" in bad.content.decode()
-    good = {"method": "lora", "preset": "standard", "lora_r": "4", "max_seq_length": "64", "go": "next"}
+    good = {
+        "method": "lora",
+        "preset": "standard",
+        "lora_r": "4",
+        "max_seq_length": "64",
+        "influence_methods": "tracincp",
+        "go": "next",
+    }
     assert client.post(step(3), good)["Location"] == step(4)
 
     # Back keeps what was chosen.
@@ -34,6 +41,7 @@ def test_wizard_keeps_choices_back_and_forward_and_launches(
     page = client.get(step(3)).content.decode()
     assert re.search(r'value="lora"[^>]*checked', page)
     assert 'name="lora_r" value="4"' in page
+    assert re.search(r'value="tracincp"[^>]*selected', page)
     assert client.get(step(1)).content.decode().count("checked") == 2
 
     review = client.get(step(4)).content.decode()
@@ -49,6 +57,7 @@ def test_wizard_keeps_choices_back_and_forward_and_launches(
         4,
         64,
     )
+    assert job.config["influence_methods"] == ["tracincp"]
     assert set(job.datanet_versions.all()) == {version, other}
     assert job.estimate["peak_memory_bytes"] > 0
     assert "wizard" not in client.session
