@@ -38,7 +38,7 @@ from datanets import records as record_rules
 from datanets.merkle import inclusion_proof, merkle_root, verify_inclusion
 
 from . import exports
-from .aggregation import AGGREGATIONS
+from .aggregation import AGGREGATIONS, METHODS
 from .errors import VerificationError, safe_name
 from .manifest import ROLES, SIGNED_FILES, canonical, contributor_summary, held_out_summary
 from .receipt import ReceiptError, verify_receipt
@@ -163,6 +163,8 @@ def _check_influence(influence: dict | None, contributors: dict[str, dict]) -> N
     """Influence is measured, not recomputable offline; its table must still be consistent."""
     if influence is None:
         return
+    if influence.get("method") not in METHODS:
+        raise VerificationError(6, "influence names no method this verifier knows")
     if influence.get("aggregation") not in AGGREGATIONS.values():
         raise VerificationError(6, "influence names no aggregation rule this verifier knows")
     rows = influence["contributors"]

@@ -91,6 +91,10 @@ def test_a_job_measures_influence_and_the_signed_manifest_carries_it(influenced_
     broken["aggregation"] = "whatever favours the publisher"
     with pytest.raises(VerificationError, match="aggregation rule"):
         _check_influence(broken, contributors_by_id)
+    broken = json.loads(json.dumps(influence))
+    broken["method"] = "whoever asked first"
+    with pytest.raises(VerificationError, match="no method"):
+        _check_influence(broken, contributors_by_id)
 
 
 def test_pages_show_influence_beside_token_shares(client, influenced_adapter, trainer_user, contributors):
