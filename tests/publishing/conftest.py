@@ -5,7 +5,7 @@ from tests.factories import MembershipFactory, make_version
 from training import jobs
 
 
-def run_job(owner, base_model, version, capture_on_commit, name="Codes"):
+def run_job(owner, base_model, version, capture_on_commit, name="Codes", **overrides):
     """A real fine-tune of the tiny model, run in this process (the worker path is tested in training)."""
     with capture_on_commit(execute=False):
         job = jobs.job_create(
@@ -15,7 +15,7 @@ def run_job(owner, base_model, version, capture_on_commit, name="Codes"):
             versions=[version],
             method="qlora",
             preset="quick",
-            overrides={"learning_rate": 0.005, "epochs": 2, "max_seq_length": 64},
+            overrides={"learning_rate": 0.005, "epochs": 2, "max_seq_length": 64, **overrides},
         )
     result = jobs.job_run(job_id=job.pk, worker="test")
     job.refresh_from_db()

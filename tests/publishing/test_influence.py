@@ -44,19 +44,28 @@ def influenced_adapter(
             datanet_services.record_create(datanet=datanet, contributor=user, value=task.record(thing, value))
     Record.objects.filter(datanet=datanet).update(status="approved")
     version = datanet_services.version_publish(datanet=datanet, by=UserFactory(is_staff=True))
-    job = run_job(trainer_user, tiny_base_model, version, django_capture_on_commit_callbacks, name="Realms")
+    job = run_job(
+        trainer_user,
+        tiny_base_model,
+        version,
+        django_capture_on_commit_callbacks,
+        name="Realms",
+        influence_methods=["datainf", "tracin", "tracincp"],
+    )
     team = MembershipFactory(user=trainer_user, role="owner").team
     return services.adapter_publish(job=job, by=trainer_user, team=team, name="Realms Expert", visibility="team")
 
 
 def test_a_job_measures_influence_and_the_signed_manifest_carries_it(influenced_adapter, contributors, tmp_path):
     adapter, job = influenced_adapter, influenced_adapter.job
-    assert set(job.influence["methods"]) == {"datainf", "tracin"} and job.influence["default_method"] == "datainf"
+    assert set(job.influence["methods"]) == {"datainf", "tracin", "tracincp"}
+    assert job.influence["default_method"] == "datainf"  # the first asked for
     assert job.metrics["attribution"]["done"] == job.metrics["attribution"]["total"] > 0
     assert any("influence" in line for line in job.logs)
     trained = job.influence["methods"]["datainf"]["parameters"]["train_examples"]
     assert RecordInfluence.objects.filter(job=job, method="datainf").count() == trained
     assert RecordInfluence.objects.filter(job=job, method="tracin").count() == trained
+    assert RecordInfluence.objects.filter(job=job, method="tracincp").count() == trained  # gathered while training
 
     influence = adapter.manifest["influence"]
     schema = json.loads((ROOT / "attribution" / "manifest.schema.json").read_text())
