@@ -127,8 +127,9 @@ def test_rank_statistics():
     assert auc([0.1, 0.2, 0.9, 0.8], [True, True, False, False]) == 0.0
 
 
-def test_per_example_gradients_add_up_to_the_batch_gradient(tmp_path):
-    """The hooks' per-example LoRA gradients are exact: they sum to autograd's gradient of the batch."""
+def live_lora(tmp_path, n: int):
+    """The tiny model with a LoRA adapter whose B matrices are not zero (which would leave A's gradients zero),
+    and ``n`` examples of a generated Datanet."""
     import torch
 
     tasks = synthetic.make_tasks(2, 4, seed=0)
@@ -142,9 +143,16 @@ def test_per_example_gradients_add_up_to_the_batch_gradient(tmp_path):
     )
     model, tokenizer, _ = load_model(config)
     for name, parameter in model.named_parameters():
-        if "lora_B" in name:  # B starts at zero, which would leave A's gradients zero
+        if "lora_B" in name:
             torch.nn.init.normal_(parameter, std=0.02)
-    examples = load_examples(tokenizer, train_path, config.max_seq_length)[:4]
+    return model, tokenizer, load_examples(tokenizer, train_path, config.max_seq_length)[:n]
+
+
+def test_per_example_gradients_add_up_to_the_batch_gradient(tmp_path):
+    """The hooks' per-example LoRA gradients are exact: they sum to autograd's gradient of the batch."""
+    import torch
+
+    model, tokenizer, examples = live_lora(tmp_path, 4)
     capture = influence.GradientCapture(model, 0, seed=0)
     per_example = influence.gradients(
         model, examples, capture=capture, batch_size=4, pad_id=tokenizer.pad_token_id, device="cpu", per_token=False

@@ -5,30 +5,19 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 from attribution import influence
 from attribution.trace import momentum_weight
 from testkit import synthetic
 from testkit.tiny_model import build_tiny_model
+from tests.attribution.test_influence import live_lora
 from training import packing, trainer
-from training.examples import load_examples
-from training.modeling import load_model
 
 
 def test_per_record_gradients_of_a_packed_row_are_each_records_own(tmp_path):
     """Records laid end to end in one training row: the hooks' per-record split equals each record's
     gradient taken alone (the row's block-diagonal mask keeps records apart)."""
-    tasks = synthetic.make_tasks(2, 4, seed=0)
-    train_path, _, _ = synthetic.write_datanet(tasks, tmp_path / "data")
-    config = trainer.TrainConfig(
-        base_model_path=str(build_tiny_model(tmp_path / "model")), method="lora", lora_dropout=0.0, precision="fp32"
-    )
-    model, tokenizer, _ = load_model(config)
-    for name, parameter in model.named_parameters():
-        if "lora_B" in name:  # B starts at zero, which would leave A's gradients zero
-            torch.nn.init.normal_(parameter, std=0.02)
-    examples = load_examples(tokenizer, train_path, config.max_seq_length)[:3]
+    model, tokenizer, examples = live_lora(tmp_path, 3)
     capture = influence.GradientCapture(model, 0, seed=0)
     model.eval()
     packing.summed_loss(model, packing.pack(examples), "cpu").backward()
