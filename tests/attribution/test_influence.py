@@ -34,6 +34,7 @@ def train_on(tmp_path, *, seed: int, epochs: float, canary_task=None):
         max_seq_length=96,
         eval_prompts=0,
         seed=seed,
+        influence_methods=list(influence.METHODS),
     )
     metrics = trainer.train(config, train_path, tmp_path / "out", eval_path=questions_path)
     summary = json.loads((tmp_path / "out" / "influence.json").read_text())
@@ -54,6 +55,8 @@ def test_each_task_is_attributed_to_the_contributor_who_taught_it(tmp_path, seed
     assert default["auc"] > 0.6, default
     baseline = synthetic.question_accuracy(scores["tracin"], contributors, owners)
     assert baseline["top1"] >= 0.75, baseline
+    traced = synthetic.question_accuracy(scores["tracincp"], contributors, owners)  # gathered while training
+    assert traced["top1"] >= 0.9, traced
 
     table = summary["contributors"]["datainf"]
     assert {row["contributor"] for row in table} == {f"contributor-{i + 1}" for i in range(K)}

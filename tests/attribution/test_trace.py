@@ -1,7 +1,6 @@
 """TracInCP gathered while training (attribution/trace.py): exact per-record gradients from the packed
-training row, Adam's momentum weights, and a state that survives a checkpoint."""
-
-import json
+training row, Adam's momentum weights, and a state that survives a checkpoint. That it finds who taught
+what is proven beside the other methods (test_influence.py)."""
 
 import numpy as np
 import pytest
@@ -9,7 +8,6 @@ import pytest
 from attribution import influence
 from attribution.trace import momentum_weight
 from testkit import synthetic
-from testkit.tiny_model import build_tiny_model
 from tests.attribution.test_influence import live_lora
 from training import packing, trainer
 
@@ -39,36 +37,25 @@ def test_momentum_weights():
     assert momentum_weight(0.9, 200, 200) == pytest.approx(0.1 / (1 - 0.9**200))
 
 
-def tasks_run(tmp_path, **changes):
-    tasks = synthetic.make_tasks(4, 12, seed=0)
-    train_path, questions_path, owners = synthetic.write_datanet(tasks, tmp_path / "data")
-    corpus = [" ".join(json.loads(line)["content"].values()) for line in train_path.read_text().splitlines()]
-    model_dir = build_tiny_model(tmp_path / "model", corpus=corpus, hidden_size=128, seed=0)
-    settings = {
-        "base_model_path": str(model_dir),
-        "method": "lora",
-        "learning_rate": 0.005,
-        "epochs": 3,
-        "batch_size": 4,
-        "max_seq_length": 96,
-        "eval_prompts": 0,
-        "influence_methods": ["tracincp"],
-        "checkpoint_every": 1000,
-    }
-    return trainer.TrainConfig(**{**settings, **changes}), train_path, questions_path, owners
-
-
-def test_tracincp_finds_the_teacher_and_survives_a_resume(tmp_path):
-    """Each task's questions credit their teacher; a run stopped at a checkpoint and resumed gathers the
-    same scores as one that ran through (the state rides in the checkpoint)."""
-    config, train_path, questions, owners = tasks_run(tmp_path)
+def test_tracincp_survives_a_resume(tiny_model_dir, tmp_path):
+    """A run stopped at a checkpoint and resumed gathers the same scores as one that ran through (the state
+    rides in the checkpoint)."""
+    tasks = synthetic.make_tasks(2, 10, seed=0)
+    train_path, questions, _ = synthetic.write_datanet(tasks, tmp_path / "data")
+    config = trainer.TrainConfig(
+        base_model_path=str(tiny_model_dir),
+        method="lora",
+        learning_rate=0.005,
+        max_steps=8,
+        batch_size=4,
+        max_seq_length=96,
+        eval_prompts=0,
+        influence_methods=["tracincp"],
+    )
     summary = trainer.train(config, train_path, tmp_path / "through", eval_path=questions)["influence"]
     assert summary["default_method"] == "tracincp"
-    records = json.loads((tmp_path / "through" / "influence.json").read_text())["records"]
-    contributors = [r["contributor"] for r in records]
     through = np.load(tmp_path / "through" / "influence.npz")["tracincp"]
-    accuracy = synthetic.question_accuracy(through, contributors, owners)
-    assert accuracy["top1"] >= 0.9, accuracy
+    assert np.abs(through).max() > 0
 
     events = []
     with pytest.raises(trainer.Cancelled):
@@ -78,10 +65,10 @@ def test_tracincp_finds_the_teacher_and_survives_a_resume(tmp_path):
             tmp_path / "resumed",
             eval_path=questions,
             progress=events.append,
-            should_stop=lambda: any(e["event"] == "checkpoint" and e["step"] >= 18 for e in events),
+            should_stop=lambda: any(e["event"] == "checkpoint" and e["step"] >= 6 for e in events),
         )
     resumed = []
     trainer.train(config, train_path, tmp_path / "resumed", eval_path=questions, progress=resumed.append)
-    assert {"event": "resumed", "step": 18} in resumed
+    assert {"event": "resumed", "step": 6} in resumed  # after the middle anchor (step 4)
     again = np.load(tmp_path / "resumed" / "influence.npz")["tracincp"]
     np.testing.assert_allclose(again, through, rtol=1e-3, atol=1e-5 * np.abs(through).max())
