@@ -265,7 +265,7 @@ def main() -> int:
         + (
             f"{Path(args.bundled).name}, standard preset (LoRA)"
             if args.bundled
-            else "tiny Llama (hidden 128), LoRA r=8"
+            else f"tiny Llama (hidden 128), LoRA r=8, {args.epochs:g} epochs"
         )
         + f", {setup.facts} facts a task"
     )
