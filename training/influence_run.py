@@ -84,6 +84,7 @@ def attribute(run: Run, output_dir: Path, report: ProgressFn, **loss) -> dict:
         traced=traced,
         **loss,
     )
+    report({"event": "attributing", "done": total, "total": total})  # tracincp alone makes no pass to report
     summary = {
         "default_method": methods[0],  # the first the run asked for
         "parameters": result.parameters,

@@ -52,8 +52,13 @@ def test_tracincp_survives_a_resume(tiny_model_dir, tmp_path):
         eval_prompts=0,
         influence_methods=["tracincp"],
     )
-    summary = trainer.train(config, train_path, tmp_path / "through", eval_path=questions)["influence"]
+    progress = []
+    summary = trainer.train(config, train_path, tmp_path / "through", eval_path=questions, progress=progress.append)
+    summary = summary["influence"]
     assert summary["default_method"] == "tracincp"
+    assert summary["parameters"]["train_examples"] == 20
+    attributing = [e for e in progress if e["event"] == "attributing"]
+    assert attributing[-1]["done"] == attributing[-1]["total"] > 0  # no pass over the records, yet done
     through = np.load(tmp_path / "through" / "influence.npz")["tracincp"]
     assert np.abs(through).max() > 0
 
