@@ -17,6 +17,7 @@ adding to it.
 from __future__ import annotations
 
 import functools
+import math
 import time
 from collections.abc import Callable
 
@@ -28,6 +29,9 @@ HeldOutFn = Callable[[GradientCapture], list]  # capture -> per-module [question
 
 
 class StepTrace:
+    """What a run gathers for tracincp: each record's displacement since the last anchor, the scores of the
+    closed stretches and the last anchor's held-out gradients."""
+
     def __init__(self, model, records: int, held_out: HeldOutFn, *, project_to: int, seed: int, every: int, steps: int):
         import torch
 
@@ -115,5 +119,8 @@ class StepTrace:
 def momentum_weight(beta: float, step: int, steps: int) -> float:
     """How much of a gradient taken at ``step`` Adam's bias-corrected first moments carry into the updates
     of that step and the later ones up to ``steps``: ``sum_s (1 - beta) beta^(s - step) / (1 - beta^s)``
-    (over 1 for the first steps, whose averages the bias correction scales up; under 1 for the last ones)."""
-    return sum((1 - beta) * beta ** (s - step) / (1 - beta**s) for s in range(step, max(steps, step) + 1))
+    (over 1 for the first steps, whose averages the bias correction scales up; under 1 for the last ones).
+    The terms past ``beta^k < 1e-9`` are left out, so a long run costs a few hundred terms a step."""
+    horizon = math.ceil(math.log(1e-9) / math.log(beta)) if 0 < beta < 1 else 0
+    last = min(max(steps, step), step + horizon)
+    return sum((1 - beta) * beta ** (s - step) / (1 - beta**s) for s in range(step, last + 1))
