@@ -130,7 +130,7 @@ def test_rank_statistics():
     assert auc([0.1, 0.2, 0.9, 0.8], [True, True, False, False]) == 0.0
 
 
-def live_lora(tmp_path, n: int):
+def live_lora(model_dir, tmp_path, n: int):
     """The tiny model with a LoRA adapter whose B matrices are not zero (which would leave A's gradients zero),
     and ``n`` examples of a generated Datanet."""
     import torch
@@ -138,7 +138,7 @@ def live_lora(tmp_path, n: int):
     tasks = synthetic.make_tasks(2, 4, seed=0)
     train_path, _, _ = synthetic.write_datanet(tasks, tmp_path / "data")
     config = trainer.TrainConfig(
-        base_model_path=str(build_tiny_model(tmp_path / "model")),
+        base_model_path=str(model_dir),
         method="lora",
         lora_dropout=0.0,
         max_seq_length=96,
@@ -151,11 +151,11 @@ def live_lora(tmp_path, n: int):
     return model, tokenizer, load_examples(tokenizer, train_path, config.max_seq_length)[:n]
 
 
-def test_per_example_gradients_add_up_to_the_batch_gradient(tmp_path):
+def test_per_example_gradients_add_up_to_the_batch_gradient(tiny_model_dir, tmp_path):
     """The hooks' per-example LoRA gradients are exact: they sum to autograd's gradient of the batch."""
     import torch
 
-    model, tokenizer, examples = live_lora(tmp_path, 4)
+    model, tokenizer, examples = live_lora(tiny_model_dir, tmp_path, 4)
     capture = influence.GradientCapture(model, 0, seed=0)
     per_example = influence.gradients(
         model, examples, capture=capture, batch_size=4, pad_id=tokenizer.pad_token_id, device="cpu", per_token=False

@@ -12,10 +12,10 @@ from tests.attribution.test_influence import live_lora
 from training import packing, trainer
 
 
-def test_per_record_gradients_of_a_packed_row_are_each_records_own(tmp_path):
+def test_per_record_gradients_of_a_packed_row_are_each_records_own(tiny_model_dir, tmp_path):
     """Records laid end to end in one training row: the hooks' per-record split equals each record's
     gradient taken alone (the row's block-diagonal mask keeps records apart)."""
-    model, tokenizer, examples = live_lora(tmp_path, 3)
+    model, tokenizer, examples = live_lora(tiny_model_dir, tmp_path, 3)
     capture = influence.GradientCapture(model, 0, seed=0)
     model.eval()
     packing.summed_loss(model, packing.pack(examples), "cpu").backward()
