@@ -39,7 +39,7 @@ DEFAULT_METHOD = "datainf"
 
 @dataclass
 class InfluenceConfig:
-    methods: tuple[str, ...] = ("datainf", "tracin")
+    methods: tuple[str, ...] = FINAL_ADAPTER
     damping: float = 10.0  # DataInf's lambda multiplier
     unit_norm: bool = True  # score each record by its gradient's direction, not its size (as LESS does)
     projection_dim: int = 0  # 0: exact gradients when they fit, else CountSketch to `fallback_dim`

@@ -41,6 +41,7 @@ class StepTrace:
         self.scores: np.ndarray | None = None
         self.anchor: list | None = None
         self.pending: list[tuple[list[int], list]] = []
+        self.groups: dict[int, dict] = {}  # id of a LoRA weight -> its optimiser parameter group
         self.seconds = 0.0
 
     def collect(self, indices: list[int], lengths: list[int]) -> None:
@@ -56,7 +57,9 @@ class StepTrace:
         import torch
 
         started = time.monotonic()
-        sizes = [self._step_size(optimizer, module.weight, self.steps) * clip for _, module in self.capture.modules]
+        if not self.groups:
+            self.groups = {id(p): group for group in optimizer.param_groups for p in group["params"]}
+        sizes = [self._step_size(optimizer, module.weight) * clip for _, module in self.capture.modules]
         for indices, grads in self.pending:
             rows = torch.tensor(indices)
             for i, grad in enumerate(grads):
@@ -66,18 +69,16 @@ class StepTrace:
         if step % self.every == 0 and not last:
             self.anchor_here()
 
-    @staticmethod
-    def _step_size(optimizer, weight, steps: int):
+    def _step_size(self, optimizer, weight):
         """What a gradient taken at this step moves a weight by, all told (flattened): AdamW's step size
         ``lr / (sqrt(v / (1 - beta2^t)) + eps)`` times the gradient's weight in this and the run's later
         momentum averages (``momentum_weight``)."""
         import torch
 
-        group = next(g for g in optimizer.param_groups if any(p is weight for p in g["params"]))
-        state = optimizer.state[weight]
+        group, state = self.groups[id(weight)], optimizer.state[weight]
         step = int(state["step"])
         v_hat = state["exp_avg_sq"].float().reshape(-1) / (1 - group["betas"][1] ** step)
-        return group["lr"] / (torch.sqrt(v_hat) + group["eps"]) * momentum_weight(group["betas"][0], step, steps)
+        return group["lr"] / (torch.sqrt(v_hat) + group["eps"]) * momentum_weight(group["betas"][0], step, self.steps)
 
     def anchor_here(self) -> None:
         """Take the held-out gradients at this point; close the segment since the last anchor."""
