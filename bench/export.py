@@ -8,7 +8,8 @@ The adapter is a stand-in for a trained one, of the default preset's shape (LoRA
 with random non-zero weights, so that it changes the base model's answers: exporting costs the same.
 The checks: the merged model answers the same greedy tokens as base + adapter for 20 chat prompts; each
 GGUF, loaded back with transformers' GGUF loader, answers the same as the merged model and its chat
-template renders the same prompt text.
+template renders the same prompt text; q8_0 files with blocks chosen the other ways (exporting/q8_0.py:
+the scale search alone, llama.cpp's nearest step) answer as the merged model for how many prompts.
 """
 
 from __future__ import annotations
@@ -27,19 +28,20 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey 
 
 from attribution import manifest as manifest_lib  # noqa: E402
 from exporting.build import Signer, Source, build_exports  # noqa: E402
+from exporting.gguf_file import write_gguf  # noqa: E402
 from training.model_import import weights_sha256  # noqa: E402
 
 BUNDLED = ROOT / "var" / "models" / "smollm2-135m-instruct"
 
 
-def stand_in_adapter(base_dir: Path, dest: Path, scale: float) -> Path:
+def stand_in_adapter(base_dir: Path, dest: Path, scale: float, seed: int) -> Path:
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
+    torch.manual_seed(seed)  # lora_A's initialisation too
     model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
     model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, target_modules="all-linear", task_type="CAUSAL_LM"))
-    torch.manual_seed(0)
     for name, parameter in model.named_parameters():
         if "lora_B" in name:
             parameter.data.normal_(0, scale)
@@ -75,12 +77,18 @@ def check(base_dir: Path, adapter_dir: Path, work: Path, zips: dict) -> None:
             f"{fmt} == merged: {same_answers(answers, merged)} of {len(PROMPTS)} prompts; chat template renders "
             f"the same prompt text for {same_prompt_texts(tokenizer, gguf_tokenizer)} of {len(PROMPTS)}"
         )
+    for rounding in ("scale search", "nearest"):  # the other ways to choose q8_0 blocks, for comparison
+        path = work / f"check-{rounding.replace(' ', '-')}.gguf"
+        write_gguf(merged_dir, path, quant="q8_0", name="bench", rounding=rounding)
+        answers = greedy_tokens(AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name), tokenizer)
+        print(f"gguf-q8_0 rounded by {rounding} == merged: {same_answers(answers, merged)} of {len(PROMPTS)} prompts")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--base", type=Path, default=BUNDLED)
     parser.add_argument("--scale", type=float, default=0.01, help="spread of the stand-in adapter's B weights")
+    parser.add_argument("--seed", type=int, default=0, help="the stand-in adapter's random seed")
     parser.add_argument("--no-checks", action="store_true", help="only time the export")
     args = parser.parse_args()
     if not (args.base / "config.json").exists():
@@ -89,7 +97,7 @@ def main() -> None:
     pem = key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        adapter_dir = stand_in_adapter(args.base, tmp / "adapter", args.scale)
+        adapter_dir = stand_in_adapter(args.base, tmp / "adapter", args.scale, args.seed)
         manifest = {
             "adapter": {"slug": "bench", "name": "Bench", "version": 1},
             "base_model": {

@@ -98,7 +98,7 @@ def _gguf_export(merged_dir: Path, work: Path, source: Source, signer: Signer, q
     directory = work / f"gguf-{quant}"
     directory.mkdir()
     gguf_name = f"{source.stem}.{quant}.gguf"
-    write_gguf(
+    rounding = write_gguf(
         merged_dir,
         directory / gguf_name,
         quant=quant,
@@ -107,6 +107,8 @@ def _gguf_export(merged_dir: Path, work: Path, source: Source, signer: Signer, q
     )
     (directory / "Modelfile").write_text(_modelfile_text(merged_dir, gguf_name, source), encoding="utf-8")
     export = {"format": "gguf", "quantisation": quant, "file": gguf_name, "modelfile": "Modelfile"}
+    if rounding:
+        export["rounding"] = rounding
     return _sign_and_zip(directory, work / f"{source.stem}-gguf-{quant}.zip", source, signer, export)
 
 

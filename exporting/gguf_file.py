@@ -6,10 +6,11 @@ holds (Llama architecture, byte-level BPE tokenizer; the bundled SmolLM2 and the
 tensor names from gguf's Llama name map, the query and key projections permuted from Hugging Face's
 rotary layout to llama.cpp's interleaved one (transformers' GGUF loader permutes them back), 1-D tensors
 (norms) in f32, matrices in f16 or q8_0 (a matrix whose rows do not split into 32-value blocks stays
-f16), no output matrix when it is tied to the embeddings. The tokenizer goes into the metadata: tokens,
+f16; which q8_0 blocks, see exporting/q8_0.py: GPTQ, not llama.cpp's nearest step), no output matrix when it is tied to the embeddings. The tokenizer goes into the metadata: tokens,
 token types, merges, special token ids, whether BOS is added, and the chat template.
 
-Tensors are converted and written one at a time, so memory holds one tensor, not the model.
+Tensors are converted and written one at a time, so memory holds one tensor, not the model (q8_0 with
+GPTQ first loads the model once, to see each layer's inputs).
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+
+from exporting import q8_0
 
 QUANTS = ("f16", "q8_0")
 
@@ -88,13 +91,21 @@ def _tensor_plan(model_dir: Path, config: dict) -> list[tuple[str, str, tuple[in
     return plan
 
 
-def _converted(name: str, tensor, config: dict, kind) -> np.ndarray:
+def _converted(name: str, tensor, config: dict, kind, quantizer) -> np.ndarray:
     gguf = _gguf()
-    tensor = tensor.float().numpy()
+    heads = None
     if name.endswith("self_attn.q_proj.weight"):
-        tensor = permute_rotary(tensor, config["num_attention_heads"])
+        heads = config["num_attention_heads"]
     elif name.endswith("self_attn.k_proj.weight"):
-        tensor = permute_rotary(tensor, config.get("num_key_value_heads") or config["num_attention_heads"])
+        heads = config.get("num_key_value_heads") or config["num_attention_heads"]
+    if kind == gguf.GGMLQuantizationType.Q8_0:
+        scales, integers = (part.numpy() for part in quantizer(name, tensor.float()))
+        if heads:  # rows move with their scales
+            scales, integers = permute_rotary(scales, heads), permute_rotary(integers, heads)
+        return q8_0.pack(scales, integers)
+    tensor = tensor.float().numpy()
+    if heads:
+        tensor = permute_rotary(tensor, heads)
     return gguf.quants.quantize(np.ascontiguousarray(tensor), kind)
 
 
@@ -161,9 +172,11 @@ def write_gguf(
     quant: str,
     name: str,
     progress: Callable[[int, int], None] | None = None,
-) -> Path:
+    rounding: str = "gptq",
+) -> str:
     """Write ``model_dir`` (a merged Hugging Face Llama directory) to the GGUF file ``dest``;
-    ``progress(tensors_done, tensors_total)`` after each tensor."""
+    ``progress(tensors_done, tensors_total)`` after each tensor; ``rounding``: how q8_0 blocks are chosen
+    (``exporting.q8_0.ROUNDINGS``). Returns the rounding used ("" for f16)."""
     from safetensors import safe_open
 
     if quant not in QUANTS:
@@ -176,6 +189,7 @@ def write_gguf(
     try:
         _write_metadata(writer, model_dir, config, name=name, quant=quant)
         kinds = [_tensor_type(quant, shape) for _, _, shape, _ in plan]
+        quantizer = q8_0.Quantizer(model_dir, rounding) if gguf.GGMLQuantizationType.Q8_0 in kinds else None
         for (_, _, shape, target), kind in zip(plan, kinds, strict=True):
             writer.add_tensor_info(target, shape, np.dtype(np.float32), _nbytes(kind, shape), raw_dtype=kind)
         writer.write_header_to_file()
@@ -185,9 +199,9 @@ def write_gguf(
         for done, ((file, source, _, _), kind) in enumerate(zip(plan, kinds, strict=True), 1):
             if file not in opened:
                 opened = {file: safe_open(model_dir / file, framework="pt")}
-            writer.write_tensor_data(_converted(source, opened[file].get_tensor(source), config, kind))
+            writer.write_tensor_data(_converted(source, opened[file].get_tensor(source), config, kind, quantizer))
             if progress:
                 progress(done, len(plan))
     finally:
         writer.close()
-    return dest
+    return quantizer.method if quantizer else ""

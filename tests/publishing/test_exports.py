@@ -2,6 +2,7 @@
 the merged model answers as base + adapter, the GGUF files answer as the merged model when transformers
 loads them back, and every zip verifies offline."""
 
+import json
 import zipfile
 
 from django.urls import reverse
@@ -87,3 +88,5 @@ def test_a_tiny_adapter_exports_to_merged_and_gguf_that_answer_alike(client, ada
         modelfile = (directory / "Modelfile").read_text()
         assert f"FROM ./{gguf_name}" in modelfile and 'PARAMETER stop "<|im_end|>"' in modelfile
         assert "TEMPLATE" in modelfile and "{{ .Content }}<|im_end|>" in modelfile
+    q8_manifest = json.loads((unpacked["gguf-q8_0"][1] / "export_manifest.json").read_text())
+    assert q8_manifest["export"]["quantisation"] == "q8_0" and q8_manifest["export"]["rounding"] == "gptq"
