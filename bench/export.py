@@ -49,7 +49,42 @@ def stand_in_adapter(base_dir: Path, dest: Path, scale: float, seed: int) -> Pat
     return dest
 
 
+MORE_PROMPTS = (
+    [f"What is a {w}?" for w in "cat tree river bank piano cloud engine bridge lamp violin".split()]
+    + [
+        f"Write one sentence about {w}."
+        for w in "winter|the sea|coffee|bikes|love|hills|rain|books|music|bread".split("|")
+    ]
+    + [f"Why is {w} important?" for w in "sleep water exercise trust education".split()]
+    + ["List three animals.", "What is 7 times 8?", "Tell me a joke.", "What is gravity?", "Explain photosynthesis."]
+)
+
+
+def next_token_logprobs(model, tokenizer, prompts: list[str], answers: list[list[int]]) -> list:
+    """At each position of each given answer (fed in, teacher-forced), the model's next-token log-probabilities."""
+    import torch
+
+    from exporting.compare import chat_text
+
+    out = []
+    with torch.no_grad():
+        for prompt, answer in zip(prompts, answers, strict=True):
+            ids = tokenizer(chat_text(tokenizer, prompt), return_tensors="pt", add_special_tokens=False)["input_ids"]
+            logits = model(input_ids=torch.cat([ids, torch.tensor([answer])], 1)).logits[0, ids.shape[1] - 1 : -1]
+            out.append(logits.log_softmax(-1))
+    return out
+
+
+def drift(got: list, reference: list) -> str:
+    positions = sum(r.shape[0] for r in reference)
+    flips = sum(int((g.argmax(-1) != r.argmax(-1)).sum()) for g, r in zip(got, reference, strict=True))
+    kl = sum(float((r.exp() * (r - g)).sum()) for g, r in zip(got, reference, strict=True)) / positions
+    return f"top token differs at {flips} of {positions} positions, mean KL from the merged model {kl:.1e}"
+
+
 def check(base_dir: Path, adapter_dir: Path, work: Path, zips: dict) -> None:
+    """Greedy agreement over the 20 check prompts; over those and MORE_PROMPTS, how far each GGUF's
+    next-token distribution drifts from the merged model's on the merged model's own answers."""
     import zipfile
 
     from peft import PeftModel
@@ -64,24 +99,34 @@ def check(base_dir: Path, adapter_dir: Path, work: Path, zips: dict) -> None:
     print(f"the adapter changes {len(PROMPTS) - same_answers(base_answers, tuned)} of {len(PROMPTS)} base answers")
     merged_dir = work / "check-merged"
     zipfile.ZipFile(zips["merged"]).extractall(merged_dir)
-    merged = greedy_tokens(AutoModelForCausalLM.from_pretrained(merged_dir), tokenizer)
+    merged_model = AutoModelForCausalLM.from_pretrained(merged_dir)
+    merged = greedy_tokens(merged_model, tokenizer)
     print(f"merged == base + adapter: {same_answers(merged, tuned)} of {len(PROMPTS)} prompts")
+    prompts = PROMPTS + MORE_PROMPTS
+    answers_all = merged + greedy_tokens(merged_model, tokenizer, MORE_PROMPTS)
+    reference = next_token_logprobs(merged_model, tokenizer, prompts, answers_all)
+    ggufs = {}
     for fmt in ("gguf-f16", "gguf-q8_0"):
         directory = work / f"check-{fmt}"
         zipfile.ZipFile(zips[fmt]).extractall(directory)
         name = next(p.name for p in directory.glob("*.gguf"))
         gguf_tokenizer = AutoTokenizer.from_pretrained(directory, gguf_file=name)
-        model = AutoModelForCausalLM.from_pretrained(directory, gguf_file=name)
-        answers = greedy_tokens(model, gguf_tokenizer)
+        ggufs[fmt] = directory / name
+        answers = greedy_tokens(AutoModelForCausalLM.from_pretrained(directory, gguf_file=name), gguf_tokenizer)
         print(
             f"{fmt} == merged: {same_answers(answers, merged)} of {len(PROMPTS)} prompts; chat template renders "
             f"the same prompt text for {same_prompt_texts(tokenizer, gguf_tokenizer)} of {len(PROMPTS)}"
         )
     for rounding in ("scale search", "nearest"):  # the other ways to choose q8_0 blocks, for comparison
-        path = work / f"check-{rounding.replace(' ', '-')}.gguf"
+        ggufs[f"gguf-q8_0 rounded by {rounding}"] = path = work / f"check-{rounding.replace(' ', '-')}.gguf"
         write_gguf(merged_dir, path, quant="q8_0", name="bench", rounding=rounding)
-        answers = greedy_tokens(AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name), tokenizer)
-        print(f"gguf-q8_0 rounded by {rounding} == merged: {same_answers(answers, merged)} of {len(PROMPTS)} prompts")
+    for label, path in ggufs.items():
+        model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name)
+        if "rounded by" in label:
+            answers = greedy_tokens(model, tokenizer)
+            print(f"{label} == merged: {same_answers(answers, merged)} of {len(PROMPTS)} prompts")
+        got = next_token_logprobs(model, tokenizer, prompts, answers_all)
+        print(f"{label}, {len(prompts)} prompts: {drift(got, reference)}")
 
 
 def main() -> None:
