@@ -6,8 +6,9 @@ holds (Llama architecture, byte-level BPE tokenizer; the bundled SmolLM2 and the
 tensor names from gguf's Llama name map, the query and key projections permuted from Hugging Face's
 rotary layout to llama.cpp's interleaved one (transformers' GGUF loader permutes them back), 1-D tensors
 (norms) in f32, matrices in f16 or q8_0 (a matrix whose rows do not split into 32-value blocks stays
-f16; which q8_0 blocks, see exporting/q8_0.py: GPTQ, not llama.cpp's nearest step), no output matrix when it is tied to the embeddings. The tokenizer goes into the metadata: tokens,
-token types, merges, special token ids, whether BOS is added, and the chat template.
+f16; the q8_0 blocks are chosen by exporting/q8_0.py: GPTQ, not llama.cpp's nearest step), no output
+matrix when it is tied to the embeddings. The tokenizer goes into the metadata: tokens, token types,
+merges, special token ids, whether BOS is added, and the chat template.
 
 Tensors are converted and written one at a time, so memory holds one tensor, not the model (q8_0 with
 GPTQ first loads the model once, to see each layer's inputs).

@@ -40,7 +40,8 @@ TOPICS = ["cooking", "a city", "the weather", "money", "a machine", "your work",
 
 
 def block_scales(weights: torch.Tensor, low: float = 0.85, high: float = 1.3, steps: int = 32) -> torch.Tensor:
-    """(rows, blocks) f16-exact scales, each its block's least-squared-error one among the candidates."""
+    """(rows, blocks) f16-exact scales, each its block's least-squared-error one among max/127 times 1 and
+    ``steps`` factors from ``low`` to ``high`` (``steps=0``: max/127, llama.cpp's scale)."""
     rows, columns = weights.shape
     if rows > 2048:  # in slices: the candidates' temporaries stay in cache
         return torch.cat([block_scales(part, low, high, steps) for part in weights.split(2048)])
@@ -59,15 +60,13 @@ def block_scales(weights: torch.Tensor, low: float = 0.85, high: float = 1.3, st
     return best
 
 
-def gptq(
-    weights: torch.Tensor, hessian: torch.Tensor, scales: torch.Tensor, damp: float = 0.01, act_order: bool = True
-) -> torch.Tensor:
+def gptq(weights: torch.Tensor, hessian: torch.Tensor, scales: torch.Tensor, damp: float = 0.01) -> torch.Tensor:
     """The integers (int8, weights' shape) for ``weights`` on the grid ``scales`` (from ``block_scales``),
-    rounded column by column with the error pushed onto later columns through ``hessian`` (X^T X).
-    ``act_order``: the columns whose inputs are largest first (GPTQ's "act order"; the scales stay the
-    blocks' own, so the file is the same q8_0)."""
+    rounded column by column with the error pushed onto later columns through ``hessian`` (X^T X). The
+    columns whose inputs are largest go first (GPTQ's "act order"; the scales stay the blocks' own, so
+    the file is the same q8_0)."""
     columns = weights.shape[1]
-    order = torch.argsort(hessian.diagonal(), descending=True) if act_order else torch.arange(columns)
+    order = torch.argsort(hessian.diagonal(), descending=True)
     weights = weights.float()[:, order].clone()
     step = scales.repeat_interleave(BLOCK, dim=1)[:, order]
     hessian = hessian.double()[order][:, order].clone()
@@ -191,10 +190,6 @@ class Quantizer:
         self.method = "gptq" if self.hessians else "scale search" if rounding != "nearest" else "nearest"
 
     def __call__(self, name: str, weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.method == "nearest":
-            rows, columns = weights.shape
-            scales = (weights.reshape(rows, columns // BLOCK, BLOCK).abs().amax(-1) / LIMIT).half().float()
-            return scales, rounded(weights, scales.clamp_min(torch.finfo(torch.float16).tiny))
-        scales = block_scales(weights)
+        scales = block_scales(weights, steps=0 if self.method == "nearest" else 32)
         hessian = self.hessians.pop(name, None)
         return scales, gptq(weights, hessian, scales) if hessian is not None else rounded(weights, scales)
