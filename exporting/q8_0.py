@@ -154,7 +154,7 @@ def hessians(model, ids: torch.Tensor, mask: torch.Tensor, names: list[str]) -> 
     handles = [modules[name].register_forward_hook(hook(name)) for name in names]
     try:
         with torch.no_grad():
-            model(input_ids=ids, attention_mask=mask)
+            model.get_decoder()(input_ids=ids, attention_mask=mask)  # the layers; no logits
     finally:
         for handle in handles:
             handle.remove()
