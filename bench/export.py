@@ -2,12 +2,12 @@
 zips, as the export task builds them), then check what the exports answer. Pure code (no Django).
 
     .venv/bin/python bench/export.py                # time the export, then check the answers
-    .venv/bin/python bench/export.py --train        # the same for an adapter trained first (about 15 min)
+    .venv/bin/python bench/export.py --train        # the same for an adapter trained first (about 20 min)
     .venv/bin/python bench/export.py --no-checks    # the time alone (on a quiet machine)
 
 The adapter: by default a stand-in for a trained one (LoRA r=8 on every linear layer) with random non-zero
 weights, so that it changes the base model's answers: exporting costs the same. Its answers sit on
-near-ties (top two tokens within 0.01 nats) more often than a trained model's, so they flip under
+near-ties (top two tokens within about 0.01 nats) more often than a trained model's, so they flip under
 smaller changes. ``--train`` exports what a job with the default preset ("standard") learns from
 bench/learning.py's Datanet of invented facts; ``--adapter DIR`` any adapter of the base model.
 The checks: the merged model answers the same greedy tokens as base + adapter for 20 chat prompts; each
