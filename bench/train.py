@@ -5,6 +5,7 @@ the ratio, and achieved FLOP/s as a fraction of this machine's measured matmul p
     .venv/bin/python bench/train.py                      # bundled SmolLM2 if imported, else a small model
     .venv/bin/python bench/train.py --model var/models/smollm2-135m-instruct --steps 30 --method qlora
     .venv/bin/python bench/train.py --processes 1,2      # ours on 1 and on 2 processes (DDP, gloo on a CPU)
+    .venv/bin/python bench/train.py --processes 1,2 --parallel ddp,fsdp --method lora   # and with the base sharded
 
 Each side runs in its own process so that its peak memory (RSS, or CUDA max allocated) is its own.
 """
@@ -55,6 +56,7 @@ def run_ours(args) -> dict:
     events = []
     config = TrainConfig(
         devices=args.processes_side,
+        parallel=args.parallel_side,
         base_model_path=args.model,
         method=args.method,
         batch_size=args.batch,
@@ -76,10 +78,11 @@ def run_ours(args) -> dict:
             events.append(event)
 
     with tempfile.TemporaryDirectory() as out:
-        if config.devices > 1:  # the ranks' peak memory is their own: not measured here
+        if config.devices > 1:
             launch.train(config, args.data, out, keep, lambda: False)
         else:
             train(config, args.data, out, progress=keep)
+        resolved = json.loads((Path(out) / "config.json").read_text())["resolved"]
     first, last = events[0], events[-1]
     # Time from the end of the first step to the end of the last: warm-up and set-up excluded.
     seconds = last["elapsed_s"] - first["elapsed_s"]
@@ -88,8 +91,14 @@ def run_ours(args) -> dict:
         "seconds": seconds,
         "samples": (len(events) - 1) * args.batch,
         "tokens": tokens,
-        "peak_mb": peak_memory_mb() if config.devices == 1 else float("nan"),
+        # Several processes: the largest rank's peak (torchrun waits for its ranks, this process for torchrun).
+        "peak_mb": peak_memory_mb() if config.devices == 1 else children_peak_mb(),
+        "weights_mb": resolved.get("weights_held_bytes", resolved["weights_bytes"]) / 2**20,
     }
+
+
+def children_peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
 
 
 def run_reference(args) -> dict:
@@ -216,6 +225,8 @@ def main() -> None:
     parser.add_argument("--processes", help="ours on each of these numbers of processes (1,2), no reference")
     parser.add_argument("--side", choices=["ours", "reference"])
     parser.add_argument("--processes-side", type=int, default=1)
+    parser.add_argument("--parallel", default="ddp", help="with --processes: ddp, fsdp or both (ddp,fsdp)")
+    parser.add_argument("--parallel-side", default="ddp")
     parser.add_argument("--data")
     args = parser.parse_args()
     if args.side:
@@ -227,8 +238,14 @@ def main() -> None:
         data = Path(tmp) / "data.jsonl"
         make_data(data, args.records)
         results = {}
-        sides = [(f"ours x{n}", "ours", n) for n in map(int, args.processes.split(","))] if args.processes else []
-        for name, side, processes in sides or [("reference", "reference", 1), ("ours", "ours", 1)]:
+        sides = []
+        for n in map(int, (args.processes or "").split(",") if args.processes else []):
+            for parallel in args.parallel.split(",") if n > 1 else ["ddp"]:
+                sides.append((f"ours x{n}" + (f" {parallel}" if n > 1 else ""), "ours", n, parallel))
+        for name, side, processes, parallel in sides or [
+            ("reference", "reference", 1, "ddp"),
+            ("ours", "ours", 1, "ddp"),
+        ]:
             command = [
                 sys.executable,
                 __file__,
@@ -236,6 +253,8 @@ def main() -> None:
                 side,
                 "--processes-side",
                 str(processes),
+                "--parallel-side",
+                parallel,
                 "--data",
                 str(data),
                 "--model",
@@ -263,13 +282,19 @@ def main() -> None:
         f"model {Path(args.model).name} ({params / 1e6:.1f}M parameters), {args.method}, batch {args.batch}, "
         f"{args.steps} steps, max length {args.seq}, device {device}"
     )
-    print(f"{'':<12}{'samples/s':>10}{'tokens/s':>10}{'peak MB':>9}{'model FLOP/s':>14}{'of peak':>9}")
+    print(
+        f"{'':<14}{'samples/s':>10}{'tokens/s':>10}{'peak MB':>9}{'model FLOP/s':>14}{'of peak':>9}{'weights MB':>11}"
+    )
     for side, r in results.items():
         flops = 6 * params * r["tokens"] / r["seconds"]
+        held = f"{r['weights_mb']:>11.0f}" if "weights_mb" in r else ""
         print(
-            f"{side:<12}{r['samples'] / r['seconds']:>10.2f}{r['tokens'] / r['seconds']:>10.0f}{r['peak_mb']:>9.0f}"
-            f"{flops:>14.3e}{flops / peak:>9.1%}"
+            f"{side:<14}{r['samples'] / r['seconds']:>10.2f}{r['tokens'] / r['seconds']:>10.0f}{r['peak_mb']:>9.0f}"
+            f"{flops:>14.3e}{flops / peak:>9.1%}{held}"
         )
+    print(
+        "peak MB: a process's peak (the largest rank's with several); weights MB: the model's weights a process holds"
+    )
     if args.processes:
         one = results[next(iter(results))]
         for name, r in results.items():

@@ -38,7 +38,13 @@ def save_checkpoint(run: Run, directory: Path) -> None:
     staging = directory.with_name(directory.name + ".tmp")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
-    run.model.save_pretrained(staging / "adapter")
+    if run.compute.get("sharded"):
+        # The adapter's weights as they are: a sharded model's state_dict() would reshard the base's root weights
+        # (left gathered after a held-out check) on this rank alone, and the next forward's gathers would no
+        # longer match the other ranks'.
+        run.model.save_pretrained(staging / "adapter", state_dict=adapter_state(run.model))
+    else:
+        run.model.save_pretrained(staging / "adapter")
     torch.save(
         {
             "optimizer": run.optimizer.state_dict(),

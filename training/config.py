@@ -26,6 +26,7 @@ class TrainConfig:
     beta: float = 0.1  # DPO's and ORPO's beta
     devices: int = 1  # processes (GPUs) the run trains on, under torchrun (training/distributed.py)
     nodes: int = 1  # machines, each with ``devices`` of them (training/launch.py)
+    parallel: str = "ddp"  # across devices: "ddp" (a whole model on each) or "fsdp" (the base sharded over them)
     precision: str = "auto"  # "auto": bf16 where the device computes it fast, else fp32; or "bf16", "fp32"
     compile_layers: str = "auto"  # "on", "off", or "auto": where it pays (training/modeling.py, compiles)
     lora_r: int = 8
@@ -96,6 +97,13 @@ class TrainConfig:
             )
         if self.devices * self.nodes > 1 and (self.objective != "sft" or self.method == "full"):
             problems.append("several devices train supervised LoRA, QLoRA or DoRA runs only")
+        if self.parallel not in ("ddp", "fsdp"):
+            problems.append("parallel must be ddp or fsdp")
+        elif self.parallel == "fsdp" and self.method == "qlora":
+            problems.append(
+                "FSDP shards a bf16 or fp32 base (LoRA or DoRA): bitsandbytes' 4-bit weights are not sharded here; "
+                "QLoRA spreads over devices with DDP"
+            )
         if self.epochs <= 0 and self.max_steps <= 0:
             problems.append("train for some epochs or steps")
         if not 16 <= self.max_seq_length <= 32768:

@@ -32,6 +32,7 @@ SETTINGS = {
     "seed": "Seed",
     "devices": "Devices (GPUs, or processes on a CPU worker)",
     "nodes": "Nodes (workers, each with that many devices)",
+    "parallel": "Across devices",
     "max_steps": "Step limit",
     "checkpoint_every": "Checkpoint every (steps)",
     "precision": "Precision",

@@ -7,8 +7,18 @@ Every rank walks the same global batches a single process takes (``config.batch_
 by length) and packs its own share of each: records ``rank``, ``rank + world``, ... The loss of a step is
 still the sum over the global batch's response tokens divided by their count, so a run on N processes
 follows the single-process run step for step, and a checkpoint's data position means the same at any
-world size: it resumes on 1 process or on 4. Only rank 0 reports, writes checkpoints, evaluates,
-attributes and saves; the other ranks end when training ends. Backend: NCCL on CUDA, gloo on a CPU.
+world size: it resumes on 1 process or on 4. Backend: NCCL on CUDA, gloo on a CPU.
+
+Two ways to spread the model (``config.parallel``):
+- "ddp": every rank holds the whole model; DistributedDataParallel averages the adapter's gradients. Only
+  rank 0 reports, writes checkpoints, evaluates, attributes and saves; the other ranks end with training.
+- "fsdp": for a base too large for one device. PyTorch's FSDP2 (``fully_shard``) shards the frozen base
+  weights over the ranks, decoder layer by decoder layer, and gathers a layer's whole weights only while
+  it computes; the adapter stays whole on every rank (FSDP's ignored parameters) and its gradients are
+  summed across the ranks once a step. Every forward then needs every rank, so all of them take part in
+  the held-out checks, the evaluation and the attribution; rank 0 alone reports and writes. LoRA and DoRA
+  on a bf16 or fp32 base only: bitsandbytes' 4-bit weights are not sharded here (FSDP-QLoRA needs
+  ``bnb_4bit_quant_storage`` on CUDA and FSDP1), so QLoRA spreads with DDP.
 """
 
 from __future__ import annotations
@@ -37,6 +47,29 @@ def start(device: str) -> None:
     dist.init_process_group("nccl" if device == "cuda" else "gloo")
 
 
+def sharded(config) -> bool:
+    """Whether this run shards its base model over several processes (FSDP)."""
+    return config.parallel == "fsdp" and world()[1] > 1
+
+
+def shard(model, device: str) -> int:
+    """Shard the base model's frozen weights over the ranks (FSDP2: each decoder layer, then the rest of the
+    model: embeddings, final norm, head), moving each rank's shards to its device; the adapter is left whole
+    and moved there too. Returns the bytes of weights this rank holds."""
+    import torch
+    from torch.distributed.fsdp import fully_shard
+
+    adapter = [p for p in model.parameters() if p.requires_grad]
+    lm = model.get_base_model()  # the root: generate() calls it, not the peft wrapper
+    for layer in lm.get_decoder().layers:
+        fully_shard(layer, ignored_params=set(adapter))
+    fully_shard(lm, ignored_params=set(adapter))
+    with torch.no_grad():
+        for parameter in adapter:
+            parameter.data = parameter.data.to(device)
+    return sum((p.to_local() if hasattr(p, "to_local") else p).numel() * p.element_size() for p in model.parameters())
+
+
 def stop() -> None:
     import torch.distributed as dist
 
@@ -60,14 +93,18 @@ def _packed_loss(model, device: str):
 
 
 class Replicas:
-    """The model as the training step sees it: itself for one process; wrapped in DDP for several, which
-    averages the trainable weights' gradients across ranks during the backward pass."""
+    """The model as the training step sees it: itself for one process; for several, wrapped in DDP, which
+    averages the trainable weights' gradients across ranks during the backward pass, or with its base
+    sharded (``shard``), whose adapter gradients ``synchronise`` sums after the step's last backward."""
 
-    def __init__(self, model, device: str):
-        self.model, self.device = model, device
+    def __init__(self, model, device: str, sharded: bool = False):
+        self.model, self.device, self.sharded = model, device, sharded
         self.rank, self.size = world()
         self.ddp = None
-        if self.size > 1:
+        # Each rank's loss is its share of the step's summed loss, times the world under DDP, whose mean is then
+        # the sum; the figure reported is the ranks' sum divided by this.
+        self.scale = 1 if sharded else self.size
+        if self.size > 1 and not sharded:
             from torch.nn.parallel import DistributedDataParallel
 
             module = _packed_loss(model, device)
@@ -85,14 +122,29 @@ class Replicas:
     def loss(self, records: list, last: bool):
         """The summed loss of this rank's share of ``records``, scaled so that DDP's average over the ranks
         is the sum over all of them; gradients are exchanged on the ``last`` batch of a step only."""
-        if self.ddp is None:
+        if self.size == 1:
             return packing.summed_loss(self.model, packing.pack(records), self.device)
         share = self.share(records)
         # A batch smaller than the world (an epoch's last) leaves a rank without records; it still takes
-        # part in the gradient exchange, with a zero loss over one record.
-        weight = self.size if share else 0
+        # part in the gradient exchange (and a sharded base's gathers), with a zero loss over one record.
+        weight = self.scale if share else 0
+        if self.sharded:
+            return packing.summed_loss(self.model, packing.pack(share or records[:1]), self.device) * weight
         with contextlib.nullcontext() if last else self.ddp.no_sync():
             return self.ddp(packing.pack(share or records[:1])) * weight
+
+    def synchronise(self, parameters: list) -> None:
+        """With a sharded base: sum the adapter's gradients over the ranks, in one exchange a step."""
+        if not self.sharded:
+            return
+        import torch
+        import torch.distributed as dist
+
+        grads = [p.grad for p in parameters]
+        flat = torch.cat([g.reshape(-1) for g in grads])
+        dist.all_reduce(flat)
+        for grad, summed in zip(grads, flat.split([g.numel() for g in grads]), strict=True):
+            grad.copy_(summed.view_as(grad))
 
     def rank_zeros(self, decision: bool) -> bool:
         """Rank 0's decision on every rank (to stop early: ranks on other machines may round a held-out loss
@@ -106,8 +158,8 @@ class Replicas:
         dist.broadcast(flag, src=0)
         return bool(flag.item())
 
-    def mean(self, value: float) -> float:
-        """A figure averaged over the ranks: the step's loss, which each rank holds scaled by the world."""
+    def total(self, value: float) -> float:
+        """The step's loss over all the ranks, from each rank's share of it (see ``scale``)."""
         if self.size == 1:
             return value
         import torch
@@ -115,4 +167,4 @@ class Replicas:
 
         figure = torch.tensor([value], dtype=torch.float64, device=self.device)
         dist.all_reduce(figure)
-        return float(figure.item()) / self.size
+        return float(figure.item()) / self.scale

@@ -5,7 +5,9 @@ for QLoRA, 2 bytes for LoRA in bf16/fp16 on a GPU, 4 on a CPU) + LoRA parameters
 gradients and AdamW moments (16 bytes each, fp32) + activations (batch x sequence x hidden x layers
 x ~34 bytes, the per-token activation footprint of a transformer block without checkpointing, plus
 the logits: batch x sequence x vocabulary x 8 bytes for logits and their gradient) + a fixed 15%
-allowance for the framework's workspace.
+allowance for the framework's workspace. On several devices each takes its share of the batch; with
+the base sharded over them (FSDP), each holds its share of the base weights plus one decoder layer's
+whole weights, gathered while that layer computes.
 
 Time = loading + training + evaluation + attribution. Training: 6 x parameters x training tokens
 (forward + backward) / the sustained rate the trainer reaches on the device, plus a fixed cost a step
@@ -79,12 +81,19 @@ def estimate(
     questions: int = 0,
     attributed_tokens: int = 0,
     compiled: bool = False,
+    devices: int = 1,
+    sharded: bool = False,
 ) -> dict:
+    """Peak memory of one device and the run's time; ``devices``: the processes sharing each batch (all nodes'),
+    ``sharded``: whether they shard the base (FSDP) or each hold all of it (DDP)."""
     bytes_per_weight = 0.53 if method == "qlora" else (4 if device == "cpu" else 2)
     weights = parameters * bytes_per_weight
+    if sharded and devices > 1:
+        weights = weights / devices + weights / max(shape["layers"], 1)
     lora = lora_parameters(shape, rank)
     adapter = lora * 16
-    activations = batch_size * seq_len * (shape["hidden"] * shape["layers"] * 34 + shape["vocab"] * 8)
+    share = math.ceil(batch_size / max(devices, 1))
+    activations = share * seq_len * (shape["hidden"] * shape["layers"] * 34 + shape["vocab"] * 8)
     peak = int((weights + adapter + activations) * 1.15)
     rate = SUSTAINED_FLOPS.get(device, SUSTAINED_FLOPS["cpu"])
     speedup = rate / SUSTAINED_FLOPS["cpu"]

@@ -120,6 +120,16 @@ class MethodForm(forms.Form):
         help_text="Train on this many GPUs of one worker together (DDP under torchrun): each takes a share of every "
         "batch, so the batch is at least this large. Only a worker with this many devices takes the job.",
     )
+    parallel = forms.ChoiceField(
+        required=False,
+        choices=[
+            ("", "DDP (default): a whole model on every device"),
+            ("ddp", "DDP: a whole model on every device"),
+            ("fsdp", "FSDP: the base model sharded over the devices, for a base too large for one (LoRA and DoRA)"),
+        ],
+        help_text="How several devices share the model. FSDP keeps a share of the base weights on each device and "
+        "gathers a layer's whole weights only while it computes: less memory a device, more traffic between them.",
+    )
 
     def __init__(self, *args, preset_values: dict[str, dict] | None = None, **kwargs):
         """``preset_values``: each preset's value of every advanced field, shown in the empty fields."""

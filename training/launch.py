@@ -118,7 +118,10 @@ def train(
             companions(*rendezvous)
         argv = command(spec, events, config, 0, rendezvous)
         code, trained = _attempt(argv, config.devices, log, should_stop, reader, progress)
-        if code == 0:
+        if (output_dir / "metrics.json").exists():  # rank 0 wrote the results: the run is whole
+            if code:  # a rank that ended early died on its way out (seen once: "terminate called" at exit)
+                message = f"The run finished; a process then failed on its way out (exit {code}), changing nothing"
+                progress({"event": "log", "message": message})
             return json.loads((output_dir / "metrics.json").read_text())
         if restarted == restarts or not trained:  # a run that fails before its first step fails again
             tail = log.read_text(errors="replace")[-1500:]

@@ -45,6 +45,8 @@ def pick_method(config, device: str, bf16: bool) -> str:
     per step: no 4-bit dequantisation), QLoRA otherwise."""
     if config.method != "auto":
         return config.method
+    if config.parallel == "fsdp" and config.devices * config.nodes > 1:
+        return "lora"  # its base is sharded: the devices hold it together
     import torch
 
     stored = stored_bytes(config.base_model_path)
@@ -56,8 +58,9 @@ def pick_method(config, device: str, bf16: bool) -> str:
     return "lora" if weights * 3 < free else "qlora"
 
 
-def load_model(config):
-    """The peft model, its tokenizer, and how it computes: {"method", "bf16"}."""
+def load_model(config, place: bool = True):
+    """The peft model, its tokenizer, and how it computes: {"method", "bf16"}. ``place``: move the model to
+    the device (a base to be sharded is left in host memory, each rank moving only its shards)."""
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
@@ -81,7 +84,7 @@ def load_model(config):
     model = AutoModelForCausalLM.from_pretrained(config.base_model_path, **kwargs)
     if method == "qlora" and device == "cpu":
         keep_trainable_4bit_layout(model)
-    if method != "qlora":
+    if method != "qlora" and place:
         model.to(device)
     model.config.use_cache = False
     if method == "full":

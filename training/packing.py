@@ -42,7 +42,7 @@ def summed_loss(model, batch: dict, device: str):
     ids = batch["input_ids"].to(device)
     positions = batch["position_ids"].to(device)
     targets = batch["targets"].to(device)
-    hidden = lm.get_decoder()(input_ids=ids, position_ids=positions, use_cache=False).last_hidden_state
-    keep = targets != IGNORE
-    logits = lm.get_output_embeddings()(hidden[keep])
-    return torch.nn.functional.cross_entropy(logits.float(), targets[keep], reduction="sum")
+    keep = (targets[0] != IGNORE).nonzero().squeeze(1)
+    # Through the causal LM's own forward (a sharded base gathers its weights there), the head on ``keep`` only.
+    logits = lm(input_ids=ids, position_ids=positions, use_cache=False, logits_to_keep=keep).logits[0]
+    return torch.nn.functional.cross_entropy(logits.float(), targets[0, keep], reduction="sum")

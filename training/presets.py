@@ -80,6 +80,7 @@ ADVANCED_FIELDS = (
     "seed",
     "devices",
     "nodes",
+    "parallel",
     "influence_methods",
 )
 

@@ -16,6 +16,7 @@ directory continues from there, not from step 0.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -98,8 +99,10 @@ def setup(config: TrainConfig, data_path, eval_path, checkpoint_dir: Path, log: 
     torch.manual_seed(config.seed)
     device = device_name()
     distributed.start(device)
-    model, tokenizer, compute = load_model(config)
-    compute["compiled"] = modeling.compiles(config, device, compute["method"])
+    sharded = distributed.sharded(config)
+    model, tokenizer, compute = load_model(config, place=not sharded)
+    compute.update(sharded=sharded, weights_bytes=sum(p.numel() * p.element_size() for p in model.parameters()))
+    compute["compiled"] = modeling.compiles(config, device, compute["method"]) and not sharded
     if compute["compiled"]:
         modeling.compile_layers(model)
     precision = "bf16" if compute["bf16"] else "fp32"
@@ -107,6 +110,12 @@ def setup(config: TrainConfig, data_path, eval_path, checkpoint_dir: Path, log: 
     log(
         f"Loaded {Path(config.base_model_path).name} for {compute['method'].upper()} on {device} ({precision}{compiled})"
     )
+    if sharded:
+        compute["weights_held_bytes"] = distributed.shard(model, device)
+        log(
+            f"Sharded the base model over {distributed.world()[1]} processes (FSDP): each holds "
+            f"{compute['weights_held_bytes'] / 2**20:.1f} MB of its {compute['weights_bytes'] / 2**20:.1f} MB of weights"
+        )
     train_set, eval_set = train_and_held_out(tokenizer, config, data_path, eval_path)
     steps_per_epoch = max(1, math.ceil(len(train_set) / config.batch_size) // config.gradient_accumulation)
     total_steps = config.max_steps or max(1, math.ceil(steps_per_epoch * config.epochs))
@@ -127,7 +136,7 @@ def train_steps(run: Run, checkpoint_dir: Path, report: ProgressFn, stop: Callab
 
     config, position, model = run.config, run.position, run.model
     parameters = [p for p in model.parameters() if p.requires_grad]
-    replicas = distributed.Replicas(model, run.device)
+    replicas = distributed.Replicas(model, run.device, run.compute["sharded"])
     lengths = [len(e.input_ids) for e in run.train_set]
     model.train()
     started = saved_at = time.monotonic()
@@ -154,6 +163,7 @@ def train_steps(run: Run, checkpoint_dir: Path, report: ProgressFn, stop: Callab
                 step_loss += loss.item()
                 if run.trace is not None:
                     run.trace.collect(group[i], [len(e.input_ids) for e in chunk])
+            replicas.synchronise(parameters)
             norm = torch.nn.utils.clip_grad_norm_(parameters, config.max_grad_norm, foreach=True)
             run.optimizer.step()
             if run.trace is not None:
@@ -164,7 +174,7 @@ def train_steps(run: Run, checkpoint_dir: Path, report: ProgressFn, stop: Callab
             position["batch"] += len(group)
             position["step"] += 1
             position["tokens"] += sum(len(e.input_ids) for chunk in chunks for e in chunk)
-            figures = {"loss": round(replicas.mean(step_loss), 5)}
+            figures = {"loss": round(replicas.total(step_loss), 5)}
             report_step(run, report, figures, time.monotonic() - started, tokens_at_start, step_at_start)
             epoch_end = position["batch"] >= len(batches)
             due = position["step"] % config.eval_every == 0 if config.eval_every else epoch_end
@@ -193,6 +203,31 @@ def checked(run: Run, report: ProgressFn) -> bool:
         return held_out_check(run, report)
 
 
+def evaluated(run: Run, output_dir: Path | None, probes, report: ProgressFn, stop) -> tuple[dict, dict | None]:
+    """The base model's and the fine-tune's scores, and each record's influence (written to ``output_dir``;
+    None: a rank other than 0, which computes along and keeps nothing)."""
+    import tempfile
+
+    report({"event": "evaluating"})
+    report(
+        {
+            "event": "log",
+            "message": "Evaluating the base model and the fine-tune: held-out loss and answers to questions",
+        }
+    )
+    with modeling.eager(run.compute):
+        metrics = evaluate(run, probe_questions(run.tokenizer, probes, run.config), stop)
+        if not run.config.influence_methods:
+            return metrics, None
+        methods = ", ".join(run.config.influence_methods)
+        report({"event": "log", "message": f"Measuring each record's influence on the held-out loss ({methods})"})
+        with tempfile.TemporaryDirectory() if output_dir is None else contextlib.nullcontext(output_dir) as folder:
+            attribution = attribute(run, Path(folder), report)
+        if stop():
+            raise Cancelled
+    return metrics, attribution
+
+
 def train(
     config: TrainConfig,
     data_path: Path | str,
@@ -206,7 +241,7 @@ def train(
     ``eval_path``: held-out records to evaluate and attribute on, instead of a split of the data;
     ``probes``: named question files (JSONL records) whose answers are scored too. Under torchrun
     (training/distributed.py) every rank trains; rank 0 alone reports and goes on to evaluate, attribute and
-    save, and the others return {} when training ends."""
+    save, and the others return {} when training ends (with a sharded base, after evaluating along)."""
     started = time.monotonic()
     config.validate()
     if config.objective != "sft":
@@ -230,28 +265,26 @@ def train(
     if run.position["step"]:
         report({"event": "resumed", "step": run.position["step"]})
     train_seconds = time.monotonic()
+    sharded = run.compute["sharded"]
     try:
         train_steps(run, checkpoint_dir, report, stop)
     finally:
-        distributed.stop()
-    if rank:
+        if not sharded:
+            distributed.stop()
+    if rank and not sharded:
         return {}  # rank 0 evaluates, attributes and saves
     train_seconds = time.monotonic() - train_seconds
     best = run.history["best"] if config.early_stopping_patience else None
     if best and run.best_state is not None and best["step"] != run.position["step"]:
         restore_adapter(run.model, run.best_state)
         log(f"Keeping the adapter of step {best['step']}, whose held-out loss {best['loss']:.3f} was the best")
-
-    report({"event": "evaluating"})
-    log("Evaluating the base model and the fine-tune: held-out loss and answers to questions")
-    with modeling.eager(run.compute):
-        metrics = evaluate(run, probe_questions(run.tokenizer, probes, config), stop)
-        attribution = None
-        if config.influence_methods:
-            log(f"Measuring each record's influence on the held-out loss ({', '.join(config.influence_methods)})")
-            attribution = attribute(run, output_dir, report)
-            if stop():
-                raise Cancelled
+    try:
+        # A sharded base needs every rank in every forward: they all evaluate and attribute, in step.
+        metrics, attribution = evaluated(run, output_dir if rank == 0 else None, probes, report, stop)
+    finally:
+        distributed.stop()
+    if rank:
+        return {}
     adapter_dir = output_dir / "adapter"
     shutil.rmtree(adapter_dir, ignore_errors=True)
     run.model.save_pretrained(adapter_dir)

@@ -1,6 +1,6 @@
-"""A fine-tune on two processes (DDP on the gloo backend, under torchrun) follows the single-process run
-step for step; its checkpoint resumes on one process and on two; a 2-device job runs only on a worker
-that has two devices, and survives one of its ranks being killed."""
+"""A fine-tune on two processes (DDP, or FSDP with the base sharded, on the gloo backend under torchrun)
+follows the single-process run step for step; its checkpoint resumes on one process and on two; a 2-device
+job runs only on a worker that has two devices, and survives one of its ranks being killed."""
 
 import json
 import os
@@ -51,7 +51,9 @@ def never() -> bool:
     return False
 
 
-def test_two_processes_follow_the_single_process_loss_curve(tiny_model_dir, tmp_path):
+def test_two_processes_follow_the_single_process_loss_curve_with_the_base_replicated_or_sharded(
+    tiny_model_dir, tmp_path
+):
     data = records_file(tmp_path / "data.jsonl")
     single = trainer.train(config(tiny_model_dir, max_steps=12), data, tmp_path / "one")
     events = []
@@ -64,6 +66,24 @@ def test_two_processes_follow_the_single_process_loss_curve(tiny_model_dir, tmp_
     assert reference[12] < reference[1] - 0.2  # it learned: the comparison is not between two flat lines
     assert double["tuned"]["eval_loss"] == pytest.approx(single["tuned"]["eval_loss"], rel=0.02)
     assert (tmp_path / "two" / "adapter" / "adapter_model.safetensors").exists()
+
+    sharded_events = []  # FSDP: the base's weights sharded over the two processes, the adapter whole on each
+    sharded = processes.train(  # a checkpoint right after a held-out check on steps 3, 6 and 9
+        config(tiny_model_dir, max_steps=12, devices=2, parallel="fsdp", eval_every=3),
+        data,
+        tmp_path / "sharded",
+        sharded_events.append,
+        never,
+    )
+    assert sorted(losses(sharded_events)) == list(range(1, 13))
+    assert_follows(losses(sharded_events), reference)
+    assert sharded["tuned"]["eval_loss"] == pytest.approx(single["tuned"]["eval_loss"], rel=0.02)
+    resolved = json.loads((tmp_path / "sharded" / "config.json").read_text())["resolved"]
+    adapter = sharded["trainable_parameters"] * 4  # fp32
+    assert resolved["sharded"] and resolved["weights_bytes"] > 4 * adapter
+    # Half the base's weights a process (within one row of each matrix), and the whole adapter.
+    base = resolved["weights_bytes"] - adapter
+    assert resolved["weights_held_bytes"] - adapter == pytest.approx(base / 2, rel=0.01)
 
 
 def test_two_processes_stop_early_where_one_process_does(tiny_model_dir, tmp_path):
@@ -103,7 +123,11 @@ def test_a_two_process_checkpoint_resumes_on_one_process_and_on_two(tiny_model_d
     trainer.train(config(tiny_model_dir, **settings), data, tmp_path / "on-one", progress=on_one.append)
     on_two = []
     processes.train(config(tiny_model_dir, devices=2, **settings), data, tmp_path / "on-two", on_two.append, never)
-    for resumed in (on_one, on_two):
+    shutil.copytree(tmp_path / "cut", tmp_path / "sharded")
+    sharded = []  # the adapter's checkpoint is the same whether the base was sharded or not
+    settings["parallel"] = "fsdp"
+    processes.train(config(tiny_model_dir, devices=2, **settings), data, tmp_path / "sharded", sharded.append, never)
+    for resumed in (on_one, on_two, sharded):
         step = next(e["step"] for e in resumed if e["event"] == "resumed")
         assert step >= 5 and min(losses(resumed)) == step + 1 and max(losses(resumed)) == 40
         assert_follows(losses(resumed), losses(whole))
@@ -116,6 +140,11 @@ def test_settings_several_devices_cannot_train_are_refused(tiny_model_dir):
         with pytest.raises(ValueError, match="supervised LoRA, QLoRA or DoRA runs only"):
             config(tiny_model_dir, devices=2, **changes).validate()
     config(tiny_model_dir, devices=2, method="dora").validate()
+    with pytest.raises(ValueError, match="4-bit weights are not sharded here"):
+        config(tiny_model_dir, devices=2, method="qlora", parallel="fsdp").validate()
+    with pytest.raises(ValueError, match="parallel must be ddp or fsdp"):
+        config(tiny_model_dir, devices=2, parallel="zero3").validate()
+    config(tiny_model_dir, devices=2, method="dora", parallel="fsdp").validate()
 
 
 def rank_pid(job, rank: int) -> int | None:
@@ -152,8 +181,12 @@ def test_two_device_and_two_node_jobs_wait_for_workers_that_have_them_and_learn_
     second = WorkerProcess(database_url_for_workers(), tmp_path / "worker2.log", env={"WORKER_DEVICES": "2"})
     try:
         devices = wait_for(devices, lambda j: j.finished, timeout=180)
-        nodes = launch(
-            django_capture_on_commit_callbacks, **common, overrides={**FAST, "nodes": 2}, config_changes=changes
+        nodes = launch(  # LoRA with the base sharded across the two nodes (FSDP)
+            django_capture_on_commit_callbacks,
+            **common,
+            method="lora",
+            overrides={**FAST, "nodes": 2, "parallel": "fsdp"},
+            config_changes=changes,
         )
         nodes = wait_for(nodes, lambda j: j.finished, timeout=180)
     finally:
@@ -164,8 +197,9 @@ def test_two_device_and_two_node_jobs_wait_for_workers_that_have_them_and_learn_
     assert nodes.device == "cpu on 2 nodes" and nodes.step == 20
     joined = [line for line in nodes.logs if "Node 2 of 2 joins on" in line]
     assert len(joined) == 1 and nodes.worker.split("@")[0] not in joined[0]  # the other worker ran node 2
-    for job in (devices, nodes):
-        assert job.evaluation["tuned"]["eval_loss"] == pytest.approx(one.evaluation["tuned"]["eval_loss"], rel=0.02)
+    assert any("Sharded the base model over 2 processes (FSDP)" in line for line in nodes.logs)
+    assert devices.evaluation["tuned"]["eval_loss"] == pytest.approx(one.evaluation["tuned"]["eval_loss"], rel=0.02)
+    for job in (devices, nodes):  # the sharded LoRA run is compared with one process above (a QLoRA job here)
         assert job.evaluation["tuned"]["eval_loss"] < job.evaluation["base"]["eval_loss"]
 
 

@@ -33,10 +33,10 @@ def wait_for(job, condition, timeout=300):
     )
 
 
-def launch(django_capture_on_commit_callbacks, *, config_changes=None, **kwargs):
+def launch(django_capture_on_commit_callbacks, *, config_changes=None, method="qlora", **kwargs):
     """Create the job through the wizard's service; dispatch it on commit through the real broker."""
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
-        job = jobs.job_create(method="qlora", preset="quick", name="", **kwargs)
+        job = jobs.job_create(method=method, preset="quick", name="", **kwargs)
         if config_changes:
             job.config = {**job.config, **config_changes}
             job.save(update_fields=["config"])
@@ -210,6 +210,19 @@ def test_estimates_grow_with_the_settings_and_favour_qlora():
     assert 1_000_000 < qlora["trainable_parameters"] < 10_000_000  # r=8 on all linear layers: ~2.4M here
     assert qlora["seconds"] > 0
     assert one_by_one["train_seconds"] > qlora["train_seconds"]  # the same tokens in 4x the steps
+
+
+def test_a_base_sharded_over_devices_takes_its_share_of_each_device_and_a_layer_more():
+    shape = {"hidden": 4096, "layers": 32, "intermediate": 14336, "vocab": 128256, "heads": 32, "kv_heads": 8}
+    args = {"parameters": 8_030_261_248, "shape": shape, "rank": 16, "seq_len": 1024, "train_tokens": 10**6}
+    gpu = {**args, "method": "lora", "batch_size": 8, "device": "cuda"}
+    one = estimates.estimate(**gpu)
+    replicated = estimates.estimate(**gpu, devices=4)
+    sharded = estimates.estimate(**gpu, devices=4, sharded=True)
+    assert one["weights_bytes"] == replicated["weights_bytes"] == 2 * 8_030_261_248
+    assert sharded["weights_bytes"] == int(2 * 8_030_261_248 * (1 / 4 + 1 / 32))
+    assert replicated["activation_bytes"] == sharded["activation_bytes"] == one["activation_bytes"] // 4
+    assert sharded["peak_memory_bytes"] < 80 * 10**9 // 4 < one["peak_memory_bytes"]  # 8B: under 20 GB a device
 
 
 def test_an_upload_is_ingested_while_a_fine_tune_runs(

@@ -39,8 +39,12 @@ def job_estimate(*, base_model: BaseModel, versions, config: dict, device: str =
     held_out = min(config.get("max_eval_records", 100), round(records * config.get("eval_fraction", 0.05)))
     trained = records - held_out
     shape = estimates.model_shape(base_model.local_path)
-    method = "qlora" if config["method"] == "auto" and device == "cuda" else config["method"]
     settings = trainer.TrainConfig.from_dict({**config, "base_model_path": base_model.local_path})
+    devices = settings.devices * settings.nodes
+    sharded = settings.parallel == "fsdp" and devices > 1
+    method = config["method"]
+    if method == "auto":  # as modeling.pick_method decides it, without the worker's free memory at hand
+        method = "lora" if sharded else "qlora" if device == "cuda" else "auto"
     result = estimates.estimate(
         parameters=base_model.parameter_count,
         shape=shape,
@@ -52,7 +56,9 @@ def job_estimate(*, base_model: BaseModel, versions, config: dict, device: str =
         device=device,
         questions=min(trained, 40) + min(held_out, 40),
         attributed_tokens=int(records * per_record),
-        compiled=modeling.compiles(settings, device, "lora" if method == "auto" else method),
+        compiled=modeling.compiles(settings, device, "lora" if method == "auto" else method) and not sharded,
+        devices=devices,
+        sharded=sharded,
     )
     return {**result, "records": records, "tokens": tokens}
 
