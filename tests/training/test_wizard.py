@@ -144,12 +144,15 @@ def test_a_run_on_several_devices_and_nodes_from_the_wizard(
     chosen = {"method": "lora", "preset": "standard", "devices": "2", "nodes": "2", "go": "next"}
     too_small = client.post(step(3), {**chosen, "batch_size": "3"}).content.decode()
     assert "devices times nodes at most the batch size" in too_small
-    assert client.post(step(3), chosen)["Location"] == step(4)
+    four_bit = client.post(step(3), {**chosen, "method": "qlora", "parallel": "fsdp"}).content.decode()
+    assert "4-bit weights are not sharded here" in four_bit
+    assert client.post(step(3), {**chosen, "parallel": "fsdp"})["Location"] == step(4)
 
     review = client.get(step(4)).content.decode()
     assert "batch 4 × 1" in review and "on 2 devices together on each of 2 nodes" in review  # the preset's 1, raised
+    assert "the base model sharded over them (FSDP)" in review
     assert "The time is one device&#x27;s" in review or "The time is one device's" in review
     with django_capture_on_commit_callbacks(execute=False):
         client.post(step(4), {"go": "next"})
     job = FineTuneJob.objects.get()
-    assert (job.devices, job.nodes, job.config["batch_size"]) == (2, 2, 4)
+    assert (job.devices, job.nodes, job.config["batch_size"], job.config["parallel"]) == (2, 2, 4, "fsdp")
