@@ -208,7 +208,11 @@ def job_events(job: FineTuneJob) -> list[dict]:
         FineTuneJob.Status.CANCELLED: ("The job was cancelled", "info"),
     }.get(job.status)
     if ending:
-        events.append(_event(job, job.status, job.finished_at, ending[0], level=ending[1]))
+        last = _event(job, job.status, job.finished_at, ending[0], level=ending[1])
+        # The worker logs its last line just after it sets finished_at, at times in the next second: the end
+        # stays the newest event (appended last, it wins the tie in the stable sort below).
+        last["created_at"] = max([e["created_at"] or 0 for e in events] + [last["created_at"] or 0])
+        events.append(last)
     order = {"created": 0, "started": 1}
     events.sort(key=lambda e: (e["created_at"] or 0, order.get(e["id"].split("-", 2)[-1], 2)))
     return events[::-1]
