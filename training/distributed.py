@@ -18,7 +18,7 @@ Two ways to spread the model (``config.parallel``):
   summed across the ranks once a step. Every forward then needs every rank, so all of them take part in
   the held-out checks, the evaluation and the attribution; rank 0 alone reports and writes. LoRA and DoRA
   on a bf16 or fp32 base only: bitsandbytes' 4-bit weights are not sharded here (FSDP-QLoRA needs
-  ``bnb_4bit_quant_storage`` on CUDA and FSDP1), so QLoRA spreads with DDP.
+  ``bnb_4bit_quant_storage`` on CUDA, which no session could try), so QLoRA spreads with DDP.
 """
 
 from __future__ import annotations
