@@ -91,14 +91,11 @@ def run_ours(args) -> dict:
         "seconds": seconds,
         "samples": (len(events) - 1) * args.batch,
         "tokens": tokens,
-        # Several processes: the largest rank's peak (torchrun waits for its ranks, this process for torchrun).
-        "peak_mb": peak_memory_mb() if config.devices == 1 else children_peak_mb(),
+        # Up to the end of training (the trainer's figure; with several processes, the largest rank's).
+        "peak_mb": max(resolved["peak_bytes"]) / 2**20,
+        "peaks_mb": [b / 2**20 for b in resolved["peak_bytes"]],
         "weights_mb": resolved.get("weights_held_bytes", resolved["weights_bytes"]) / 2**20,
     }
-
-
-def children_peak_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
 
 
 def run_reference(args) -> dict:
@@ -295,6 +292,9 @@ def main() -> None:
     print(
         "peak MB: a process's peak (the largest rank's with several); weights MB: the model's weights a process holds"
     )
+    for side, r in results.items():
+        if len(r.get("peaks_mb", [])) > 1:
+            print(f"{side}: peak MB of each rank: {', '.join(f'{m:.0f}' for m in r['peaks_mb'])}")
     if args.processes:
         one = results[next(iter(results))]
         for name, r in results.items():

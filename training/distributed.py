@@ -54,20 +54,57 @@ def sharded(config) -> bool:
 
 def shard(model, device: str) -> int:
     """Shard the base model's frozen weights over the ranks (FSDP2: each decoder layer, then the rest of the
-    model: embeddings, final norm, head), moving each rank's shards to its device; the adapter is left whole
-    and moved there too. Returns the bytes of weights this rank holds."""
+    model: embeddings, final norm, head) on their devices, the adapter whole on each. Rank 0 holds the
+    model's weights in host memory, the others its shapes only (modeling.load_model "host" and "meta"): rank 0
+    sends every rank its shards and the adapter's first weights, one tensor at a time, so one copy of the
+    base is ever whole in a machine's memory. Returns the bytes of weights this rank holds."""
     import torch
+    import torch.distributed as dist
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
     from torch.distributed.fsdp import fully_shard
 
+    rank = world()[0]
+    whole = model.state_dict() if rank == 0 else {}
     adapter = [p for p in model.parameters() if p.requires_grad]
     lm = model.get_base_model()  # the root: generate() calls it, not the peft wrapper
     for layer in lm.get_decoder().layers:
         fully_shard(layer, ignored_params=set(adapter))
     fully_shard(lm, ignored_params=set(adapter))
-    with torch.no_grad():
-        for parameter in adapter:
-            parameter.data = parameter.data.to(device)
+    target = torch.device(device, torch.cuda.current_device()) if device == "cuda" else torch.device(device)
+    if rank:
+        model.to_empty(device=target)
+    else:
+        with torch.no_grad():
+            for parameter in adapter:
+                parameter.data = parameter.data.to(target)
+    options = StateDictOptions(full_state_dict=True, broadcast_from_rank0=True)
+    set_model_state_dict(model, whole, options=options)
+    del whole
+    # Buffers a state_dict leaves out (rotary frequencies): from rank 0 too.
+    for buffer in model.buffers():
+        if rank == 0:
+            buffer.data = buffer.data.to(target)
+        dist.broadcast(buffer, src=0)
     return sum((p.to_local() if hasattr(p, "to_local") else p).numel() * p.element_size() for p in model.parameters())
+
+
+def peaks(device: str) -> list[int]:
+    """Every rank's peak memory so far, in bytes (CUDA: the most allocated; a CPU: the process's peak RSS)."""
+    import resource
+
+    import torch
+    import torch.distributed as dist
+
+    if device == "cuda":
+        mine = torch.cuda.max_memory_allocated()
+    else:
+        mine = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    if world()[1] == 1:
+        return [mine]
+    figures = torch.zeros(world()[1], dtype=torch.int64, device=device)
+    figures[world()[0]] = mine
+    dist.all_reduce(figures)
+    return [int(f) for f in figures.tolist()]
 
 
 def stop() -> None:

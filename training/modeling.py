@@ -58,9 +58,10 @@ def pick_method(config, device: str, bf16: bool) -> str:
     return "lora" if weights * 3 < free else "qlora"
 
 
-def load_model(config, place: bool = True):
-    """The peft model, its tokenizer, and how it computes: {"method", "bf16"}. ``place``: move the model to
-    the device (a base to be sharded is left in host memory, each rank moving only its shards)."""
+def load_model(config, where: str = "device"):
+    """The peft model, its tokenizer, and how it computes: {"method", "bf16"}. ``where`` the weights go:
+    "device"; "host", in host memory (rank 0 of a run that shards the base, which sends every rank its
+    shards: training/distributed.py); "meta", shapes without weights (the other ranks of that run)."""
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
@@ -81,10 +82,17 @@ def load_model(config, place: bool = True):
             bnb_4bit_compute_dtype=compute_dtype,
         )
         kwargs["device_map"] = {"": torch.cuda.current_device()} if device == "cuda" else {"": "cpu"}
-    model = AutoModelForCausalLM.from_pretrained(config.base_model_path, **kwargs)
+    if where == "meta":
+        from transformers import AutoConfig
+
+        with torch.device("meta"):
+            settings = AutoConfig.from_pretrained(config.base_model_path, trust_remote_code=False)
+            model = AutoModelForCausalLM.from_config(settings, dtype=compute_dtype, trust_remote_code=False)
+    else:
+        model = AutoModelForCausalLM.from_pretrained(config.base_model_path, **kwargs)
     if method == "qlora" and device == "cpu":
         keep_trainable_4bit_layout(model)
-    if method != "qlora" and place:
+    if method != "qlora" and where == "device":
         model.to(device)
     model.config.use_cache = False
     if method == "full":

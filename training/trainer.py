@@ -100,7 +100,9 @@ def setup(config: TrainConfig, data_path, eval_path, checkpoint_dir: Path, log: 
     device = device_name()
     distributed.start(device)
     sharded = distributed.sharded(config)
-    model, tokenizer, compute = load_model(config, place=not sharded)
+    model, tokenizer, compute = load_model(
+        config, "device" if not sharded else "meta" if distributed.world()[0] else "host"
+    )
     compute.update(sharded=sharded, weights_bytes=sum(p.numel() * p.element_size() for p in model.parameters()))
     # Not with a sharded base: compiled layers between FSDP's gathers trained the bundled model at 1.71 samples/s
     # on 2 CPU processes against 2.19 eager (bench/train.py, 24 steps).
@@ -267,6 +269,10 @@ def train(
     sharded = run.compute["sharded"]
     try:
         train_steps(run, checkpoint_dir, report, stop)
+        run.compute["peak_bytes"] = distributed.peaks(run.device)
+        if size > 1:
+            each = ", ".join(f"{b / 2**20:,.0f}" for b in run.compute["peak_bytes"])
+            log(f"Peak memory of each process while training: {each} MB")
     finally:
         if not sharded:
             distributed.stop()
