@@ -7,6 +7,8 @@ import shutil
 from contextlib import nullcontext
 from pathlib import Path
 
+from training import distributed
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 BF16_MIN_BYTES = 100 * 2**20  # below this, a CPU step spends more on casts than bf16 matmuls save
@@ -45,7 +47,7 @@ def pick_method(config, device: str, bf16: bool) -> str:
     per step: no 4-bit dequantisation), QLoRA otherwise."""
     if config.method != "auto":
         return config.method
-    if config.parallel == "fsdp" and config.devices * config.nodes > 1:
+    if distributed.sharded(config):
         return "lora"  # its base is sharded: the devices hold it together
     import torch
 
